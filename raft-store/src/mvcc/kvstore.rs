@@ -1,0 +1,618 @@
+//! The MVCC key space: an in-memory [`KeyIndex`] per key over revision-keyed records in a
+//! [`Backend`], with etcd's read, write-transaction and compaction semantics.
+//!
+//! Backend layout (inside the state machine's tree): `r<revision>` → [`Record`], plus the meta keys
+//! [`META_CURRENT`] and [`META_COMPACT`]. Writes are gathered into a [`Batch`] that the caller
+//! commits together with its own bookkeeping, so one applied Raft entry is one atomic write.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::backend::{Backend, Batch};
+use super::key_index::KeyIndex;
+use super::key_range::KeyRange;
+use super::revision::Revision;
+use crate::codec;
+use crate::error::StoreError;
+
+const REV_PREFIX: u8 = b'r';
+/// Revision of an empty store, as in etcd: the first write is revision 2.
+pub const INITIAL_REVISION: i64 = 1;
+pub const META_CURRENT: &[u8] = b"m/kv/current";
+pub const META_COMPACT: &[u8] = b"m/kv/compact";
+
+/// One stored change of a key. A tombstone records a delete and carries only key and mod_revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    pub version: i64,
+    pub lease: i64,
+    pub tombstone: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// A change as watchers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: Record,
+    pub prev: Option<Record>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RangeResult {
+    pub kvs: Vec<Record>,
+    /// Number of keys in the range, regardless of limit.
+    pub count: usize,
+    /// The revision the read was served at.
+    pub rev: i64,
+}
+
+fn rev_key(rev: Revision) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(REV_PREFIX);
+    k.extend_from_slice(&rev.to_bytes());
+    k
+}
+
+fn read_i64(backend: &dyn Backend, key: &[u8], default: i64) -> Result<i64, StoreError> {
+    match backend.get(key)? {
+        None => Ok(default),
+        Some(v) => codec::decode(&v).map_err(|e| StoreError::Internal(e.to_string())),
+    }
+}
+
+/// A consistent view to read ranges from: the committed store, or a write transaction in flight.
+pub trait ReadView {
+    /// Reads `range` at revision `at` (`<= 0` means the newest). `limit == 0` means no limit.
+    fn range(
+        &self,
+        range: &KeyRange,
+        at: i64,
+        limit: usize,
+        count_only: bool,
+    ) -> Result<RangeResult, StoreError>;
+    /// (newest revision visible, compact revision).
+    fn revisions(&self) -> (i64, i64);
+}
+
+impl ReadView for KvStore {
+    fn range(
+        &self,
+        range: &KeyRange,
+        at: i64,
+        limit: usize,
+        count_only: bool,
+    ) -> Result<RangeResult, StoreError> {
+        KvStore::range(self, range, at, limit, count_only)
+    }
+    fn revisions(&self) -> (i64, i64) {
+        (self.current, self.compacted)
+    }
+}
+
+impl ReadView for WriteTxn<'_> {
+    fn range(
+        &self,
+        range: &KeyRange,
+        at: i64,
+        limit: usize,
+        count_only: bool,
+    ) -> Result<RangeResult, StoreError> {
+        WriteTxn::range(self, range, at, limit, count_only)
+    }
+    fn revisions(&self) -> (i64, i64) {
+        (self.view(), self.store.compacted)
+    }
+}
+
+/// The key space.
+pub struct KvStore {
+    backend: Arc<dyn Backend>,
+    index: BTreeMap<Vec<u8>, KeyIndex>,
+    current: i64,
+    compacted: i64,
+}
+
+impl KvStore {
+    /// Loads the key space from the backend, rebuilding the index from the stored records.
+    pub fn open(backend: Arc<dyn Backend>) -> Result<Self, StoreError> {
+        let current = read_i64(&*backend, META_CURRENT, INITIAL_REVISION)?;
+        // Nothing compacted yet is -1, as in etcd (so compacting at 0 succeeds).
+        let compacted = read_i64(&*backend, META_COMPACT, -1)?;
+        let mut index: BTreeMap<Vec<u8>, KeyIndex> = BTreeMap::new();
+        let mut failure = None;
+        backend.scan(&[REV_PREFIX], &[REV_PREFIX + 1], &mut |k, v| {
+            let (Some(rev), Ok(rec)) = (Revision::from_bytes(&k[1..]), codec::decode::<Record>(v))
+            else {
+                failure = Some(StoreError::Internal(format!("corrupt record at {k:?}")));
+                return false;
+            };
+            let ki = index.entry(rec.key.clone()).or_default();
+            if rec.tombstone {
+                ki.tombstone(rev);
+            } else {
+                ki.restore(rev, rec.create_revision, rec.version);
+            }
+            true
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(Self {
+            backend,
+            index,
+            current,
+            compacted,
+        })
+    }
+
+    pub fn current_rev(&self) -> i64 {
+        self.current
+    }
+
+    pub fn compact_rev(&self) -> i64 {
+        self.compacted
+    }
+
+    fn record(&self, rev: Revision) -> Result<Record, StoreError> {
+        let raw = self
+            .backend
+            .get(&rev_key(rev))?
+            .ok_or_else(|| StoreError::Internal(format!("missing record for revision {rev:?}")))?;
+        codec::decode(&raw).map_err(|e| StoreError::Internal(e.to_string()))
+    }
+
+    /// Reads `range` at revision `at` (`<= 0` means the newest). `limit == 0` means no limit.
+    pub fn range(
+        &self,
+        range: &KeyRange,
+        at: i64,
+        limit: usize,
+        count_only: bool,
+    ) -> Result<RangeResult, StoreError> {
+        self.range_with(range, at, limit, count_only, self.current, &HashMap::new())
+    }
+
+    fn range_with(
+        &self,
+        range: &KeyRange,
+        at: i64,
+        limit: usize,
+        count_only: bool,
+        newest: i64,
+        pending: &HashMap<Revision, Record>,
+    ) -> Result<RangeResult, StoreError> {
+        let at = if at <= 0 { newest } else { at };
+        if at > newest {
+            return Err(StoreError::FutureRev);
+        }
+        if at < self.compacted {
+            return Err(StoreError::Compacted);
+        }
+        let mut result = RangeResult {
+            rev: newest,
+            ..Default::default()
+        };
+        let Some(bounds) = range.bounds() else {
+            return Ok(result);
+        };
+        let mut revs = Vec::new();
+        for (_, ki) in self.index.range(bounds) {
+            if let Some(found) = ki.get(at) {
+                result.count += 1;
+                if !count_only && (limit == 0 || revs.len() < limit) {
+                    revs.push(found.modified);
+                }
+            }
+        }
+        for rev in revs {
+            match pending.get(&rev) {
+                Some(rec) => result.kvs.push(rec.clone()),
+                None => result.kvs.push(self.record(rev)?),
+            }
+        }
+        Ok(result)
+    }
+
+    /// The key's value as of revision `at`, if it existed then (for watch `prev_kv`).
+    pub fn get_at(&self, key: &[u8], at: i64) -> Result<Option<Record>, StoreError> {
+        match self.index.get(key).and_then(|ki| ki.get(at)) {
+            Some(found) => Ok(Some(self.record(found.modified)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every change with `from <= main revision <= to` whose key is in `range`, in revision order.
+    /// The caller checks `from` against the compact revision first.
+    pub fn changes(&self, from: i64, to: i64, range: &KeyRange) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::new();
+        let mut failure = None;
+        let start = rev_key(Revision::new(from, 0));
+        let end = rev_key(Revision::new(to.saturating_add(1), 0));
+        self.backend.scan(&start, &end, &mut |_, v| {
+            match codec::decode::<Record>(v) {
+                Ok(rec) if range.contains(&rec.key) => out.push(rec),
+                Ok(_) => {}
+                Err(e) => {
+                    failure = Some(StoreError::Internal(e.to_string()));
+                    return false;
+                }
+            }
+            true
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    /// Starts a write transaction at revision `current + 1`.
+    pub fn write(&mut self) -> WriteTxn<'_> {
+        let rev = self.current + 1;
+        WriteTxn {
+            store: self,
+            rev,
+            sub: 0,
+            pending: HashMap::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// Drops history before `rev`; reads at `rev` and later are unaffected.
+    pub fn compact(&mut self, rev: i64, batch: &mut Batch) -> Result<(), StoreError> {
+        if rev <= self.compacted {
+            return Err(StoreError::Compacted);
+        }
+        if rev > self.current {
+            return Err(StoreError::FutureRev);
+        }
+        self.index.retain(|_, ki| {
+            for gone in ki.compact(rev) {
+                batch.delete(rev_key(gone));
+            }
+            !ki.is_empty()
+        });
+        self.compacted = rev;
+        batch.put(META_COMPACT, codec::encode(&rev));
+        Ok(())
+    }
+}
+
+/// A write transaction: every change gets the same main revision; reads see earlier changes of the
+/// same transaction. [`WriteTxn::finish`] puts the changes into a batch and publishes the revision.
+pub struct WriteTxn<'a> {
+    store: &'a mut KvStore,
+    rev: i64,
+    sub: i64,
+    pending: HashMap<Revision, Record>,
+    events: Vec<Event>,
+}
+
+impl WriteTxn<'_> {
+    /// The revision reads inside this transaction see.
+    fn view(&self) -> i64 {
+        if self.events.is_empty() {
+            self.rev - 1
+        } else {
+            self.rev
+        }
+    }
+
+    pub fn range(
+        &self,
+        range: &KeyRange,
+        at: i64,
+        limit: usize,
+        count_only: bool,
+    ) -> Result<RangeResult, StoreError> {
+        self.store
+            .range_with(range, at, limit, count_only, self.view(), &self.pending)
+    }
+
+    fn latest(&self, key: &[u8]) -> Result<Option<Record>, StoreError> {
+        let Some(found) = self.store.index.get(key).and_then(|ki| ki.get(self.rev)) else {
+            return Ok(None);
+        };
+        match self.pending.get(&found.modified) {
+            Some(rec) => Ok(Some(rec.clone())),
+            None => self.store.record(found.modified).map(Some),
+        }
+    }
+
+    fn next_rev(&mut self) -> Revision {
+        let r = Revision::new(self.rev, self.sub);
+        self.sub += 1;
+        r
+    }
+
+    /// Writes `key`; returns the previous value, if any.
+    pub fn put(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<Option<Record>, StoreError> {
+        let prev = self.latest(key)?;
+        let (create_revision, version) = match &prev {
+            Some(p) => (p.create_revision, p.version + 1),
+            None => (self.rev, 1),
+        };
+        let rev = self.next_rev();
+        let rec = Record {
+            key: key.to_vec(),
+            value,
+            create_revision,
+            mod_revision: self.rev,
+            version,
+            lease,
+            tombstone: false,
+        };
+        self.store.index.entry(key.to_vec()).or_default().put(rev);
+        self.pending.insert(rev, rec.clone());
+        self.events.push(Event {
+            kind: EventKind::Put,
+            kv: rec,
+            prev: prev.clone(),
+        });
+        Ok(prev)
+    }
+
+    /// Deletes every live key in `range`; returns their values before the delete.
+    pub fn delete_range(&mut self, range: &KeyRange) -> Result<Vec<Record>, StoreError> {
+        let Some(bounds) = range.bounds() else {
+            return Ok(Vec::new());
+        };
+        let keys: Vec<Vec<u8>> = self
+            .store
+            .index
+            .range(bounds)
+            .filter(|(_, ki)| ki.is_alive())
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut deleted = Vec::with_capacity(keys.len());
+        for key in keys {
+            let Some(prev) = self.latest(&key)? else {
+                continue;
+            };
+            let rev = self.next_rev();
+            let tomb = Record {
+                key: key.clone(),
+                mod_revision: self.rev,
+                tombstone: true,
+                ..Default::default()
+            };
+            if let Some(ki) = self.store.index.get_mut(&key) {
+                ki.tombstone(rev);
+            }
+            self.pending.insert(rev, tomb.clone());
+            self.events.push(Event {
+                kind: EventKind::Delete,
+                kv: tomb,
+                prev: Some(prev.clone()),
+            });
+            deleted.push(prev);
+        }
+        Ok(deleted)
+    }
+
+    /// Ends the transaction: adds its records to `batch` and returns its events. A transaction that
+    /// changed nothing leaves the revision as it was.
+    pub fn finish(self, batch: &mut Batch) -> Vec<Event> {
+        if self.events.is_empty() {
+            return Vec::new();
+        }
+        for (rev, rec) in &self.pending {
+            batch.put(rev_key(*rev), codec::encode(rec));
+        }
+        self.store.current = self.rev;
+        batch.put(META_CURRENT, codec::encode(&self.rev));
+        self.events
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::mvcc::backend::MemBackend;
+
+    fn single(k: &str) -> KeyRange {
+        KeyRange::new(k.as_bytes(), b"")
+    }
+
+    fn commit(
+        store: &mut KvStore,
+        backend: &MemBackend,
+        f: impl FnOnce(&mut WriteTxn<'_>),
+    ) -> Vec<Event> {
+        let mut batch = Batch::default();
+        let mut txn = store.write();
+        f(&mut txn);
+        let events = txn.finish(&mut batch);
+        backend.write(batch).unwrap();
+        events
+    }
+
+    fn values(r: &RangeResult) -> Vec<(String, String, i64, i64, i64)> {
+        r.kvs
+            .iter()
+            .map(|k| {
+                (
+                    String::from_utf8_lossy(&k.key).into(),
+                    String::from_utf8_lossy(&k.value).into(),
+                    k.create_revision,
+                    k.mod_revision,
+                    k.version,
+                )
+            })
+            .collect()
+    }
+
+    /// A backend shared by the store under test and the test itself. The store's history starts
+    /// at revision 0 here so that the numbers in these tests read simply (the first write is 1).
+    fn open() -> (KvStore, Arc<MemBackend>) {
+        let backend = Arc::new(MemBackend::default());
+        backend.write(zero_based()).unwrap();
+        (KvStore::open(backend.clone()).unwrap(), backend)
+    }
+
+    pub(crate) fn zero_based() -> Batch {
+        let mut b = Batch::default();
+        b.put(META_CURRENT, codec::encode(&0i64));
+        b
+    }
+
+    #[test]
+    fn a_fresh_store_starts_at_etcds_initial_revision() {
+        let backend = Arc::new(MemBackend::default());
+        let mut s = KvStore::open(backend.clone()).unwrap();
+        assert_eq!(s.current_rev(), INITIAL_REVISION);
+        assert_eq!(s.range(&single("a"), 0, 0, false).unwrap().rev, 1);
+        let mut batch = Batch::default();
+        let mut t = s.write();
+        t.put(b"a", b"1".to_vec(), 0).unwrap();
+        assert_eq!(t.finish(&mut batch)[0].kv.mod_revision, 2);
+    }
+
+    #[test]
+    fn revisions_versions_and_history() {
+        let (mut s, b) = open();
+        commit(&mut s, &b, |t| {
+            t.put(b"a", b"1".to_vec(), 0).unwrap();
+        });
+        commit(&mut s, &b, |t| {
+            t.put(b"a", b"2".to_vec(), 0).unwrap();
+            t.put(b"b", b"x".to_vec(), 0).unwrap();
+        });
+        assert_eq!(s.current_rev(), 2);
+        let now = s.range(&KeyRange::new(b"a", b"\0"), 0, 0, false).unwrap();
+        assert_eq!(
+            values(&now),
+            vec![
+                ("a".into(), "2".into(), 1, 2, 2),
+                ("b".into(), "x".into(), 2, 2, 1)
+            ]
+        );
+        let then = s.range(&single("a"), 1, 0, false).unwrap();
+        assert_eq!(values(&then), vec![("a".into(), "1".into(), 1, 1, 1)]);
+        assert_eq!(
+            s.range(&single("a"), 3, 0, false),
+            Err(StoreError::FutureRev)
+        );
+
+        let events = commit(&mut s, &b, |t| {
+            assert_eq!(t.delete_range(&KeyRange::new(b"a", b"c")).unwrap().len(), 2);
+        });
+        assert_eq!(events.len(), 2);
+        assert!(events
+            .iter()
+            .all(|e| e.kind == EventKind::Delete && e.kv.mod_revision == 3));
+        assert_eq!(
+            s.range(&KeyRange::new(b"a", b"\0"), 0, 0, false)
+                .unwrap()
+                .count,
+            0
+        );
+
+        // A transaction that changes nothing does not bump the revision.
+        let none = commit(&mut s, &b, |t| {
+            assert!(t.delete_range(&single("zz")).unwrap().is_empty());
+        });
+        assert!(none.is_empty());
+        assert_eq!(s.current_rev(), 3);
+
+        commit(&mut s, &b, |t| {
+            t.put(b"a", b"new".to_vec(), 0).unwrap();
+        });
+        let re = s.range(&single("a"), 0, 0, false).unwrap();
+        assert_eq!(values(&re), vec![("a".into(), "new".into(), 4, 4, 1)]);
+    }
+
+    #[test]
+    fn limit_count_and_reads_inside_a_transaction() {
+        let (mut s, b) = open();
+        commit(&mut s, &b, |t| {
+            for k in ["k1", "k2", "k3"] {
+                t.put(k.as_bytes(), b"v".to_vec(), 0).unwrap();
+            }
+        });
+        let r = s.range(&KeyRange::new(b"k", b"l"), 0, 2, false).unwrap();
+        assert_eq!((r.kvs.len(), r.count), (2, 3));
+        let c = s.range(&KeyRange::new(b"k", b"l"), 0, 0, true).unwrap();
+        assert_eq!((c.kvs.len(), c.count), (0, 3));
+
+        commit(&mut s, &b, |t| {
+            t.put(b"k1", b"w".to_vec(), 0).unwrap();
+            let seen = t.range(&single("k1"), 0, 0, false).unwrap();
+            assert_eq!(seen.kvs[0].value, b"w");
+            assert_eq!(seen.rev, 2);
+        });
+    }
+
+    #[test]
+    fn compaction_and_reopen() {
+        let (mut s, b) = open();
+        for v in 1..=5 {
+            commit(&mut s, &b, |t| {
+                t.put(b"a", v.to_string().into_bytes(), 0).unwrap();
+            });
+        }
+        commit(&mut s, &b, |t| {
+            t.delete_range(&single("a")).unwrap();
+            t.put(b"b", b"b".to_vec(), 0).unwrap();
+        });
+        let mut batch = Batch::default();
+        s.compact(3, &mut batch).unwrap();
+        b.write(batch).unwrap();
+        assert_eq!(
+            s.range(&single("a"), 2, 0, false),
+            Err(StoreError::Compacted)
+        );
+        assert_eq!(
+            values(&s.range(&single("a"), 3, 0, false).unwrap())[0].1,
+            "3"
+        );
+        assert_eq!(
+            s.compact(3, &mut Batch::default()),
+            Err(StoreError::Compacted)
+        );
+        assert_eq!(
+            s.compact(99, &mut Batch::default()),
+            Err(StoreError::FutureRev)
+        );
+
+        let reopened = KvStore::open(b.clone()).unwrap();
+        assert_eq!((reopened.current_rev(), reopened.compact_rev()), (6, 3));
+        for at in 3..=6 {
+            assert_eq!(
+                reopened.range(&KeyRange::new(b"a", b"\0"), at, 0, false),
+                s.range(&KeyRange::new(b"a", b"\0"), at, 0, false),
+                "at {at}"
+            );
+        }
+        let changes = reopened.changes(4, 6, &single("a")).unwrap();
+        assert_eq!(
+            changes.iter().map(|r| r.mod_revision).collect::<Vec<_>>(),
+            vec![4, 5, 6]
+        );
+        assert!(changes[2].tombstone);
+
+        // Compacting past the delete removes the key entirely.
+        let mut batch = Batch::default();
+        let mut s = reopened;
+        s.compact(6, &mut batch).unwrap();
+        b.write(batch).unwrap();
+        assert!(s.changes(0, 6, &single("a")).unwrap().is_empty());
+        assert_eq!(s.range(&single("b"), 0, 0, false).unwrap().count, 1);
+    }
+}

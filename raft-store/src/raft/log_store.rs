@@ -1,0 +1,162 @@
+//! The Raft log and vote in sled. Appends and votes are flushed to disk before openraft is told
+//! they are persisted (sled's own background flush runs only every 500 ms).
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+
+use super::{Entry, LogId, TypeConfig, Vote};
+use crate::codec;
+
+const VOTE: &[u8] = b"vote";
+const LAST_PURGED: &[u8] = b"last_purged";
+const COMMITTED: &[u8] = b"committed";
+
+/// Log entries keyed by big-endian index, plus vote and purge/commit markers. Cloning shares the
+/// same trees (used for log readers).
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+}
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn get<T: serde::de::DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> io::Result<Option<T>> {
+    match tree.get(key).map_err(io_err)? {
+        Some(v) => codec::decode(&v).map(Some).map_err(io_err),
+        None => Ok(None),
+    }
+}
+
+impl LogStore {
+    pub fn open(db: &sled::Db) -> io::Result<Self> {
+        Ok(Self {
+            db: db.clone(),
+            log: db.open_tree("raft_log").map_err(io_err)?,
+            meta: db.open_tree("raft_meta").map_err(io_err)?,
+        })
+    }
+
+    async fn flush(&self) -> io::Result<()> {
+        self.db.flush_async().await.map_err(io_err)?;
+        Ok(())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => i + 1,
+            Bound::Unbounded => 0,
+        };
+        let mut out = Vec::new();
+        for item in self.log.range(start.to_be_bytes()..) {
+            let (k, v) = item.map_err(io_err)?;
+            let idx = u64::from_be_bytes(k.as_ref().try_into().map_err(io_err)?);
+            if !range.contains(&idx) {
+                break;
+            }
+            out.push(codec::decode(&v).map_err(io_err)?);
+        }
+        Ok(out)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        get(&self.meta, VOTE)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id: Option<LogId> = get(&self.meta, LAST_PURGED)?;
+        let last = match self.log.last().map_err(io_err)? {
+            Some((_, v)) => Some(codec::decode::<Entry>(&v).map_err(io_err)?.log_id),
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.meta
+            .insert(VOTE, codec::encode(vote))
+            .map_err(io_err)?;
+        self.flush().await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        // Not flushed: losing it only means re-applying from the snapshot after a crash.
+        self.meta
+            .insert(COMMITTED, codec::encode(&committed))
+            .map_err(io_err)?;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(get::<Option<LogId>>(&self.meta, COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            batch.insert(&entry.log_id.index.to_be_bytes(), codec::encode(&entry));
+        }
+        self.log.apply_batch(batch).map_err(io_err)?;
+        let result = self.flush().await;
+        callback.io_completed(
+            result
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| io::Error::new(e.kind(), e.to_string())),
+        );
+        result
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map(|l| l.index + 1).unwrap_or(0);
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(from.to_be_bytes()..) {
+            batch.remove(item.map_err(io_err)?.0);
+        }
+        self.log.apply_batch(batch).map_err(io_err)?;
+        self.flush().await
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        self.meta
+            .insert(LAST_PURGED, codec::encode(&log_id))
+            .map_err(io_err)?;
+        let mut batch = sled::Batch::default();
+        for item in self.log.range(..=log_id.index.to_be_bytes()) {
+            batch.remove(item.map_err(io_err)?.0);
+        }
+        self.log.apply_batch(batch).map_err(io_err)?;
+        self.flush().await
+    }
+}

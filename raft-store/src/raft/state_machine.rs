@@ -1,0 +1,265 @@
+//! openraft's state machine over [`Machine`]: applies committed entries (one atomic sled batch per
+//! entry, including the applied log id), builds and installs snapshots, and publishes every
+//! applied change to watchers through the [`WatchHub`].
+//!
+//! A snapshot is the whole state-machine tree (key history included, so watchers on a replica that
+//! installed a snapshot can still replay uncompacted revisions), encoded with `codec`.
+
+use std::io;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use futures::{Stream, TryStreamExt};
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::EntryPayload;
+
+use super::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::codec;
+use crate::error::StoreError;
+use crate::machine::command::Applied;
+use crate::machine::Machine;
+use crate::mvcc::backend::{Backend, Batch, SledBackend};
+use crate::watch::hub::WatchHub;
+
+const META_APPLIED: &[u8] = b"m/raft/applied";
+const META_MEMBERSHIP: &[u8] = b"m/raft/membership";
+const SNAPSHOT_META: &[u8] = b"meta";
+const SNAPSHOT_DATA: &[u8] = b"data";
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// The contents of a snapshot: every pair of the state-machine tree.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotBody {
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Checks that `data` is a snapshot body this build can install.
+pub fn check_snapshot(data: &[u8]) -> Result<(), codec::CodecError> {
+    codec::decode::<SnapshotBody>(data).map(|_| ())
+}
+
+/// Shared between openraft's state-machine worker and the client-facing services.
+pub struct Shared {
+    machine: RwLock<Machine>,
+    snapshots: sled::Tree,
+    pub hub: WatchHub,
+}
+
+impl Shared {
+    /// Read access for serving clients. Never hold it across an await.
+    pub fn read(&self) -> RwLockReadGuard<'_, Machine> {
+        self.machine.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Machine> {
+        self.machine.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn applied_state(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        let m = self.read();
+        let backend = m.backend();
+        let applied = match backend.get(META_APPLIED).map_err(io_err)? {
+            Some(v) => codec::decode(&v).map_err(io_err)?,
+            None => None,
+        };
+        let membership = match backend.get(META_MEMBERSHIP).map_err(io_err)? {
+            Some(v) => codec::decode(&v).map_err(io_err)?,
+            None => StoredMembership::default(),
+        };
+        Ok((applied, membership))
+    }
+
+    /// The whole state as a snapshot body, with the applied state it corresponds to.
+    fn dump(&self) -> io::Result<(Vec<u8>, Option<LogId>, StoredMembership)> {
+        let m = self.read();
+        let mut pairs = Vec::new();
+        m.backend()
+            .scan(&[], &[0xff; 32], &mut |k, v| {
+                pairs.push((k.to_vec(), v.to_vec()));
+                true
+            })
+            .map_err(io_err)?;
+        drop(m);
+        // Raft bookkeeping travels in the snapshot meta, not in the body; it comes from the same
+        // scan as the data so that the two always match.
+        let mut applied = None;
+        let mut membership = StoredMembership::default();
+        for (k, v) in &pairs {
+            if k == META_APPLIED {
+                applied = codec::decode(v).map_err(io_err)?;
+            } else if k == META_MEMBERSHIP {
+                membership = codec::decode(v).map_err(io_err)?;
+            }
+        }
+        pairs.retain(|(k, _)| k != META_APPLIED && k != META_MEMBERSHIP);
+        Ok((codec::encode(&SnapshotBody { pairs }), applied, membership))
+    }
+
+    /// A backup body for Maintenance.Snapshot (see `backup`).
+    pub fn backup_body(&self) -> io::Result<Vec<u8>> {
+        Ok(self.dump()?.0)
+    }
+
+    fn build_snapshot(&self) -> io::Result<Snapshot> {
+        let (data, last_log_id, last_membership) = self.dump()?;
+        let meta = SnapshotMeta {
+            last_log_id,
+            last_membership,
+        };
+        self.save_snapshot(&meta, &data)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: data,
+        })
+    }
+
+    fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+        let mut b = sled::Batch::default();
+        b.insert(SNAPSHOT_META, codec::encode(meta));
+        b.insert(SNAPSHOT_DATA, data);
+        self.snapshots.apply_batch(b).map_err(io_err)?;
+        self.snapshots.flush().map_err(io_err)?;
+        Ok(())
+    }
+}
+
+/// openraft's handle on the state machine; cheap to clone.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    pub shared: Arc<Shared>,
+}
+
+impl StateMachineStore {
+    pub fn open(db: &sled::Db) -> io::Result<Self> {
+        let tree = db.open_tree("state").map_err(io_err)?;
+        let backend: Arc<dyn Backend> = Arc::new(SledBackend::new(db.clone(), tree));
+        let machine = Machine::open(backend).map_err(io_err)?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                machine: RwLock::new(machine),
+                snapshots: db.open_tree("snapshot").map_err(io_err)?,
+                hub: WatchHub::new(),
+            }),
+        })
+    }
+
+    /// Starts a new cluster's state from a backup body: the key space and leases, without the old
+    /// cluster's ID and member attributes.
+    pub fn restore_backup(&self, data: &[u8]) -> io::Result<()> {
+        let mut body: SnapshotBody = codec::decode(data).map_err(io_err)?;
+        body.pairs
+            .retain(|(k, _)| !crate::machine::cluster_scoped(k));
+        self.restore(&SnapshotMeta::default(), &codec::encode(&body))
+    }
+
+    /// Replaces the whole state with a snapshot body (used for InstallSnapshot and restores).
+    pub fn restore(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+        let body: SnapshotBody = codec::decode(data).map_err(io_err)?;
+        {
+            let mut m = self.shared.write();
+            let backend = m.backend().clone();
+            backend.clear().map_err(io_err)?;
+            let mut batch = Batch::default();
+            for (k, v) in body.pairs {
+                batch.put(k, v);
+            }
+            batch.put(META_APPLIED, codec::encode(&meta.last_log_id));
+            batch.put(META_MEMBERSHIP, codec::encode(&meta.last_membership));
+            backend.write(batch).map_err(io_err)?;
+            backend.flush().map_err(io_err)?;
+            *m = Machine::open(backend).map_err(io_err)?;
+        }
+        self.shared.hub.reset();
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.build_snapshot())
+            .await
+            .map_err(io_err)?
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotData = Vec<u8>;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        self.shared.applied_state()
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let mut batch = Batch::default();
+            let (outcome, events, revision) = {
+                let mut m = self.shared.write();
+                let (outcome, events) = match &entry.payload {
+                    EntryPayload::Blank => {
+                        (Ok(crate::machine::command::CommandResult::Done), Vec::new())
+                    }
+                    EntryPayload::Normal(cmd) => {
+                        let (outcome, events) = m.apply(cmd, &mut batch);
+                        // A storage failure mid-command leaves memory and disk apart: stop this
+                        // replica rather than let it diverge from the others.
+                        if let Err(StoreError::Internal(e)) = &outcome {
+                            return Err(io::Error::other(format!("applying {cmd}: {e}")));
+                        }
+                        (outcome, events)
+                    }
+                    EntryPayload::Membership(mem) => {
+                        let stored = StoredMembership::new(Some(entry.log_id), mem.clone());
+                        batch.put(META_MEMBERSHIP, codec::encode(&stored));
+                        (Ok(crate::machine::command::CommandResult::Done), Vec::new())
+                    }
+                };
+                batch.put(META_APPLIED, codec::encode(&Some(entry.log_id)));
+                m.backend().write(batch).map_err(io_err)?;
+                (outcome, events, m.kv.current_rev())
+            };
+            if !events.is_empty() {
+                self.shared.hub.publish(revision, events);
+            }
+            if let Some(r) = responder {
+                r.send(Applied(outcome));
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> Result<(), io::Error> {
+        self.restore(meta, &snapshot)?;
+        self.shared.save_snapshot(meta, &snapshot)?;
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = snapshot.len(), "installed snapshot from the leader");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let meta = self.shared.snapshots.get(SNAPSHOT_META).map_err(io_err)?;
+        let data = self.shared.snapshots.get(SNAPSHOT_DATA).map_err(io_err)?;
+        match (meta, data) {
+            (Some(meta), Some(data)) => Ok(Some(Snapshot {
+                meta: codec::decode(&meta).map_err(io_err)?,
+                snapshot: data.to_vec(),
+            })),
+            _ => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Watch: fan-out of applied changes and the etcd watch streams built on it.
+pub mod hub;
+pub mod session;

@@ -1,0 +1,12 @@
+//! Helpers for the end-to-end tests: real Skiff binaries started as processes on loopback ports
+//! with their own data directories, the outside clients that drive them, and the store benchmark's
+//! measurements.
+
+pub mod bench;
+pub mod bins;
+pub mod cluster;
+pub mod etcdctl;
+pub mod history;
+pub mod netns;
+pub mod wait;
+pub mod workload;
