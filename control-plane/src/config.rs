@@ -68,7 +68,8 @@ pub struct Args {
     /// Raft heartbeat interval in milliseconds.
     #[arg(long, env = "SKIFF_HEARTBEAT_INTERVAL", default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..))]
     pub heartbeat_interval: u64,
-    /// Raft election timeout in milliseconds (randomised up to twice this).
+    /// Raft election timeout in milliseconds: a follower that hears nothing from the leader for
+    /// 1.5x to 2x this starts an election (etcd: 1x to 2x). At least 4 heartbeat intervals.
     #[arg(long, env = "SKIFF_ELECTION_TIMEOUT", default_value_t = 400, value_parser = clap::value_parser!(u64).range(50..))]
     pub election_timeout: u64,
     /// Start a new cluster from a backup taken with `etcdctl snapshot save` (give every initial

@@ -38,6 +38,15 @@ pub enum ClusterState {
     Existing,
 }
 
+/// openraft's (min, max) election timeout for `--election-timeout E`. A follower in openraft
+/// campaigns only after a leader lease, fixed to the maximum, plus its randomised timeout; with
+/// E/2..E that is 1.5E..2E after the last heartbeat, close to etcd's E..2E (E..2E would make it
+/// 2E..4E).
+fn election_timeouts(cfg: &StoreConfig) -> (u64, u64) {
+    let max = cfg.election_ms.max(cfg.heartbeat_ms * 4);
+    (max / 2, max)
+}
+
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
     pub name: String,
@@ -171,12 +180,11 @@ impl StoreServer {
             tracing::info!(path = %path.display(), "restored state from backup");
         }
 
-        let election = cfg.election_ms.max(cfg.heartbeat_ms * 3);
         let config = openraft::Config {
             cluster_name: cfg.initial_cluster_token.clone(),
             heartbeat_interval: cfg.heartbeat_ms,
-            election_timeout_min: election,
-            election_timeout_max: election * 2,
+            election_timeout_min: election_timeouts(&cfg).0,
+            election_timeout_max: election_timeouts(&cfg).1,
             install_snapshot_timeout: 10_000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_count),
             max_in_snapshot_log_to_keep: (cfg.snapshot_count / 2).min(5000),

@@ -10,6 +10,22 @@ use tests::cluster::Cluster;
 use tests::wait;
 use tests::workload::Workload;
 
+/// Waits until member `i` has logged installing a snapshot sent by the leader. (Its state
+/// becomes readable just before the line is written, so a reader may see the data first.)
+async fn wait_for_snapshot_install(cluster: &Cluster, i: usize) {
+    wait::until(
+        "the member to log that it installed the leader's snapshot",
+        Duration::from_secs(10),
+        || {
+            let installed = cluster
+                .log(i)
+                .contains("installed snapshot from the leader");
+            async move { installed.then_some(()) }
+        },
+    )
+    .await;
+}
+
 /// Eight workers, each with all three endpoints (the client fails over between them).
 fn load_on(cluster: &Cluster) -> Workload {
     Workload::start((0..8).map(|_| cluster.client_urls()).collect())
@@ -84,15 +100,8 @@ async fn a_new_member_catches_up_by_install_snapshot_after_the_log_was_purged() 
         .id();
     c.member_remove(old).await.unwrap();
     cluster.replace_with_new_member(2);
-    // Many snapshots while the cluster has two members: the log before them is purged.
-    for i in 0..300 {
-        c.put(format!("/snap/{i:03}"), i.to_string(), None)
-            .await
-            .unwrap();
-    }
-    // Clients keep working on the two remaining members while the new one joins. (They start
-    // only now: openraft does not purge log entries a replication stream still covers, and under
-    // continuous load that holds back purging; see docs/architecture.md.)
+    // Clients write through the two remaining members the whole time, also while the new one
+    // joins; many snapshots pass in between, so the log the new member would need is purged.
     let load = Workload::start(
         (0..4)
             .map(|_| {
@@ -103,6 +112,11 @@ async fn a_new_member_catches_up_by_install_snapshot_after_the_log_was_purged() 
             })
             .collect(),
     );
+    for i in 0..300 {
+        c.put(format!("/snap/{i:03}"), i.to_string(), None)
+            .await
+            .unwrap();
+    }
     let added = c
         .member_add(
             [cluster.members[2].peer_url()],
@@ -131,12 +145,8 @@ async fn a_new_member_catches_up_by_install_snapshot_after_the_log_was_purged() 
         },
     )
     .await;
-    assert!(
-        cluster
-            .log(2)
-            .contains("installed snapshot from the leader"),
-        "the log was purged, so catching up needed a snapshot"
-    );
+    // The log was purged before the member joined, so catching up needed a snapshot.
+    wait_for_snapshot_install(&cluster, 2).await;
     wait::until("promotion", Duration::from_secs(20), || {
         let mut c = c.clone();
         async move { c.member_promote(new_id).await.ok() }
@@ -157,5 +167,52 @@ async fn a_new_member_catches_up_by_install_snapshot_after_the_log_was_purged() 
     assert_eq!(all.count(), 300);
     let outcome = load.stop().await;
     outcome.assert_present_everywhere(&cluster).await;
+    outcome.assert_linearizable();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_down_through_many_snapshots_catches_up_by_install_snapshot() {
+    // Snapshots every 20 entries: the log keeps 10 entries behind the latest snapshot and is
+    // purged in batches of 256, so a replica that misses 400 entries cannot be served from it.
+    let mut cluster = Cluster::start_with(3, &["--snapshot-count", "20"]).await;
+    let leader = cluster.leader_index().await;
+    let victim = (leader + 1) % 3;
+    let survivors: Vec<usize> = (0..3).filter(|&i| i != victim).collect();
+    cluster.kill(victim);
+    // Clients write through the two survivors the whole time, also while the victim returns.
+    let load = Workload::start(
+        (0..4)
+            .map(|_| {
+                survivors
+                    .iter()
+                    .map(|&i| cluster.members[i].client_url())
+                    .collect()
+            })
+            .collect(),
+    );
+    wait::until(
+        "many snapshots while the replica is down",
+        Duration::from_secs(60),
+        || {
+            let n = load.acknowledged();
+            async move { (n >= 400).then_some(()) }
+        },
+    )
+    .await;
+    cluster.restart(victim);
+    let before = load.acknowledged();
+    wait::until(
+        "writes after the replica returned",
+        Duration::from_secs(30),
+        || {
+            let n = load.acknowledged();
+            async move { (n >= before + 100).then_some(()) }
+        },
+    )
+    .await;
+    let outcome = load.stop().await;
+    outcome.assert_present_everywhere(&cluster).await;
+    // The replica was behind the purged log, so it must have caught up by a snapshot.
+    wait_for_snapshot_install(&cluster, victim).await;
     outcome.assert_linearizable();
 }

@@ -157,6 +157,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             batch.remove(item.map_err(io_err)?.0);
         }
         self.log.apply_batch(batch).map_err(io_err)?;
+        tracing::info!(upto = log_id.index, "purged log");
         self.flush().await
     }
 }

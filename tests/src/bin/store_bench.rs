@@ -10,8 +10,8 @@
 //! The Skiff cluster runs first, then the etcd cluster, never both at once. Both fsync before
 //! acknowledging (etcd's WAL by default; Skiff flushes its sled log), both use heartbeat 80 ms
 //! and election timeout 400 ms (Skiff's default election timeout; etcd refuses one below five
-//! heartbeats, hence 80 rather than Skiff's default 100; each randomises the timeout up to twice
-//! the configured value), every process and client stays on 127.0.0.1, and every process is
+//! heartbeats, hence 80 rather than Skiff's default 100; etcd campaigns 1x to 2x the configured
+//! value after the last heartbeat, Skiff 1.5x to 2x), every process and client stays on 127.0.0.1, and every process is
 //! killed when the benchmark ends. A failed measurement prints the tail of each member's log and
 //! ends the benchmark with an error. Results and how to read them: docs/benchmarks.md.
 
@@ -194,9 +194,9 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("- Skiff: {skiff_version}; etcd: {etcd_version}");
     println!(
-        "- both: --heartbeat-interval {HEARTBEAT_MS} --election-timeout {ELECTION_MS} (ms; each \
-         randomises the election timeout between 1x and 2x; etcd requires at least 5 heartbeats \
-         per election timeout), fsync before acknowledging, other flags at their defaults"
+        "- both: --heartbeat-interval {HEARTBEAT_MS} --election-timeout {ELECTION_MS} (ms; etcd \
+         campaigns 1x-2x, Skiff 1.5x-2x the election timeout after the last heartbeat; etcd \
+         requires at least 5 heartbeats per election timeout), fsync before acknowledging, other flags at their defaults"
     );
     println!(
         "- workload: {VALUE_BYTES}-byte values; latency: {LATENCY_OPS} sequential puts to the \
