@@ -1,4 +1,5 @@
-//! Runs one replica until SIGTERM/SIGINT: the store, and the client port serving its routes.
+//! Runs one replica until SIGTERM/SIGINT (or its removal from the cluster): the store, and the
+//! client port serving its routes.
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -28,7 +29,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .await
         }));
     }
-    wait_for_signal().await?;
+    tokio::select! {
+        signal = wait_for_signal() => signal?,
+        // The store stops by itself when this member was removed from the cluster.
+        _ = store.stopping() => {}
+    }
     tracing::info!("shutting down");
     store.shutdown().await;
     for s in servers {

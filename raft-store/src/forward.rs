@@ -24,6 +24,10 @@ pub enum LeaderRequest {
     },
     MemberRemove(u64),
     MemberPromote(u64),
+    /// Whether this member ID is in the leader's membership (a replica asks to learn that it was
+    /// removed: the leader stops replicating to a removed member, so it may never see its removal
+    /// in its own log).
+    IsMember(u64),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -43,6 +47,7 @@ pub enum LeaderResponse {
         keys: Vec<Vec<u8>>,
     },
     Member(Option<u64>),
+    IsMember(bool),
     MemberAdded(u64),
     Done,
 }

@@ -5,7 +5,8 @@
 //!
 //! The leader also runs the duties loop: it expires leases (deadlines restart from the full TTL
 //! whenever leadership changes, as etcd does), fixes the cluster ID once, and every replica
-//! publishes its own name and client URLs through the log.
+//! publishes its own name and client URLs through the log. Every replica also asks the leader
+//! now and then whether it is still a member; one that was removed shuts down, as etcd's does.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -348,6 +349,9 @@ impl Replica {
                     .map_err(not_leader_or)?;
                 Ok(LeaderResponse::Done)
             }
+            LeaderRequest::IsMember(id) => Ok(LeaderResponse::IsMember(
+                self.members().iter().any(|m| m.id == id),
+            )),
             LeaderRequest::FindMember { .. } => unreachable!("answered above"),
         }
     }
@@ -410,6 +414,34 @@ impl Replica {
             }
         }
         expired
+    }
+
+    /// Asks the leader whether this replica is still a member: the leader of the peers this
+    /// replica knows answers (followers refuse leader-only requests). `Some(false)` only when a
+    /// leader said so; `None` when no leader could be asked.
+    pub async fn still_a_member(&self) -> Option<bool> {
+        if self.raft.is_leader() {
+            return Some(true);
+        }
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let mut urls: Vec<String> = Vec::new();
+        if let Some((_, url)) = leader_of(&metrics) {
+            urls.push(url);
+        }
+        for (id, node) in metrics.membership_config.membership().nodes() {
+            if *id != self.id && !urls.contains(&node.peer_url) {
+                urls.push(node.peer_url.clone());
+            }
+        }
+        for url in urls {
+            let req = LeaderRequest::IsMember(self.id);
+            if let Ok(Ok(LeaderResponse::IsMember(answer))) =
+                self.peers.forward(&url, &req, Duration::from_secs(1)).await
+            {
+                return Some(answer);
+            }
+        }
+        None
     }
 
     /// One round of the periodic duties; see the module comment.

@@ -38,6 +38,9 @@ pub enum ClusterState {
     Existing,
 }
 
+/// How often a replica asks the leader whether it is still a member.
+const MEMBERSHIP_CHECK_EVERY: Duration = Duration::from_secs(2);
+
 /// openraft's (min, max) election timeout for `--election-timeout E`. A follower in openraft
 /// campaigns only after a leader lease, fixed to the maximum, plus its randomised timeout; with
 /// E/2..E that is 1.5E..2E after the last heartbeat, close to etcd's E..2E (E..2E would make it
@@ -282,6 +285,27 @@ impl StoreServer {
                 }
             }
         });
+        let membership_replica = replica.clone();
+        let stop = shutdown.clone();
+        let mut rx = shutdown_rx.clone();
+        let membership_check = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MEMBERSHIP_CHECK_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if membership_replica.still_a_member().await == Some(false) {
+                            tracing::error!(
+                                "this member was removed from the cluster; shutting down (remove \
+                                 its data dir before adding it again)"
+                            );
+                            let _ = stop.send(true);
+                            break;
+                        }
+                    }
+                    _ = rx.changed() => break,
+                }
+            }
+        });
 
         tracing::info!(
             name = %cfg.name,
@@ -292,7 +316,7 @@ impl StoreServer {
         Ok(Self {
             replica,
             shutdown,
-            tasks: vec![peer_task, duties],
+            tasks: vec![peer_task, duties, membership_check],
             db,
             progress_every: cfg.watch_progress_every,
         })

@@ -240,6 +240,15 @@ impl Cluster {
         status.code()
     }
 
+    /// Waits for member `i` to exit by itself; returns its exit status code.
+    pub fn wait_for_exit(&mut self, i: usize, limit: Duration) -> Option<i32> {
+        let mut child = self.members[i].child.take()?;
+        let status = wait::until_blocking("the member to exit by itself", limit, || {
+            child.try_wait().ok().flatten()
+        });
+        status.code()
+    }
+
     /// Starts a stopped member again on its existing data directory.
     pub fn restart(&mut self, i: usize) {
         assert!(

@@ -224,6 +224,13 @@ async fn members_are_removed_and_a_wiped_replica_rejoins_as_a_learner() {
         cluster.members[1].endpoint()
     );
     assert!(ok(&survivors, &["member", "remove", &victim_id]).contains("removed"));
+    // The removed member learns it from the leader and shuts down by itself, as etcd's does.
+    assert_eq!(cluster.wait_for_exit(2, Duration::from_secs(15)), Some(0));
+    assert!(
+        cluster.log(2).contains("removed from the cluster"),
+        "{}",
+        cluster.log(2)
+    );
     cluster.replace_with_new_member(2);
     assert!(!ok(&survivors, &["member", "list"]).contains(&victim_id));
 
