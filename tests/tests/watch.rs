@@ -187,3 +187,48 @@ async fn a_watch_resumes_on_another_replica_without_gaps_or_repeats() {
     let expected: Vec<String> = (0..100).map(|i| format!("/seq/{i:03}")).collect();
     assert_eq!(keys, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_that_ask_get_periodic_progress_notifications() {
+    let cluster = Cluster::start_with(3, &["--watch-progress-notify-interval", "1"]).await;
+    let mut c = cluster.client_for(&[1]).await;
+    let mut ws = c
+        .watch(
+            "/quiet/",
+            Some(WatchOptions::new().with_prefix().with_progress_notify()),
+        )
+        .await
+        .unwrap();
+    assert!(next(&mut ws).await.created());
+    let mut plain = c
+        .watch("/quiet/", Some(WatchOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert!(next(&mut plain).await.created());
+    // Writes elsewhere advance the revision; the notification reports it without events.
+    let now = c
+        .put("/elsewhere", "x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let mut notified = false;
+    for _ in 0..3 {
+        let resp = next(&mut ws).await;
+        assert!(resp.events().is_empty(), "{resp:?}");
+        assert_eq!(resp.watch_id(), 0);
+        if resp.header().unwrap().revision() == now {
+            notified = true;
+            break;
+        }
+    }
+    assert!(notified, "a progress notification at revision {now}");
+    // A watcher that did not ask gets nothing in the meantime.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), plain.message())
+            .await
+            .is_err(),
+        "no progress notification without progress_notify"
+    );
+}
