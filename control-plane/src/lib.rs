@@ -1,6 +1,7 @@
-//! `skiff-server`: one control-plane replica. Today it runs the replicated store and serves the
-//! etcd v3 API on the client port; the Skiff API, scheduler and controllers join it in later
-//! issues.
+//! `skiff-server`: one control-plane replica. It runs the replicated store and serves, on the
+//! client port, the etcd v3 API and the Skiff API (`skiff.v1`); the scheduler and controllers
+//! join it in later issues.
 
+pub mod apiserver;
 pub mod config;
 pub mod serve;

@@ -4,7 +4,16 @@
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use std::sync::Arc;
+
+use skiff_api::pb::api_server::ApiServer;
+
+use crate::apiserver::registry::{Registry, MAX_OBJECT_BYTES};
+use crate::apiserver::{namespaces, ApiService};
 use crate::config::{bind_addr, Args};
+
+/// Largest Skiff API message: an object at its size limit, plus room for the request around it.
+const MAX_API_MESSAGE: usize = MAX_OBJECT_BYTES + 512 * 1024;
 use raft_store::server::{accept_nodelay, StoreServer};
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -18,9 +27,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         listeners.push(l);
     }
     let store = StoreServer::start(cfg).await?;
+    let registry = Arc::new(Registry::new(store.replica.clone()));
+    let built_in = {
+        let registry = registry.clone();
+        tokio::spawn(async move { namespaces::ensure_built_in(&registry).await })
+    };
     let mut servers = Vec::new();
     for listener in listeners {
-        let routes = store.etcd_routes();
+        let api = ApiServer::new(ApiService::new(registry.clone()))
+            .max_decoding_message_size(MAX_API_MESSAGE)
+            .max_encoding_message_size(MAX_API_MESSAGE);
+        let routes = store.etcd_routes().add_service(api);
         let stopping = store.stopping();
         servers.push(tokio::spawn(async move {
             tonic::transport::Server::builder()
@@ -35,6 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         _ = store.stopping() => {}
     }
     tracing::info!("shutting down");
+    built_in.abort();
     store.shutdown().await;
     for s in servers {
         if let Ok(Err(e)) = s.await {

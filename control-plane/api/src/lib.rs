@@ -1,7 +1,20 @@
-//! Skiff's shared API types and client.
-//!
-//! The object model (Kubernetes kinds) and the `skiff.v1` client land with the API-server issue;
-//! until then this crate only names the API version the workspace speaks.
+//! Skiff's shared API: the kinds it serves and where they are stored, selectors, errors, the
+//! `skiff.v1` gRPC protocol, and a client that fails over between control-plane replicas.
 
-/// The API group/version every Skiff object is served under.
+pub mod client;
+pub mod error;
+pub mod kinds;
+pub mod object;
+pub mod selector;
+
+/// Code generated from `proto/skiff/v1/api.proto`.
+pub mod pb {
+    tonic::include_proto!("skiff.v1");
+}
+
+pub use client::Client;
+pub use error::{ApiError, Reason};
+pub use kinds::Kind;
+
+/// The API version string `skiff version` reports.
 pub const API_VERSION: &str = "skiff.v1";

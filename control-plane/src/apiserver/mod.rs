@@ -1,0 +1,322 @@
+//! The Skiff API (`skiff.v1`), served by every replica on the client port beside the etcd API.
+//! Each call decodes and admits the object, then reads or writes it through the registry;
+//! writes on a follower reach the leader through the store's own forwarding.
+
+pub mod admission;
+pub mod defaults;
+pub mod merge;
+pub mod namespaces;
+pub mod registry;
+pub mod schema;
+pub mod validate;
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use skiff_api::pb::api_server::Api;
+use skiff_api::pb::{
+    DeleteRequest, GetRequest, ListRequest, ListResponse, ObjectResponse, WriteRequest,
+};
+use skiff_api::selector::{FieldSelector, LabelSelector};
+use skiff_api::{object, ApiError, Kind, Reason};
+use tonic::{Request, Response, Status};
+
+use admission::{already_exists, conflict, not_found, Incoming};
+use registry::{Registry, Stored, WriteError};
+
+/// The annotation holding the manifest applied last, for the next apply's three-way merge.
+pub const LAST_APPLIED: &str = "skiff.io/last-applied-configuration";
+/// Attempts of a read-modify-write before a conflict is reported.
+const WRITE_ATTEMPTS: usize = 5;
+
+pub struct ApiService {
+    registry: Arc<Registry>,
+}
+
+fn respond(stored: &Stored) -> Result<Response<ObjectResponse>, Status> {
+    let object = serde_json::to_vec(&stored.object)
+        .map_err(|e| ApiError::new(Reason::Internal, e.to_string()))?;
+    Ok(Response::new(ObjectResponse { object }))
+}
+
+fn kind_of(api_version: &str, kind: &str) -> Result<Kind, ApiError> {
+    Kind::of(api_version, kind).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "no matches for kind \"{kind}\" in version \"{api_version}\""
+        ))
+    })
+}
+
+fn store_error(e: WriteError, kind: &Kind, name: &str) -> ApiError {
+    match e {
+        WriteError::Exists => already_exists(kind, name),
+        WriteError::Missing => not_found(kind, name),
+        WriteError::Stale => conflict(kind, name),
+        WriteError::Store(e) => e,
+    }
+}
+
+impl ApiService {
+    pub fn new(registry: Arc<Registry>) -> Self {
+        Self { registry }
+    }
+
+    async fn live(&self, inc: &Incoming) -> Result<Option<Stored>, ApiError> {
+        self.registry.get(&inc.key()).await
+    }
+
+    async fn create_object(&self, mut inc: Incoming) -> Result<Stored, ApiError> {
+        admission::set_create_metadata(&mut inc.object);
+        admission::admit(&inc.kind, &mut inc.object)?;
+        if inc.kind.namespaced {
+            namespaces::require_active(&self.registry, inc.namespace()).await?;
+        }
+        self.registry
+            .create(&inc.key(), &inc.object)
+            .await
+            .map_err(|e| store_error(e, &inc.kind, inc.name()))
+    }
+
+    async fn create(&self, req: WriteRequest) -> Result<Stored, ApiError> {
+        let inc = admission::decode(&req.object, &req.default_namespace)?;
+        self.create_object(inc).await
+    }
+
+    async fn update(&self, req: WriteRequest, status_only: bool) -> Result<Stored, ApiError> {
+        let inc = admission::decode(&req.object, &req.default_namespace)?;
+        if inc.name().is_empty() {
+            return Err(ApiError::new(
+                Reason::Invalid,
+                format!(
+                    "{} \"\" is invalid: metadata.name: Required value",
+                    inc.kind.kind
+                ),
+            ));
+        }
+        let live = self
+            .live(&inc)
+            .await?
+            .ok_or_else(|| not_found(&inc.kind, inc.name()))?;
+        let sent_version = object::resource_version(&inc.object);
+        if !sent_version.is_empty() && sent_version != live.revision.to_string() {
+            return Err(conflict(&inc.kind, inc.name()));
+        }
+        let mut next = if status_only {
+            let mut next = live.object.clone();
+            match inc.object.get("status") {
+                Some(s) => {
+                    next["status"] = s.clone();
+                }
+                None => {
+                    if let Some(m) = next.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+            next
+        } else {
+            let mut next = inc.object.clone();
+            match live.object.get("status") {
+                Some(s) => next["status"] = s.clone(),
+                None => {
+                    if let Some(m) = next.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+            next
+        };
+        admission::keep_server_metadata(&live.object, &mut next);
+        admission::admit(&inc.kind, &mut next)?;
+        self.registry
+            .update(&inc.key(), &next, live.revision)
+            .await
+            .map_err(|e| store_error(e, &inc.kind, inc.name()))
+    }
+
+    async fn apply(&self, req: WriteRequest) -> Result<Stored, ApiError> {
+        let inc = admission::decode(&req.object, &req.default_namespace)?;
+        if inc.name().is_empty() {
+            return Err(ApiError::new(
+                Reason::Invalid,
+                format!(
+                    "{} \"\" is invalid: metadata.name: Required value (apply needs a name)",
+                    inc.kind.kind
+                ),
+            ));
+        }
+        // The manifest as sent, minus what the server owns, is what the next apply diffs from.
+        let mut manifest = inc.object.clone();
+        if let Some(m) = manifest.as_object_mut() {
+            m.remove("status");
+        }
+        if let Some(m) = object::metadata_mut(&mut manifest) {
+            m.remove("resourceVersion");
+            if let Some(a) = m.get_mut("annotations").and_then(Value::as_object_mut) {
+                a.remove(LAST_APPLIED);
+            }
+        }
+        let recorded = serde_json::to_string(&manifest)
+            .map_err(|e| ApiError::new(Reason::Internal, e.to_string()))?;
+        for _ in 0..WRITE_ATTEMPTS {
+            let Some(live) = self.live(&inc).await? else {
+                let mut fresh = Incoming {
+                    kind: inc.kind,
+                    object: manifest.clone(),
+                };
+                set_annotation(&mut fresh.object, LAST_APPLIED, &recorded);
+                match self.create_object(fresh).await {
+                    Err(e) if e.reason == Reason::AlreadyExists => continue,
+                    other => return other,
+                }
+            };
+            let last: Value = object::annotations(&live.object)
+                .get(LAST_APPLIED)
+                .and_then(|s| serde_json::from_str(s).ok())
+                .unwrap_or_else(|| Value::Object(Default::default()));
+            let mut next = merge::three_way(&last, &manifest, &live.object);
+            match live.object.get("status") {
+                Some(s) => next["status"] = s.clone(),
+                None => {
+                    if let Some(m) = next.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+            set_annotation(&mut next, LAST_APPLIED, &recorded);
+            admission::keep_server_metadata(&live.object, &mut next);
+            admission::admit(&inc.kind, &mut next)?;
+            match self.registry.update(&inc.key(), &next, live.revision).await {
+                Ok(stored) => return Ok(stored),
+                Err(WriteError::Stale) | Err(WriteError::Missing) => continue,
+                Err(e) => return Err(store_error(e, &inc.kind, inc.name())),
+            }
+        }
+        Err(conflict(&inc.kind, inc.name()))
+    }
+
+    async fn get(&self, req: GetRequest) -> Result<Stored, ApiError> {
+        let kind = kind_of(&req.api_version, &req.kind)?;
+        let ns = if req.namespace.is_empty() {
+            "default"
+        } else {
+            &req.namespace
+        };
+        self.registry
+            .get(&kind.key(ns, &req.name))
+            .await?
+            .ok_or_else(|| not_found(&kind, &req.name))
+    }
+
+    async fn list(&self, req: ListRequest) -> Result<ListResponse, ApiError> {
+        let kind = kind_of(&req.api_version, &req.kind)?;
+        let labels = LabelSelector::parse(&req.label_selector)
+            .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
+        let fields =
+            FieldSelector::parse(&req.field_selector, kind.kind).map_err(ApiError::bad_request)?;
+        let namespace = (!req.namespace.is_empty()).then_some(req.namespace.as_str());
+        let (items, revision) = self.registry.list(&kind.prefix(namespace)).await?;
+        let items = items
+            .into_iter()
+            .filter(|s| labels.matches_object(&s.object) && fields.matches_object(&s.object))
+            .map(|s| serde_json::to_vec(&s.object))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError::new(Reason::Internal, e.to_string()))?;
+        Ok(ListResponse {
+            items,
+            resource_version: revision.to_string(),
+        })
+    }
+
+    async fn delete(&self, req: DeleteRequest) -> Result<Stored, ApiError> {
+        let kind = kind_of(&req.api_version, &req.kind)?;
+        let ns = if req.namespace.is_empty() {
+            "default"
+        } else {
+            &req.namespace
+        };
+        let key = kind.key(ns, &req.name);
+        if kind.kind == "Namespace" {
+            namespaces::check_deletable(&req.name)?;
+        }
+        for _ in 0..WRITE_ATTEMPTS {
+            let live = self
+                .registry
+                .get(&key)
+                .await?
+                .ok_or_else(|| not_found(&kind, &req.name))?;
+            if !req.resource_version.is_empty() && req.resource_version != live.revision.to_string()
+            {
+                return Err(conflict(&kind, &req.name));
+            }
+            let result = if kind.kind == "Namespace" {
+                namespaces::delete_with_contents(&self.registry, &req.name, live.revision).await
+            } else {
+                self.registry.delete(&key, live.revision).await
+            };
+            match result {
+                Ok(_) => return Ok(live),
+                Err(WriteError::Stale) if req.resource_version.is_empty() => continue,
+                Err(e) => return Err(store_error(e, &kind, &req.name)),
+            }
+        }
+        Err(conflict(&kind, &req.name))
+    }
+}
+
+fn set_annotation(obj: &mut Value, key: &str, value: &str) {
+    if let Some(m) = object::metadata_mut(obj) {
+        let annotations = m
+            .entry("annotations")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(key.to_string(), value.into());
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Api for ApiService {
+    async fn create(
+        &self,
+        request: Request<WriteRequest>,
+    ) -> Result<Response<ObjectResponse>, Status> {
+        respond(&self.create(request.into_inner()).await?)
+    }
+
+    async fn apply(
+        &self,
+        request: Request<WriteRequest>,
+    ) -> Result<Response<ObjectResponse>, Status> {
+        respond(&self.apply(request.into_inner()).await?)
+    }
+
+    async fn update(
+        &self,
+        request: Request<WriteRequest>,
+    ) -> Result<Response<ObjectResponse>, Status> {
+        respond(&self.update(request.into_inner(), false).await?)
+    }
+
+    async fn update_status(
+        &self,
+        request: Request<WriteRequest>,
+    ) -> Result<Response<ObjectResponse>, Status> {
+        respond(&self.update(request.into_inner(), true).await?)
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<ObjectResponse>, Status> {
+        respond(&self.get(request.into_inner()).await?)
+    }
+
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        Ok(Response::new(self.list(request.into_inner()).await?))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<DeleteRequest>,
+    ) -> Result<Response<ObjectResponse>, Status> {
+        respond(&self.delete(request.into_inner()).await?)
+    }
+}

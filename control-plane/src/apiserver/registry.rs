@@ -1,0 +1,283 @@
+//! Objects in the replicated store: one JSON document per key under `/registry/`, whose
+//! mod_revision is the object's resourceVersion. Reads are linearizable (read index, also on
+//! followers); writes are transactions that compare revisions, forwarded to the Raft leader by
+//! the store, so concurrent writers cannot overwrite each other.
+
+use std::sync::Arc;
+
+use raft_store::error::StoreError;
+use raft_store::machine::command::{Command, CommandResult};
+use raft_store::pb::etcdserverpb::{
+    compare, request_op, response_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
+    RequestOp, TxnRequest,
+};
+use raft_store::replica::Replica;
+use serde_json::Value;
+use skiff_api::{ApiError, Reason};
+
+/// The most an encoded object may take (Kubernetes: 1.5 MiB per etcd request).
+pub const MAX_OBJECT_BYTES: usize = 1024 * 1024 + 512 * 1024;
+
+/// A stored object and its revision.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub object: Value,
+    pub revision: i64,
+}
+
+/// What a conditional write found instead of what it expected.
+#[derive(Debug)]
+pub enum WriteError {
+    /// Create: the key exists. Update/delete: the key is gone.
+    Exists,
+    Missing,
+    /// The key's revision is not the expected one.
+    Stale,
+    Store(ApiError),
+}
+
+pub fn unavailable(e: StoreError) -> ApiError {
+    let reason = match e {
+        StoreError::NoLeader | StoreError::Timeout => Reason::Unavailable,
+        StoreError::RequestTooLarge => Reason::BadRequest,
+        _ => Reason::Internal,
+    };
+    ApiError::new(reason, format!("storage: {e}"))
+}
+
+pub struct Registry {
+    replica: Arc<Replica>,
+}
+
+fn range_end_of(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+/// The object with resourceVersion set from its revision.
+fn with_version(mut object: Value, revision: i64) -> Value {
+    skiff_api::object::set_meta(&mut object, "resourceVersion", revision.to_string().into());
+    object
+}
+
+/// The bytes stored for `object`: resourceVersion is not stored (the revision is).
+fn encode(object: &Value) -> Result<Vec<u8>, ApiError> {
+    let mut object = object.clone();
+    if let Some(m) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    let bytes = serde_json::to_vec(&object)
+        .map_err(|e| ApiError::new(Reason::Internal, format!("cannot encode object: {e}")))?;
+    if bytes.len() > MAX_OBJECT_BYTES {
+        return Err(ApiError::new(
+            Reason::BadRequest,
+            format!(
+                "object is too large: {} bytes, the limit is {MAX_OBJECT_BYTES}",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
+}
+
+fn decode(value: &[u8], revision: i64) -> Result<Stored, ApiError> {
+    let object: Value = serde_json::from_slice(value)
+        .map_err(|e| ApiError::new(Reason::Internal, format!("stored object unreadable: {e}")))?;
+    Ok(Stored {
+        object: with_version(object, revision),
+        revision,
+    })
+}
+
+fn cmp_key(key: &str, target: compare::CompareTarget, value: i64) -> Compare {
+    let target_union = match target {
+        compare::CompareTarget::Mod => compare::TargetUnion::ModRevision(value),
+        _ => compare::TargetUnion::CreateRevision(value),
+    };
+    Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: target as i32,
+        key: key.as_bytes().to_vec(),
+        range_end: Vec::new(),
+        target_union: Some(target_union),
+    }
+}
+
+fn put_op(key: &str, value: Vec<u8>) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestPut(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value,
+            ..Default::default()
+        })),
+    }
+}
+
+fn get_op(key: &str) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestRange(RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        })),
+    }
+}
+
+impl Registry {
+    pub fn new(replica: Arc<Replica>) -> Self {
+        Self { replica }
+    }
+
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+
+    fn range(
+        &self,
+        req: &RangeRequest,
+    ) -> Result<raft_store::pb::etcdserverpb::RangeResponse, ApiError> {
+        self.replica.sm.read().range(req).map_err(unavailable)
+    }
+
+    /// The object at `key`, read linearizably.
+    pub async fn get(&self, key: &str) -> Result<Option<Stored>, ApiError> {
+        self.replica.linearize().await.map_err(unavailable)?;
+        let resp = self.range(&RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        })?;
+        resp.kvs
+            .first()
+            .map(|kv| decode(&kv.value, kv.mod_revision))
+            .transpose()
+    }
+
+    /// Every object under `prefix`, in key order, and the store revision they were read at.
+    pub async fn list(&self, prefix: &str) -> Result<(Vec<Stored>, i64), ApiError> {
+        self.replica.linearize().await.map_err(unavailable)?;
+        let resp = self.range(&RangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: range_end_of(prefix),
+            ..Default::default()
+        })?;
+        let revision = resp.header.map(|h| h.revision).unwrap_or_default();
+        let items = resp
+            .kvs
+            .iter()
+            .map(|kv| decode(&kv.value, kv.mod_revision))
+            .collect::<Result<_, _>>()?;
+        Ok((items, revision))
+    }
+
+    /// Runs a transaction: `success` if every compare holds; otherwise reads `key` back.
+    async fn txn(
+        &self,
+        key: &str,
+        compare: Vec<Compare>,
+        success: Vec<RequestOp>,
+    ) -> Result<(bool, Option<i64>, i64), WriteError> {
+        let req = TxnRequest {
+            compare,
+            success,
+            failure: vec![get_op(key)],
+        };
+        let result = self
+            .replica
+            .write(Command::Txn(req))
+            .await
+            .map_err(|e| WriteError::Store(unavailable(e)))?;
+        let CommandResult::Txn(resp) = result else {
+            return Err(WriteError::Store(ApiError::new(
+                Reason::Internal,
+                "unexpected storage answer",
+            )));
+        };
+        let revision = resp.header.map(|h| h.revision).unwrap_or_default();
+        if resp.succeeded {
+            return Ok((true, None, revision));
+        }
+        let current = resp.responses.first().and_then(|r| match &r.response {
+            Some(response_op::Response::ResponseRange(range)) => {
+                range.kvs.first().map(|kv| kv.mod_revision)
+            }
+            _ => None,
+        });
+        Ok((false, current, revision))
+    }
+
+    /// Stores a new object at `key`; fails with `Exists` if there is one.
+    pub async fn create(&self, key: &str, object: &Value) -> Result<Stored, WriteError> {
+        let value = encode(object).map_err(WriteError::Store)?;
+        let (ok, _, revision) = self
+            .txn(
+                key,
+                vec![cmp_key(key, compare::CompareTarget::Create, 0)],
+                vec![put_op(key, value)],
+            )
+            .await?;
+        if !ok {
+            return Err(WriteError::Exists);
+        }
+        Ok(Stored {
+            object: with_version(object.clone(), revision),
+            revision,
+        })
+    }
+
+    /// Replaces the object at `key` if its revision is still `expected`.
+    pub async fn update(
+        &self,
+        key: &str,
+        object: &Value,
+        expected: i64,
+    ) -> Result<Stored, WriteError> {
+        let value = encode(object).map_err(WriteError::Store)?;
+        let (ok, current, revision) = self
+            .txn(
+                key,
+                vec![cmp_key(key, compare::CompareTarget::Mod, expected)],
+                vec![put_op(key, value)],
+            )
+            .await?;
+        if !ok {
+            return Err(if current.is_some() {
+                WriteError::Stale
+            } else {
+                WriteError::Missing
+            });
+        }
+        Ok(Stored {
+            object: with_version(object.clone(), revision),
+            revision,
+        })
+    }
+
+    /// Deletes the object at `key` if its revision is still `expected`.
+    pub async fn delete(&self, key: &str, expected: i64) -> Result<i64, WriteError> {
+        let del = RequestOp {
+            request: Some(request_op::Request::RequestDeleteRange(
+                DeleteRangeRequest {
+                    key: key.as_bytes().to_vec(),
+                    ..Default::default()
+                },
+            )),
+        };
+        let (ok, current, revision) = self
+            .txn(
+                key,
+                vec![cmp_key(key, compare::CompareTarget::Mod, expected)],
+                vec![del],
+            )
+            .await?;
+        if !ok {
+            return Err(if current.is_some() {
+                WriteError::Stale
+            } else {
+                WriteError::Missing
+            });
+        }
+        Ok(revision)
+    }
+}

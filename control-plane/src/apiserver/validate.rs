@@ -1,0 +1,495 @@
+//! Validation after defaulting, with Kubernetes' messages: each problem names its field path
+//! (`spec.containers[0].image: Required value`), and an invalid object is refused whole as
+//! `Pod "web" is invalid: ...`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value;
+use skiff_api::selector::{check_label_key, check_label_value, LabelSelector};
+
+/// One problem with one field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: String,
+    pub detail: String,
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.detail)
+    }
+}
+
+/// Kubernetes' message for an invalid object: one error inline, several in brackets.
+pub fn invalid_message(kind: &str, name: &str, errors: &[FieldError]) -> String {
+    let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    if list.len() == 1 {
+        format!("{kind} \"{name}\" is invalid: {}", list[0])
+    } else {
+        format!("{kind} \"{name}\" is invalid: [{}]", list.join(", "))
+    }
+}
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn required(&mut self, path: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            detail: "Required value".into(),
+        });
+    }
+
+    fn invalid(&mut self, path: impl Into<String>, value: &Value, why: impl AsRef<str>) {
+        let shown = match value {
+            Value::String(s) => format!("{s:?}"),
+            other => other.to_string(),
+        };
+        self.0.push(FieldError {
+            path: path.into(),
+            detail: format!("Invalid value: {shown}: {}", why.as_ref()),
+        });
+    }
+
+    fn unsupported(&mut self, path: impl Into<String>, value: &str, supported: &[&str]) {
+        let list: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
+        self.0.push(FieldError {
+            path: path.into(),
+            detail: format!(
+                "Unsupported value: {value:?}: supported values: {}",
+                list.join(", ")
+            ),
+        });
+    }
+}
+
+/// A DNS-1123 label: at most 63 lowercase alphanumerics or '-', starting and ending alphanumeric.
+pub fn dns_label(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or \
+             '-', and must start and end with an alphanumeric character (e.g. 'my-name', or \
+             '123-abc'), at most 63 characters"
+                .into(),
+        )
+    }
+}
+
+/// A DNS-1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn dns_subdomain(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty() && s.len() <= 253 && s.split('.').all(|l| dns_label(l).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(
+            "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, \
+             '-' or '.', and must start and end with an alphanumeric character (e.g. \
+             'example.com'), at most 253 characters"
+                .into(),
+        )
+    }
+}
+
+/// Kinds whose names must be DNS labels (they become DNS names or label values themselves).
+fn name_is_label(kind: &str) -> bool {
+    matches!(kind, "Namespace" | "Service")
+}
+
+fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+fn labels_of(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn metadata(kind: &str, obj: &Value, errs: &mut Errors) {
+    let meta = obj.get("metadata").cloned().unwrap_or(Value::Null);
+    match str_at(&meta, "name") {
+        None | Some("") => errs.required("metadata.name"),
+        Some(name) => {
+            let check = if name_is_label(kind) {
+                dns_label(name)
+            } else {
+                dns_subdomain(name)
+            };
+            if let Err(why) = check {
+                errs.invalid("metadata.name", &name.into(), why);
+            }
+        }
+    }
+    for (k, v) in labels_of(meta.get("labels")) {
+        if let Err(why) = check_label_key(&k) {
+            errs.invalid("metadata.labels", &k.clone().into(), why);
+        }
+        if let Err(why) = check_label_value(&v) {
+            errs.invalid(format!("metadata.labels.{k}"), &v.into(), why);
+        }
+    }
+}
+
+fn port_number(errs: &mut Errors, path: String, v: Option<&Value>, required: bool) {
+    match v.and_then(Value::as_i64) {
+        None if required => errs.required(path),
+        None => {}
+        Some(p) if !(1..=65535).contains(&p) => {
+            errs.invalid(path, &p.into(), "must be between 1 and 65535, inclusive")
+        }
+        Some(_) => {}
+    }
+}
+
+fn containers(spec: &Value, path: &str, key: &str, required: bool, errs: &mut Errors) {
+    let list = spec.get(key).and_then(Value::as_array);
+    let Some(list) = list.filter(|l| !l.is_empty()) else {
+        if required {
+            errs.required(format!("{path}.{key}"));
+        }
+        return;
+    };
+    let mut names = BTreeSet::new();
+    for (i, c) in list.iter().enumerate() {
+        let cp = format!("{path}.{key}[{i}]");
+        match str_at(c, "name") {
+            None | Some("") => errs.required(format!("{cp}.name")),
+            Some(name) => {
+                if let Err(why) = dns_label(name) {
+                    errs.invalid(format!("{cp}.name"), &name.into(), why);
+                }
+                if !names.insert(name.to_string()) {
+                    errs.0.push(FieldError {
+                        path: format!("{cp}.name"),
+                        detail: format!("Duplicate value: {name:?}"),
+                    });
+                }
+            }
+        }
+        match str_at(c, "image") {
+            None => errs.required(format!("{cp}.image")),
+            Some(s) if s.trim().is_empty() => errs.required(format!("{cp}.image")),
+            Some(_) => {}
+        }
+        if let Some(policy) = str_at(c, "imagePullPolicy") {
+            if !["Always", "IfNotPresent", "Never"].contains(&policy) {
+                errs.unsupported(
+                    format!("{cp}.imagePullPolicy"),
+                    policy,
+                    &["Always", "IfNotPresent", "Never"],
+                );
+            }
+        }
+        if let Some(ports) = c.get("ports").and_then(Value::as_array) {
+            for (j, p) in ports.iter().enumerate() {
+                let pp = format!("{cp}.ports[{j}]");
+                port_number(
+                    errs,
+                    format!("{pp}.containerPort"),
+                    p.get("containerPort"),
+                    true,
+                );
+                port_number(errs, format!("{pp}.hostPort"), p.get("hostPort"), false);
+                protocol(errs, &pp, p);
+            }
+        }
+    }
+}
+
+fn protocol(errs: &mut Errors, path: &str, port: &Value) {
+    if let Some(proto) = str_at(port, "protocol") {
+        if !["TCP", "UDP", "SCTP"].contains(&proto) {
+            errs.unsupported(format!("{path}.protocol"), proto, &["TCP", "UDP", "SCTP"]);
+        }
+    }
+}
+
+/// A pod spec at `path`; `restart` lists the restart policies allowed there.
+fn pod_spec(spec: Option<&Value>, path: &str, restart: &[&str], errs: &mut Errors) {
+    let Some(spec) = spec else {
+        errs.required(path.to_string());
+        return;
+    };
+    containers(spec, path, "containers", true, errs);
+    containers(spec, path, "initContainers", false, errs);
+    match str_at(spec, "restartPolicy") {
+        Some(p) if !restart.contains(&p) => {
+            errs.unsupported(format!("{path}.restartPolicy"), p, restart)
+        }
+        None if !restart.contains(&"Always") => errs.required(format!("{path}.restartPolicy")),
+        _ => {}
+    }
+}
+
+/// `spec.selector` must be present and select the template's labels.
+fn selector_and_template(spec: &Value, restart: &[&str], errs: &mut Errors) {
+    let selector = spec.get("selector");
+    let template_labels = labels_of(
+        spec.get("template")
+            .and_then(|t| t.get("metadata"))
+            .and_then(|m| m.get("labels")),
+    );
+    match selector {
+        None => errs.required("spec.selector"),
+        Some(sel) => {
+            let match_labels = labels_of(sel.get("matchLabels"));
+            let has_expressions = sel
+                .get("matchExpressions")
+                .and_then(Value::as_array)
+                .is_some_and(|e| !e.is_empty());
+            if match_labels.is_empty() && !has_expressions {
+                errs.invalid(
+                    "spec.selector",
+                    sel,
+                    "empty selector is invalid for deployment",
+                );
+            } else if !LabelSelector::from_map(&match_labels).matches(&template_labels) {
+                errs.invalid(
+                    "spec.template.metadata.labels",
+                    &serde_json::to_value(&template_labels).unwrap_or_default(),
+                    "`selector` does not match template `labels`",
+                );
+            }
+        }
+    }
+    if let Some(r) = spec.get("replicas").and_then(Value::as_i64) {
+        if r < 0 {
+            errs.invalid(
+                "spec.replicas",
+                &r.into(),
+                "must be greater than or equal to 0",
+            );
+        }
+    }
+    pod_spec(
+        spec.get("template").and_then(|t| t.get("spec")),
+        "spec.template.spec",
+        restart,
+        errs,
+    );
+}
+
+fn service(spec: &Value, errs: &mut Errors) {
+    const TYPES: &[&str] = &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
+    let ty = str_at(spec, "type").unwrap_or("ClusterIP");
+    if !TYPES.contains(&ty) {
+        errs.unsupported("spec.type", ty, TYPES);
+    }
+    let ports = spec
+        .get("ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let headless = str_at(spec, "clusterIP") == Some("None");
+    if ports.is_empty() && ty != "ExternalName" && !headless {
+        errs.required("spec.ports");
+    }
+    let mut names = BTreeSet::new();
+    for (i, p) in ports.iter().enumerate() {
+        let pp = format!("spec.ports[{i}]");
+        port_number(errs, format!("{pp}.port"), p.get("port"), true);
+        protocol(errs, &pp, p);
+        let name = str_at(p, "name").unwrap_or_default();
+        if ports.len() > 1 && name.is_empty() {
+            errs.required(format!("{pp}.name"));
+        }
+        if !name.is_empty() && !names.insert(name.to_string()) {
+            errs.0.push(FieldError {
+                path: format!("{pp}.name"),
+                detail: format!("Duplicate value: {name:?}"),
+            });
+        }
+        if let Some(np) = p.get("nodePort").and_then(Value::as_i64) {
+            if ty != "NodePort" && ty != "LoadBalancer" {
+                errs.invalid(
+                    format!("{pp}.nodePort"),
+                    &np.into(),
+                    "may not be used when `type` is 'ClusterIP'",
+                );
+            }
+        }
+        match p.get("targetPort") {
+            Some(Value::Number(n)) => port_number(
+                errs,
+                format!("{pp}.targetPort"),
+                Some(&Value::Number(n.clone())),
+                true,
+            ),
+            Some(Value::String(s)) if s.is_empty() || s.len() > 15 => {
+                errs.invalid(
+                    format!("{pp}.targetPort"),
+                    &s.clone().into(),
+                    "must contain at most 15 characters",
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A five-field cron schedule (or one of the @ macros).
+fn cron_schedule(s: &str) -> Result<(), String> {
+    if s.starts_with('@') {
+        return match s {
+            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight"
+            | "@hourly" => Ok(()),
+            _ => Err(format!("unrecognized descriptor: {s}")),
+        };
+    }
+    let fields: Vec<&str> = s.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err(format!(
+            "expected exactly 5 fields, found {}: {s}",
+            fields.len()
+        ));
+    }
+    let ok = |f: &str| {
+        f.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | ',' | '-' | '?'))
+    };
+    match fields.iter().find(|f| !ok(f)) {
+        Some(bad) => Err(format!("invalid field {bad:?} in {s}")),
+        None => Ok(()),
+    }
+}
+
+/// Every problem with `obj` of `kind` (already defaulted); empty if valid.
+pub fn validate(kind: &str, obj: &Value) -> Vec<FieldError> {
+    let mut errs = Errors::default();
+    metadata(kind, obj, &mut errs);
+    let spec = obj.get("spec");
+    match kind {
+        "Pod" => pod_spec(spec, "spec", &["Always", "OnFailure", "Never"], &mut errs),
+        "Service" => match spec {
+            Some(s) => service(s, &mut errs),
+            None => errs.required("spec"),
+        },
+        "ReplicaSet" | "Deployment" | "DaemonSet" | "StatefulSet" => match spec {
+            Some(s) => selector_and_template(s, &["Always"], &mut errs),
+            None => errs.required("spec"),
+        },
+        "Job" => match spec {
+            Some(s) => pod_spec(
+                s.get("template").and_then(|t| t.get("spec")),
+                "spec.template.spec",
+                &["OnFailure", "Never"],
+                &mut errs,
+            ),
+            None => errs.required("spec"),
+        },
+        "CronJob" => match spec {
+            Some(s) => {
+                match str_at(s, "schedule") {
+                    None | Some("") => errs.required("spec.schedule"),
+                    Some(sched) => {
+                        if let Err(why) = cron_schedule(sched) {
+                            errs.invalid("spec.schedule", &sched.into(), why);
+                        }
+                    }
+                }
+                pod_spec(
+                    s.get("jobTemplate")
+                        .and_then(|j| j.get("spec"))
+                        .and_then(|j| j.get("template"))
+                        .and_then(|t| t.get("spec")),
+                    "spec.jobTemplate.spec.template.spec",
+                    &["OnFailure", "Never"],
+                    &mut errs,
+                );
+            }
+            None => errs.required("spec"),
+        },
+        _ => {}
+    }
+    errs.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_missing_image_is_named_by_its_path() {
+        let pod = json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "a"}]}});
+        let errs = validate("Pod", &pod);
+        assert_eq!(
+            invalid_message("Pod", "web", &errs),
+            "Pod \"web\" is invalid: spec.containers[0].image: Required value"
+        );
+    }
+
+    #[test]
+    fn names_must_be_dns_names() {
+        let pod = json!({"metadata": {"name": "Web_1"}, "spec": {"containers": [{"name": "a", "image": "x"}]}});
+        let errs = validate("Pod", &pod);
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0]
+            .to_string()
+            .starts_with("metadata.name: Invalid value: \"Web_1\""));
+        let ns = json!({"metadata": {"name": "a.b"}});
+        assert_eq!(validate("Namespace", &ns).len(), 1);
+    }
+
+    #[test]
+    fn a_deployment_selector_must_match_its_template() {
+        let d = json!({"metadata": {"name": "d"}, "spec": {
+            "selector": {"matchLabels": {"app": "a"}},
+            "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "x"}]}}
+        }});
+        let errs = validate("Deployment", &d);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0]
+            .to_string()
+            .contains("`selector` does not match template `labels`"));
+    }
+
+    #[test]
+    fn job_pods_must_not_restart_always() {
+        let j = json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "x"}]}}}});
+        let errs = validate("Job", &j);
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0]
+            .to_string()
+            .starts_with("spec.template.spec.restartPolicy: Unsupported value: \"Always\""));
+    }
+
+    #[test]
+    fn services_need_ports_in_range_and_names_when_several() {
+        let s =
+            json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 70000}, {"port": 80}]}});
+        let errs = validate("Service", &s);
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        assert!(
+            text.contains(
+                &"spec.ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive"
+                    .to_string()
+            ),
+            "{text:?}"
+        );
+        assert!(
+            text.contains(&"spec.ports[0].name: Required value".to_string()),
+            "{text:?}"
+        );
+    }
+
+    #[test]
+    fn cron_schedules_have_five_fields() {
+        assert!(cron_schedule("*/5 * * * *").is_ok());
+        assert!(cron_schedule("@hourly").is_ok());
+        assert!(cron_schedule("* * *").is_err());
+    }
+}
