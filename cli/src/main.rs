@@ -1,31 +1,111 @@
-//! `skiff`: the command-line client. The kubectl-like commands land with the API-server issue; today
-//! it only reports its version.
+//! `skiff`: the command-line client, kubectl-shaped. It talks `skiff.v1` to any control-plane
+//! replica and moves on to the next endpoint when one is down. Errors go to stderr as kubectl
+//! prints them (`Error from server (NotFound): pods "web" not found`) with exit status 1.
+
+mod commands;
+mod config;
+mod manifest;
+mod output;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 /// Drives a Skiff cluster.
 #[derive(Parser, Debug)]
-#[command(name = "skiff", version, about)]
-struct Cli {
+#[command(name = "skiff", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Control-plane endpoints, comma-separated (host:port); the first that answers is used.
+    #[arg(long, global = true, env = "SKIFF_ENDPOINTS")]
+    endpoints: Option<String>,
+    /// Context of the config file to use instead of its current-context.
+    #[arg(long, global = true, env = "SKIFF_CONTEXT")]
+    context: Option<String>,
+    /// Config file [default: ~/.skiff/config].
+    #[arg(long, global = true, env = "SKIFF_CONFIG")]
+    config: Option<PathBuf>,
+    /// Namespace for this request [default: the context's, else "default"].
+    #[arg(short = 'n', long, global = true)]
+    namespace: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Create or update objects from manifests (file, directory or - for stdin).
+    Apply(commands::apply::Args),
+    /// Create objects from manifests; fails for objects that exist.
+    Create(commands::apply::Args),
+    /// List objects, or show some by name.
+    Get(commands::get::Args),
+    /// Delete objects by name, by label selector, all of a kind, or those in manifests.
+    Delete(commands::delete::Args),
     /// Print the client version.
     Version,
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Version => {
-            println!(
-                "skiff {} (API {})",
-                env!("CARGO_PKG_VERSION"),
-                skiff_api::API_VERSION
-            );
-            Ok(())
+/// A failure already reported to the user; only the exit status remains to be set.
+#[derive(Debug)]
+pub struct Reported;
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("reported")
+    }
+}
+
+impl std::error::Error for Reported {}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return std::process::ExitCode::FAILURE;
         }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if e.downcast_ref::<Reported>().is_none() {
+                eprintln!("error: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Version = cli.command {
+        println!(
+            "skiff {} (API {})",
+            env!("CARGO_PKG_VERSION"),
+            skiff_api::API_VERSION
+        );
+        return Ok(());
+    }
+    let target = config::resolve(
+        cli.endpoints.as_deref(),
+        cli.context.as_deref(),
+        cli.namespace.as_deref(),
+        cli.config.as_deref(),
+    )?;
+    let client = skiff_api::Client::new(&target.endpoints)?;
+    let ctx = commands::Ctx {
+        client,
+        namespace: target.namespace,
+        namespace_flag: cli.namespace.is_some(),
+    };
+    match cli.command {
+        Command::Apply(args) => commands::apply::run(&ctx, &args, true).await,
+        Command::Create(args) => commands::apply::run(&ctx, &args, false).await,
+        Command::Get(args) => commands::get::run(&ctx, &args).await,
+        Command::Delete(args) => commands::delete::run(&ctx, &args).await,
+        Command::Version => Ok(()),
     }
 }

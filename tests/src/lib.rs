@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bins;
+pub mod cli;
 pub mod cluster;
 pub mod etcdctl;
 pub mod history;

@@ -25,6 +25,14 @@ pub struct Client {
     current: AtomicUsize,
 }
 
+/// A write's answer: the object as stored and what was done ("created", "configured",
+/// "unchanged", "deleted").
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub object: Value,
+    pub outcome: String,
+}
+
 /// A list answer: objects and the revision they were read at.
 #[derive(Clone, Debug)]
 pub struct List {
@@ -112,7 +120,7 @@ impl Client {
         }
     }
 
-    pub async fn create(&self, obj: &Value, default_namespace: &str) -> Result<Value, ApiError> {
+    pub async fn create(&self, obj: &Value, default_namespace: &str) -> Result<Written, ApiError> {
         let req = write_request(obj, default_namespace)?;
         let resp = self
             .call(|mut c| {
@@ -120,10 +128,10 @@ impl Client {
                 async move { c.create(req).await }
             })
             .await?;
-        decode(&resp.object)
+        written(resp)
     }
 
-    pub async fn apply(&self, obj: &Value, default_namespace: &str) -> Result<Value, ApiError> {
+    pub async fn apply(&self, obj: &Value, default_namespace: &str) -> Result<Written, ApiError> {
         let req = write_request(obj, default_namespace)?;
         let resp = self
             .call(|mut c| {
@@ -131,10 +139,10 @@ impl Client {
                 async move { c.apply(req).await }
             })
             .await?;
-        decode(&resp.object)
+        written(resp)
     }
 
-    pub async fn update(&self, obj: &Value, default_namespace: &str) -> Result<Value, ApiError> {
+    pub async fn update(&self, obj: &Value, default_namespace: &str) -> Result<Written, ApiError> {
         let req = write_request(obj, default_namespace)?;
         let resp = self
             .call(|mut c| {
@@ -142,14 +150,14 @@ impl Client {
                 async move { c.update(req).await }
             })
             .await?;
-        decode(&resp.object)
+        written(resp)
     }
 
     pub async fn update_status(
         &self,
         obj: &Value,
         default_namespace: &str,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Written, ApiError> {
         let req = write_request(obj, default_namespace)?;
         let resp = self
             .call(|mut c| {
@@ -157,7 +165,7 @@ impl Client {
                 async move { c.update_status(req).await }
             })
             .await?;
-        decode(&resp.object)
+        written(resp)
     }
 
     pub async fn get(&self, kind: &Kind, namespace: &str, name: &str) -> Result<Value, ApiError> {
@@ -212,7 +220,7 @@ impl Client {
         kind: &Kind,
         namespace: &str,
         name: &str,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Written, ApiError> {
         let req = DeleteRequest {
             api_version: kind.api_version.into(),
             kind: kind.kind.into(),
@@ -226,7 +234,7 @@ impl Client {
                 async move { c.delete(req).await }
             })
             .await?;
-        decode(&resp.object)
+        written(resp)
     }
 }
 
@@ -235,6 +243,13 @@ fn write_request(obj: &Value, default_namespace: &str) -> Result<WriteRequest, A
         object: serde_json::to_vec(obj)
             .map_err(|e| ApiError::bad_request(format!("cannot encode object: {e}")))?,
         default_namespace: default_namespace.into(),
+    })
+}
+
+fn written(resp: crate::pb::ObjectResponse) -> Result<Written, ApiError> {
+    Ok(Written {
+        object: decode(&resp.object)?,
+        outcome: resp.outcome,
     })
 }
 

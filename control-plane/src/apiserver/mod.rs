@@ -33,10 +33,36 @@ pub struct ApiService {
     registry: Arc<Registry>,
 }
 
-fn respond(stored: &Stored) -> Result<Response<ObjectResponse>, Status> {
+/// What a write did, as kubectl reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Configured,
+    Unchanged,
+    Deleted,
+    /// A read.
+    Read,
+}
+
+impl Outcome {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Created => "created",
+            Outcome::Configured => "configured",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Deleted => "deleted",
+            Outcome::Read => "",
+        }
+    }
+}
+
+fn respond(stored: &Stored, outcome: Outcome) -> Result<Response<ObjectResponse>, Status> {
     let object = serde_json::to_vec(&stored.object)
         .map_err(|e| ApiError::new(Reason::Internal, e.to_string()))?;
-    Ok(Response::new(ObjectResponse { object }))
+    Ok(Response::new(ObjectResponse {
+        object,
+        outcome: outcome.as_str().into(),
+    }))
 }
 
 fn kind_of(api_version: &str, kind: &str) -> Result<Kind, ApiError> {
@@ -134,7 +160,7 @@ impl ApiService {
             .map_err(|e| store_error(e, &inc.kind, inc.name()))
     }
 
-    async fn apply(&self, req: WriteRequest) -> Result<Stored, ApiError> {
+    async fn apply(&self, req: WriteRequest) -> Result<(Stored, Outcome), ApiError> {
         let inc = admission::decode(&req.object, &req.default_namespace)?;
         if inc.name().is_empty() {
             return Err(ApiError::new(
@@ -167,7 +193,7 @@ impl ApiService {
                 set_annotation(&mut fresh.object, LAST_APPLIED, &recorded);
                 match self.create_object(fresh).await {
                     Err(e) if e.reason == Reason::AlreadyExists => continue,
-                    other => return other,
+                    other => return other.map(|s| (s, Outcome::Created)),
                 }
             };
             let last: Value = object::annotations(&live.object)
@@ -186,8 +212,11 @@ impl ApiService {
             set_annotation(&mut next, LAST_APPLIED, &recorded);
             admission::keep_server_metadata(&live.object, &mut next);
             admission::admit(&inc.kind, &mut next)?;
+            if next == live.object {
+                return Ok((live, Outcome::Unchanged));
+            }
             match self.registry.update(&inc.key(), &next, live.revision).await {
-                Ok(stored) => return Ok(stored),
+                Ok(stored) => return Ok((stored, Outcome::Configured)),
                 Err(WriteError::Stale) | Err(WriteError::Missing) => continue,
                 Err(e) => return Err(store_error(e, &inc.kind, inc.name())),
             }
@@ -281,32 +310,39 @@ impl Api for ApiService {
         &self,
         request: Request<WriteRequest>,
     ) -> Result<Response<ObjectResponse>, Status> {
-        respond(&self.create(request.into_inner()).await?)
+        respond(&self.create(request.into_inner()).await?, Outcome::Created)
     }
 
     async fn apply(
         &self,
         request: Request<WriteRequest>,
     ) -> Result<Response<ObjectResponse>, Status> {
-        respond(&self.apply(request.into_inner()).await?)
+        let (stored, outcome) = self.apply(request.into_inner()).await?;
+        respond(&stored, outcome)
     }
 
     async fn update(
         &self,
         request: Request<WriteRequest>,
     ) -> Result<Response<ObjectResponse>, Status> {
-        respond(&self.update(request.into_inner(), false).await?)
+        respond(
+            &self.update(request.into_inner(), false).await?,
+            Outcome::Configured,
+        )
     }
 
     async fn update_status(
         &self,
         request: Request<WriteRequest>,
     ) -> Result<Response<ObjectResponse>, Status> {
-        respond(&self.update(request.into_inner(), true).await?)
+        respond(
+            &self.update(request.into_inner(), true).await?,
+            Outcome::Configured,
+        )
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<ObjectResponse>, Status> {
-        respond(&self.get(request.into_inner()).await?)
+        respond(&self.get(request.into_inner()).await?, Outcome::Read)
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
@@ -317,6 +353,6 @@ impl Api for ApiService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<ObjectResponse>, Status> {
-        respond(&self.delete(request.into_inner()).await?)
+        respond(&self.delete(request.into_inner()).await?, Outcome::Deleted)
     }
 }

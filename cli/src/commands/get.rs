@@ -1,0 +1,127 @@
+//! `skiff get`: tables per kind (`-o wide`), `-o yaml|json|name`, by name or by selectors,
+//! in one namespace or all (`-A`).
+
+use serde_json::Value;
+
+use super::{kind_and_names, report, Ctx};
+use crate::output;
+use crate::Reported;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Resource type and optional names: `pods`, `pods web db`, `pod/web`, `pods,services`.
+    #[arg(required = true)]
+    resources: Vec<String>,
+    /// Output format: wide, yaml, json or name.
+    #[arg(short = 'o', long)]
+    output: Option<String>,
+    /// Label selector (`app=web,tier in (a,b)`).
+    #[arg(short = 'l', long)]
+    selector: Option<String>,
+    /// Field selector (`spec.nodeName=n1,status.phase!=Running`).
+    #[arg(long)]
+    field_selector: Option<String>,
+    /// List across all namespaces.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+}
+
+pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<()> {
+    let format = args.output.as_deref().unwrap_or("");
+    if !["", "wide", "yaml", "json", "name"].contains(&format) {
+        anyhow::bail!(
+            "unable to match a printer suitable for the output format \"{format}\", allowed \
+             formats are: json,name,wide,yaml"
+        );
+    }
+    let mut failed = false;
+    let mut shown: Vec<Value> = Vec::new();
+    let mut resource_version = String::new();
+    let mut printed_table = false;
+    for (kind, names) in kind_and_names(&args.resources)? {
+        let mut objects = Vec::new();
+        if names.is_empty() {
+            let ns = (!args.all_namespaces).then_some(ctx.namespace.as_str());
+            match ctx
+                .client
+                .list(
+                    &kind,
+                    ns,
+                    args.selector.as_deref().unwrap_or_default(),
+                    args.field_selector.as_deref().unwrap_or_default(),
+                )
+                .await
+            {
+                Ok(list) => {
+                    objects = list.items;
+                    resource_version = list.resource_version;
+                }
+                Err(e) => {
+                    report(&e);
+                    failed = true;
+                    continue;
+                }
+            }
+        } else {
+            for name in &names {
+                match ctx.client.get(&kind, &ctx.namespace, name).await {
+                    Ok(o) => objects.push(o),
+                    Err(e) => {
+                        report(&e);
+                        failed = true;
+                    }
+                }
+            }
+        }
+        match format {
+            "" | "wide" => {
+                if objects.is_empty() {
+                    continue;
+                }
+                if printed_table {
+                    println!();
+                }
+                print!(
+                    "{}",
+                    output::table(&kind, &objects, format == "wide", args.all_namespaces)
+                );
+                printed_table = true;
+            }
+            "name" => {
+                for o in &objects {
+                    println!("{}", output::name_ref(&kind, o));
+                }
+            }
+            _ => shown.extend(objects),
+        }
+    }
+    match format {
+        "yaml" | "json" => {
+            // One object asked for by name prints as itself; anything else as a List.
+            let requested = kind_and_names(&args.resources)?;
+            let single = shown.len() == 1 && requested.len() == 1 && requested[0].1.len() == 1;
+            let value = if single {
+                shown.pop().unwrap_or_default()
+            } else {
+                output::list_object(shown, &resource_version)
+            };
+            if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                print!("{}", output::yaml(&value)?);
+            }
+        }
+        "" | "wide" if !printed_table && !failed => {
+            if args.all_namespaces {
+                eprintln!("No resources found");
+            } else {
+                eprintln!("No resources found in {} namespace.", ctx.namespace);
+            }
+        }
+        _ => {}
+    }
+    if failed {
+        return Err(Reported.into());
+    }
+    Ok(())
+}

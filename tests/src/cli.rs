@@ -1,0 +1,62 @@
+//! Running the `skiff` CLI as a user would, against a test cluster.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// What one `skiff` invocation did.
+#[derive(Debug)]
+pub struct Run {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `skiff --endpoints <endpoints> <args>`, feeding `stdin` if given. No config file is
+/// read (a missing one is given), so the machine's own settings cannot interfere.
+pub fn skiff(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = Command::new(crate::bins::bin("skiff"))
+        .arg("--endpoints")
+        .arg(endpoints)
+        .arg("--config")
+        .arg("/nonexistent/skiff-test-config")
+        .args(args)
+        .env_remove("SKIFF_ENDPOINTS")
+        .env_remove("SKIFF_CONTEXT")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("skiff starts");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("writing stdin");
+    }
+    let out = child.wait_with_output().expect("skiff runs");
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `skiff` and insists it succeeds; returns stdout.
+pub fn ok(endpoints: &str, args: &[&str]) -> String {
+    let run = skiff(endpoints, args, None);
+    assert!(run.ok, "skiff {args:?} failed: {}", run.stderr);
+    run.stdout
+}
+
+/// Runs `skiff` with `stdin` and insists it succeeds; returns stdout.
+pub fn ok_with_input(endpoints: &str, args: &[&str], stdin: &str) -> String {
+    let run = skiff(endpoints, args, Some(stdin));
+    assert!(run.ok, "skiff {args:?} failed: {}", run.stderr);
+    run.stdout
+}
