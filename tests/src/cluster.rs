@@ -143,7 +143,28 @@ impl Cluster {
             c.spawn(i, "new");
         }
         c.wait_for_leader().await;
+        if matches!(c.program, Program::Skiff) {
+            c.wait_for_built_in_namespaces().await;
+        }
         c
+    }
+
+    /// The last key a starting Skiff cluster writes: the API server creates the built-in
+    /// namespaces (default, kube-system, kube-public, in that order) through the store.
+    pub const LAST_BUILT_IN_KEY: &'static str = "/registry/namespaces/kube-public";
+
+    /// Waits until the API server has created the built-in namespaces, so that tests which
+    /// count revisions start from a store nobody else is writing to.
+    pub async fn wait_for_built_in_namespaces(&self) {
+        let client = connect(&self.running_urls()).await;
+        wait::until("the built-in namespaces", Duration::from_secs(30), || {
+            let mut c = client.clone();
+            async move {
+                let r = c.get(Self::LAST_BUILT_IN_KEY, None).await.ok()?;
+                (!r.kvs().is_empty()).then_some(())
+            }
+        })
+        .await;
     }
 
     pub fn root(&self) -> &std::path::Path {

@@ -293,6 +293,36 @@ async fn same_operations_same_responses_as_etcd() {
     let mut reference = etcd.client_for(&[0]).await;
     // Through a single replica, which may be a follower: forwarding must be invisible.
     let mut skiff = cluster.client_for(&[1]).await;
+    // Skiff starts with the API server's built-in namespaces in its key space; etcd gets the
+    // same keys and values in the same order, so both start at the same revision.
+    let initial = skiff
+        .get(
+            "",
+            Some(etcd_client::GetOptions::new().with_all_keys().with_sort(
+                etcd_client::SortTarget::Create,
+                etcd_client::SortOrder::Ascend,
+            )),
+        )
+        .await
+        .unwrap();
+    for kv in initial.kvs() {
+        reference.put(kv.key(), kv.value(), None).await.unwrap();
+    }
+    let skiff_rev = skiff
+        .get("x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    let etcd_rev = reference
+        .get("x", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    assert_eq!(skiff_rev, etcd_rev, "both start at the same revision");
 
     // A fixed seed by default, so failures reproduce; SKIFF_DIFF_SEED explores other sequences.
     let seed = std::env::var("SKIFF_DIFF_SEED")
