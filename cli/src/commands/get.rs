@@ -24,6 +24,46 @@ pub struct Args {
     /// List across all namespaces.
     #[arg(short = 'A', long)]
     all_namespaces: bool,
+    /// After listing, keep printing changes until interrupted.
+    #[arg(short = 'w', long)]
+    watch: bool,
+}
+
+/// Prints each change after the list, as `kubectl get -w` does: table rows without the header,
+/// or one document/name per change.
+async fn watch(ctx: &Ctx, args: &Args, kind: &skiff_api::Kind, from: &str) -> anyhow::Result<()> {
+    let format = args.output.as_deref().unwrap_or("");
+    let ns = (!args.all_namespaces).then_some(ctx.namespace.as_str());
+    let mut w = ctx.client.watch(
+        kind,
+        ns,
+        args.selector.as_deref().unwrap_or_default(),
+        args.field_selector.as_deref().unwrap_or_default(),
+        from,
+    );
+    while let Some(ev) = w.next().await? {
+        match ev.kind.as_str() {
+            "BOOKMARK" => continue,
+            "ERROR" => anyhow::bail!(
+                "watch ended: {}",
+                ev.object["message"].as_str().unwrap_or("error")
+            ),
+            _ => {}
+        }
+        match format {
+            "" | "wide" => {
+                let table =
+                    output::table(kind, &[ev.object], format == "wide", args.all_namespaces);
+                for line in table.lines().skip(1) {
+                    println!("{line}");
+                }
+            }
+            "name" => println!("{}", output::name_ref(kind, &ev.object)),
+            "json" => println!("{}", serde_json::to_string_pretty(&ev.object)?),
+            _ => print!("---\n{}", output::yaml(&ev.object)?),
+        }
+    }
+    Ok(())
 }
 
 pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<()> {
@@ -33,6 +73,58 @@ pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<()> {
             "unable to match a printer suitable for the output format \"{format}\", allowed \
              formats are: json,name,wide,yaml"
         );
+    }
+    if args.watch {
+        let kinds = kind_and_names(&args.resources)?;
+        let [(kind, names)] = kinds.as_slice() else {
+            anyhow::bail!("you may only specify a single resource type with --watch");
+        };
+        if !names.is_empty() {
+            anyhow::bail!(
+                "watching by name is not supported yet; use --field-selector metadata.name=<name>"
+            );
+        }
+        let ns = (!args.all_namespaces).then_some(ctx.namespace.as_str());
+        let list = ctx
+            .client
+            .list(
+                kind,
+                ns,
+                args.selector.as_deref().unwrap_or_default(),
+                args.field_selector.as_deref().unwrap_or_default(),
+            )
+            .await;
+        let list = match list {
+            Ok(l) => l,
+            Err(e) => {
+                report(&e);
+                return Err(Reported.into());
+            }
+        };
+        match format {
+            "" | "wide" if !list.items.is_empty() => print!(
+                "{}",
+                output::table(kind, &list.items, format == "wide", args.all_namespaces)
+            ),
+            "name" => list
+                .items
+                .iter()
+                .for_each(|o| println!("{}", output::name_ref(kind, o))),
+            "json" => {
+                for o in &list.items {
+                    println!("{}", serde_json::to_string_pretty(o)?);
+                }
+            }
+            "yaml" => {
+                for o in &list.items {
+                    print!("---\n{}", output::yaml(o)?);
+                }
+            }
+            _ => {}
+        }
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        return watch(ctx, args, kind, &list.resource_version).await;
     }
     let mut failed = false;
     let mut shown: Vec<Value> = Vec::new();

@@ -11,7 +11,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::error::{ApiError, Reason};
 use crate::kinds::Kind;
 use crate::pb::api_client::ApiClient as RawClient;
-use crate::pb::{DeleteRequest, GetRequest, ListRequest, WriteRequest};
+use crate::pb::{DeleteRequest, GetRequest, ListRequest, WatchRequest, WriteRequest};
 
 /// How long one call keeps trying endpoints before giving up.
 const CALL_DEADLINE: Duration = Duration::from_secs(15);
@@ -235,6 +235,105 @@ impl Client {
             })
             .await?;
         written(resp)
+    }
+}
+
+/// One watch event: ADDED, MODIFIED, DELETED, BOOKMARK, or ERROR (the object is then a
+/// Status; code 410 means the resourceVersion was compacted and a new list is needed).
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub kind: String,
+    pub object: Value,
+}
+
+/// A watch that survives the replica serving it: when the stream breaks it is opened again on
+/// the next endpoint from the last resourceVersion seen (events or bookmarks), so nothing is
+/// missed or repeated.
+pub struct Watch<'c> {
+    client: &'c Client,
+    request: WatchRequest,
+    stream: Option<tonic::Streaming<crate::pb::WatchEvent>>,
+    done: bool,
+}
+
+impl Watch<'_> {
+    /// The next event; None after an ERROR event ended the watch.
+    pub async fn next(&mut self) -> Result<Option<Event>, ApiError> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            if self.stream.is_none() {
+                let req = self.request.clone();
+                let stream = self
+                    .client
+                    .call(|mut c| {
+                        let req = req.clone();
+                        async move { c.watch(req).await }
+                    })
+                    .await?;
+                self.stream = Some(stream);
+            }
+            let Some(stream) = self.stream.as_mut() else {
+                continue;
+            };
+            match stream.message().await {
+                Ok(Some(ev)) => {
+                    let object = decode(&ev.object)?;
+                    let rv = crate::object::resource_version(&object);
+                    if !rv.is_empty() && ev.r#type != "ERROR" {
+                        self.request.resource_version = rv.to_string();
+                    }
+                    if ev.r#type == "ERROR" {
+                        self.done = true;
+                    }
+                    return Ok(Some(Event {
+                        kind: ev.r#type,
+                        object,
+                    }));
+                }
+                // The replica went away (or ended the stream): resume elsewhere.
+                Ok(None) | Err(_) => {
+                    self.stream = None;
+                    let n = self.client.channels.len();
+                    let i = self.client.current.load(Ordering::Relaxed);
+                    self.client.current.store((i + 1) % n, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The resourceVersion the watch would resume from.
+    pub fn resource_version(&self) -> &str {
+        &self.request.resource_version
+    }
+}
+
+impl Client {
+    /// Watches objects of `kind` (see the `Watch` RPC): from `resource_version`, or, when it is
+    /// empty, ADDED events for what exists first.
+    pub fn watch(
+        &self,
+        kind: &Kind,
+        namespace: Option<&str>,
+        label_selector: &str,
+        field_selector: &str,
+        resource_version: &str,
+    ) -> Watch<'_> {
+        Watch {
+            client: self,
+            request: WatchRequest {
+                api_version: kind.api_version.into(),
+                kind: kind.kind.into(),
+                namespace: namespace.unwrap_or_default().into(),
+                label_selector: label_selector.into(),
+                field_selector: field_selector.into(),
+                resource_version: resource_version.into(),
+                allow_bookmarks: true,
+            },
+            stream: None,
+            done: false,
+        }
     }
 }
 

@@ -9,16 +9,19 @@ pub mod namespaces;
 pub mod registry;
 pub mod schema;
 pub mod validate;
+pub mod watch;
 
 use std::sync::Arc;
 
 use serde_json::Value;
 use skiff_api::pb::api_server::Api;
 use skiff_api::pb::{
-    DeleteRequest, GetRequest, ListRequest, ListResponse, ObjectResponse, WriteRequest,
+    DeleteRequest, GetRequest, ListRequest, ListResponse, ObjectResponse, WatchEvent, WatchRequest,
+    WriteRequest,
 };
 use skiff_api::selector::{FieldSelector, LabelSelector};
 use skiff_api::{object, ApiError, Kind, Reason};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use admission::{already_exists, conflict, not_found, Incoming};
@@ -306,6 +309,16 @@ fn set_annotation(obj: &mut Value, key: &str, value: &str) {
 
 #[tonic::async_trait]
 impl Api for ApiService {
+    type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let rx = watch::start(self.registry.clone(), request.into_inner()).await?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
     async fn create(
         &self,
         request: Request<WriteRequest>,
