@@ -9,12 +9,19 @@ use std::time::Duration;
 use crate::bins::bin;
 use crate::wait;
 
-/// Picks a free loopback port (the OS hands out a fresh one each time).
+/// Picks a free loopback port below the kernel's ephemeral range (32768 and up), so that the
+/// outgoing connections of a busy test run cannot take it between now and the member binding
+/// it; random, so that concurrent tests rarely pick the same one.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let port = rng.gen_range(10_000..30_000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between 10000 and 30000")
 }
 
 pub struct Member {
@@ -305,7 +312,31 @@ impl Cluster {
     /// The member ID of the current leader as seen by any running member, once all running
     /// members agree on it.
     pub async fn wait_for_leader(&self) -> u64 {
-        agreed_leader(&self.running_urls()).await
+        let urls = self.running_urls();
+        match wait::try_until(Duration::from_secs(30), || agreed_leader_now(&urls)).await {
+            Some(id) => id,
+            None => panic!(
+                "timed out after 30s waiting for all running members to agree on a leader\n{}",
+                self.all_logs()
+            ),
+        }
+    }
+
+    /// Every member's log, for failure messages.
+    pub fn all_logs(&self) -> String {
+        (0..self.members.len())
+            .map(|i| {
+                let log = self.log(i);
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!(
+                    "--- {} (last 40 lines)\n{}",
+                    self.members[i].name,
+                    tail.join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Index of the member whose ID is `id`.
@@ -368,20 +399,23 @@ pub async fn agreed_leader(urls: &[String]) -> u64 {
     wait::until(
         "all running members to agree on a leader",
         Duration::from_secs(30),
-        || async move {
-            let mut leader = None;
-            for url in urls {
-                let mut c = etcd_client::Client::connect([url], None).await.ok()?;
-                let st = c.status().await.ok()?;
-                if st.leader() == 0 || leader.is_some_and(|l| l != st.leader()) {
-                    return None;
-                }
-                leader = Some(st.leader());
-            }
-            leader
-        },
+        || agreed_leader_now(urls),
     )
     .await
+}
+
+/// The leader every member serving at `urls` reports right now, if they agree on one.
+async fn agreed_leader_now(urls: &[String]) -> Option<u64> {
+    let mut leader = None;
+    for url in urls {
+        let mut c = etcd_client::Client::connect([url], None).await.ok()?;
+        let st = c.status().await.ok()?;
+        if st.leader() == 0 || leader.is_some_and(|l| l != st.leader()) {
+            return None;
+        }
+        leader = Some(st.leader());
+    }
+    leader
 }
 
 /// Position in `urls` of the member whose ID is `id`, asked through Status.

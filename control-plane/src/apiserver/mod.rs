@@ -3,6 +3,7 @@
 //! writes on a follower reach the leader through the store's own forwarding.
 
 pub mod admission;
+pub mod allocate;
 pub mod defaults;
 pub mod merge;
 pub mod namespaces;
@@ -25,7 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use admission::{already_exists, conflict, not_found, Incoming};
-use registry::{Registry, Stored, WriteError};
+use registry::{Also, Registry, Stored, WriteError};
 
 /// The annotation holding the manifest applied last, for the next apply's three-way merge.
 pub const LAST_APPLIED: &str = "skiff.io/last-applied-configuration";
@@ -80,7 +81,7 @@ fn store_error(e: WriteError, kind: &Kind, name: &str) -> ApiError {
     match e {
         WriteError::Exists => already_exists(kind, name),
         WriteError::Missing => not_found(kind, name),
-        WriteError::Stale => conflict(kind, name),
+        WriteError::Stale | WriteError::Taken => conflict(kind, name),
         WriteError::Store(e) => e,
     }
 }
@@ -94,16 +95,43 @@ impl ApiService {
         self.registry.get(&inc.key()).await
     }
 
+    /// The allocations (ClusterIP, NodePorts) a Service `next` needs, written with it.
+    async fn allocations(
+        &self,
+        kind: &Kind,
+        next: &mut Value,
+        live: Option<&Value>,
+    ) -> Result<Also, ApiError> {
+        if kind.kind != "Service" {
+            return Ok(Also::default());
+        }
+        let keys = self.registry.keys("/registry/ranges/").await?;
+        let taken = allocate::Taken::from_keys(keys.iter().map(String::as_str));
+        let owner = format!("{}/{}", object::namespace(next), object::name(next));
+        allocate::plan(next, live, &taken, &owner).map_err(|errors| {
+            ApiError::new(
+                Reason::Invalid,
+                validate::invalid_message(kind.kind, object::name(next), &errors),
+            )
+        })
+    }
+
     async fn create_object(&self, mut inc: Incoming) -> Result<Stored, ApiError> {
         admission::set_create_metadata(&mut inc.object);
         admission::admit(&inc.kind, &mut inc.object)?;
         if inc.kind.namespaced {
             namespaces::require_active(&self.registry, inc.namespace()).await?;
         }
-        self.registry
-            .create(&inc.key(), &inc.object)
-            .await
-            .map_err(|e| store_error(e, &inc.kind, inc.name()))
+        for _ in 0..WRITE_ATTEMPTS {
+            let mut object = inc.object.clone();
+            let also = self.allocations(&inc.kind, &mut object, None).await?;
+            match self.registry.create(&inc.key(), &object, &also).await {
+                // Another Service claimed the same address or port first: choose again.
+                Err(WriteError::Taken) => continue,
+                other => return other.map_err(|e| store_error(e, &inc.kind, inc.name())),
+            }
+        }
+        Err(conflict(&inc.kind, inc.name()))
     }
 
     async fn create(&self, req: WriteRequest) -> Result<Stored, ApiError> {
@@ -157,10 +185,24 @@ impl ApiService {
         };
         admission::keep_server_metadata(&live.object, &mut next);
         admission::admit(&inc.kind, &mut next)?;
-        self.registry
-            .update(&inc.key(), &next, live.revision)
-            .await
-            .map_err(|e| store_error(e, &inc.kind, inc.name()))
+        for _ in 0..WRITE_ATTEMPTS {
+            let mut object = next.clone();
+            let also = if status_only {
+                Also::default()
+            } else {
+                self.allocations(&inc.kind, &mut object, Some(&live.object))
+                    .await?
+            };
+            match self
+                .registry
+                .update(&inc.key(), &object, live.revision, &also)
+                .await
+            {
+                Err(WriteError::Taken) => continue,
+                other => return other.map_err(|e| store_error(e, &inc.kind, inc.name())),
+            }
+        }
+        Err(conflict(&inc.kind, inc.name()))
     }
 
     async fn apply(&self, req: WriteRequest) -> Result<(Stored, Outcome), ApiError> {
@@ -215,12 +257,19 @@ impl ApiService {
             set_annotation(&mut next, LAST_APPLIED, &recorded);
             admission::keep_server_metadata(&live.object, &mut next);
             admission::admit(&inc.kind, &mut next)?;
+            let also = self
+                .allocations(&inc.kind, &mut next, Some(&live.object))
+                .await?;
             if next == live.object {
                 return Ok((live, Outcome::Unchanged));
             }
-            match self.registry.update(&inc.key(), &next, live.revision).await {
+            match self
+                .registry
+                .update(&inc.key(), &next, live.revision, &also)
+                .await
+            {
                 Ok(stored) => return Ok((stored, Outcome::Configured)),
-                Err(WriteError::Stale) | Err(WriteError::Missing) => continue,
+                Err(WriteError::Stale | WriteError::Missing | WriteError::Taken) => continue,
                 Err(e) => return Err(store_error(e, &inc.kind, inc.name())),
             }
         }
@@ -284,7 +333,12 @@ impl ApiService {
             let result = if kind.kind == "Namespace" {
                 namespaces::delete_with_contents(&self.registry, &req.name, live.revision).await
             } else {
-                self.registry.delete(&key, live.revision).await
+                let also = if kind.kind == "Service" {
+                    allocate::release_all(&live.object)
+                } else {
+                    Also::default()
+                };
+                self.registry.delete(&key, live.revision, &also).await
             };
             match result {
                 Ok(_) => return Ok(live),

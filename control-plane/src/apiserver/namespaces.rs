@@ -51,21 +51,38 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 }
 
 /// Deletes namespace `name` (if its revision is still `expected`) and every object in it, in
-/// one transaction.
+/// one transaction, releasing the addresses and ports its Services held.
 pub async fn delete_with_contents(
     registry: &Registry,
     name: &str,
     expected: i64,
 ) -> Result<i64, WriteError> {
     let key = namespace_kind().key("", name);
-    let mut ops = vec![RequestOp {
+    let owned_prefix = format!("{name}/");
+    let allocations = registry
+        .entries("/registry/ranges/")
+        .await
+        .map_err(WriteError::Store)?;
+    let mut ops: Vec<RequestOp> = allocations
+        .into_iter()
+        .filter(|(_, owner)| owner.starts_with(&owned_prefix))
+        .map(|(k, _)| RequestOp {
+            request: Some(request_op::Request::RequestDeleteRange(
+                DeleteRangeRequest {
+                    key: k.into_bytes(),
+                    ..Default::default()
+                },
+            )),
+        })
+        .collect();
+    ops.push(RequestOp {
         request: Some(request_op::Request::RequestDeleteRange(
             DeleteRangeRequest {
                 key: key.as_bytes().to_vec(),
                 ..Default::default()
             },
         )),
-    }];
+    });
     for kind in KINDS.iter().filter(|k| k.namespaced) {
         let prefix = kind.prefix(Some(name));
         ops.push(RequestOp {
@@ -116,7 +133,10 @@ pub async fn ensure_built_in(registry: &Registry) {
                 "status": {"phase": "Active"}
             });
             super::admission::set_create_metadata(&mut ns);
-            match registry.create(&kind.key("", name), &ns).await {
+            match registry
+                .create(&kind.key("", name), &ns, &Default::default())
+                .await
+            {
                 Ok(_) | Err(WriteError::Exists) => break,
                 Err(e) => {
                     tracing::debug!(?e, namespace = name, "built-in namespace not created yet");

@@ -33,7 +33,38 @@ pub enum WriteError {
     Missing,
     /// The key's revision is not the expected one.
     Stale,
+    /// The object was as expected, but a key claimed alongside it was taken meanwhile.
+    Taken,
     Store(ApiError),
+}
+
+/// Keys written in the same transaction as an object: claims (created only if absent, such
+/// as a Service's ClusterIP) and releases (deleted).
+#[derive(Clone, Debug, Default)]
+pub struct Also {
+    compares: Vec<Compare>,
+    ops: Vec<RequestOp>,
+}
+
+impl Also {
+    /// Creates `key` with `value`; the whole write fails with `Taken` if `key` exists.
+    pub fn claim(&mut self, key: &str, value: &str) {
+        self.compares
+            .push(cmp_key(key, compare::CompareTarget::Create, 0));
+        self.ops.push(put_op(key, value.as_bytes().to_vec()));
+    }
+
+    /// Deletes `key`.
+    pub fn release(&mut self, key: &str) {
+        self.ops.push(RequestOp {
+            request: Some(request_op::Request::RequestDeleteRange(
+                DeleteRangeRequest {
+                    key: key.as_bytes().to_vec(),
+                    ..Default::default()
+                },
+            )),
+        });
+    }
 }
 
 pub fn unavailable(e: StoreError) -> ApiError {
@@ -171,13 +202,47 @@ impl Registry {
         Ok((items, revision))
     }
 
-    /// Runs a transaction: `success` if every compare holds; otherwise reads `key` back.
+    /// The keys under `prefix` (linearizable).
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
+        Ok(self
+            .entries(prefix)
+            .await?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
+    }
+
+    /// The keys under `prefix` with their values as text (linearizable).
+    pub async fn entries(&self, prefix: &str) -> Result<Vec<(String, String)>, ApiError> {
+        self.replica.linearize().await.map_err(unavailable)?;
+        let resp = self.range(&RangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: range_end_of(prefix),
+            ..Default::default()
+        })?;
+        Ok(resp
+            .kvs
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(&kv.key).into_owned(),
+                    String::from_utf8_lossy(&kv.value).into_owned(),
+                )
+            })
+            .collect())
+    }
+
+    /// Runs a transaction: `success` (and `also`'s writes) if every compare holds; otherwise
+    /// reads `key` back.
     async fn txn(
         &self,
         key: &str,
-        compare: Vec<Compare>,
-        success: Vec<RequestOp>,
+        mut compare: Vec<Compare>,
+        mut success: Vec<RequestOp>,
+        also: &Also,
     ) -> Result<(bool, Option<i64>, i64), WriteError> {
+        compare.extend(also.compares.iter().cloned());
+        success.extend(also.ops.iter().cloned());
         let req = TxnRequest {
             compare,
             success,
@@ -208,17 +273,27 @@ impl Registry {
     }
 
     /// Stores a new object at `key`; fails with `Exists` if there is one.
-    pub async fn create(&self, key: &str, object: &Value) -> Result<Stored, WriteError> {
+    pub async fn create(
+        &self,
+        key: &str,
+        object: &Value,
+        also: &Also,
+    ) -> Result<Stored, WriteError> {
         let value = encode(object).map_err(WriteError::Store)?;
-        let (ok, _, revision) = self
+        let (ok, current, revision) = self
             .txn(
                 key,
                 vec![cmp_key(key, compare::CompareTarget::Create, 0)],
                 vec![put_op(key, value)],
+                also,
             )
             .await?;
         if !ok {
-            return Err(WriteError::Exists);
+            return Err(if current.is_some() {
+                WriteError::Exists
+            } else {
+                WriteError::Taken
+            });
         }
         Ok(Stored {
             object: with_version(object.clone(), revision),
@@ -232,6 +307,7 @@ impl Registry {
         key: &str,
         object: &Value,
         expected: i64,
+        also: &Also,
     ) -> Result<Stored, WriteError> {
         let value = encode(object).map_err(WriteError::Store)?;
         let (ok, current, revision) = self
@@ -239,13 +315,14 @@ impl Registry {
                 key,
                 vec![cmp_key(key, compare::CompareTarget::Mod, expected)],
                 vec![put_op(key, value)],
+                also,
             )
             .await?;
         if !ok {
-            return Err(if current.is_some() {
-                WriteError::Stale
-            } else {
-                WriteError::Missing
+            return Err(match current {
+                None => WriteError::Missing,
+                Some(r) if r == expected => WriteError::Taken,
+                Some(_) => WriteError::Stale,
             });
         }
         Ok(Stored {
@@ -255,7 +332,7 @@ impl Registry {
     }
 
     /// Deletes the object at `key` if its revision is still `expected`.
-    pub async fn delete(&self, key: &str, expected: i64) -> Result<i64, WriteError> {
+    pub async fn delete(&self, key: &str, expected: i64, also: &Also) -> Result<i64, WriteError> {
         let del = RequestOp {
             request: Some(request_op::Request::RequestDeleteRange(
                 DeleteRangeRequest {
@@ -269,6 +346,7 @@ impl Registry {
                 key,
                 vec![cmp_key(key, compare::CompareTarget::Mod, expected)],
                 vec![del],
+                also,
             )
             .await?;
         if !ok {
