@@ -4,4 +4,5 @@
 
 pub mod apiserver;
 pub mod config;
+pub mod controllers;
 pub mod serve;

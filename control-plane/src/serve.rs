@@ -32,9 +32,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let registry = registry.clone();
         tokio::spawn(async move { namespaces::ensure_built_in(&registry).await })
     };
+    let api_service = Arc::new(ApiService::new(registry.clone()));
+    let gc = tokio::spawn(crate::controllers::gc::run(api_service.clone()));
     let mut servers = Vec::new();
     for listener in listeners {
-        let api = ApiServer::new(ApiService::new(registry.clone()))
+        let api = ApiServer::from_arc(api_service.clone())
             .max_decoding_message_size(MAX_API_MESSAGE)
             .max_encoding_message_size(MAX_API_MESSAGE);
         let routes = store.etcd_routes().add_service(api);
@@ -53,6 +55,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     built_in.abort();
+    gc.abort();
     store.shutdown().await;
     for s in servers {
         if let Ok(Err(e)) = s.await {

@@ -23,6 +23,16 @@ pub struct Args {
     /// Treat "not found" as success.
     #[arg(long)]
     ignore_not_found: bool,
+    /// Seconds a running pod gets to stop (-1: its own terminationGracePeriodSeconds).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    grace_period: i64,
+    /// Remove pods at once, without waiting for their node (same as --grace-period=0).
+    #[arg(long)]
+    force: bool,
+    /// What happens to dependents: background (deleted after), foreground (deleted before),
+    /// or orphan (kept).
+    #[arg(long, default_value = "background", value_parser = ["background", "foreground", "orphan"])]
+    cascade: String,
 }
 
 pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<()> {
@@ -88,9 +98,20 @@ pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<()> {
             return Ok(());
         }
     }
+    let options = skiff_api::DeleteOptions {
+        grace_period_seconds: Some(if args.force { 0 } else { args.grace_period }),
+        propagation_policy: Some(
+            match args.cascade.as_str() {
+                "foreground" => "Foreground",
+                "orphan" => "Orphan",
+                _ => "Background",
+            }
+            .to_string(),
+        ),
+    };
     let mut failed = false;
     for (kind, ns, name) in targets {
-        match ctx.client.delete(&kind, &ns, &name).await {
+        match ctx.client.delete_with(&kind, &ns, &name, &options).await {
             Ok(_) => println!("{} \"{name}\" deleted", crate::output::kind_ref(&kind)),
             Err(e) if args.ignore_not_found && e.reason == skiff_api::Reason::NotFound => {}
             Err(e) => {

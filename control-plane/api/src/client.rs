@@ -33,6 +33,14 @@ pub struct Written {
     pub outcome: String,
 }
 
+/// How to delete: the grace period of a bound pod (None: its own; 0: at once) and what becomes
+/// of dependents ("Background", "Foreground" or "Orphan"; None: Background).
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    pub grace_period_seconds: Option<i64>,
+    pub propagation_policy: Option<String>,
+}
+
 /// A list answer: objects and the revision they were read at.
 #[derive(Clone, Debug)]
 pub struct List {
@@ -221,12 +229,26 @@ impl Client {
         namespace: &str,
         name: &str,
     ) -> Result<Written, ApiError> {
+        self.delete_with(kind, namespace, name, &DeleteOptions::default())
+            .await
+    }
+
+    /// Delete with a grace period and a propagation policy (see `DeleteOptions`).
+    pub async fn delete_with(
+        &self,
+        kind: &Kind,
+        namespace: &str,
+        name: &str,
+        options: &DeleteOptions,
+    ) -> Result<Written, ApiError> {
         let req = DeleteRequest {
             api_version: kind.api_version.into(),
             kind: kind.kind.into(),
             namespace: namespace.into(),
             name: name.into(),
             resource_version: String::new(),
+            grace_period_seconds: options.grace_period_seconds.unwrap_or(-1),
+            propagation_policy: options.propagation_policy.clone().unwrap_or_default(),
         };
         let resp = self
             .call(|mut c| {

@@ -12,7 +12,7 @@ pub mod pb {
     tonic::include_proto!("skiff.v1");
 }
 
-pub use client::{Client, Event, List, Watch, Written};
+pub use client::{Client, DeleteOptions, Event, List, Watch, Written};
 pub use error::{ApiError, Reason};
 pub use kinds::Kind;
 

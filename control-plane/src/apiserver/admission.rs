@@ -112,13 +112,19 @@ pub fn set_create_metadata(obj: &mut Value) {
     if let Some(m) = object::metadata_mut(obj) {
         m.remove("resourceVersion");
         m.remove("deletionTimestamp");
+        m.remove("deletionGracePeriodSeconds");
     }
 }
 
 /// Carries the server-owned metadata of `live` over to `next` (an update of it), and bumps
 /// generation when the spec changed.
 pub fn keep_server_metadata(live: &Value, next: &mut Value) {
-    for field in ["uid", "creationTimestamp", "deletionTimestamp"] {
+    for field in [
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ] {
         match live.get("metadata").and_then(|m| m.get(field)) {
             Some(v) => object::set_meta(next, field, v.clone()),
             None => {

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod allocate;
 pub mod defaults;
+pub mod deletion;
 pub mod merge;
 pub mod namespaces;
 pub mod registry;
@@ -89,6 +90,20 @@ fn store_error(e: WriteError, kind: &Kind, name: &str) -> ApiError {
 impl ApiService {
     pub fn new(registry: Arc<Registry>) -> Self {
         Self { registry }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Delete as a client would (used by the controllers).
+    pub async fn delete_object(&self, req: DeleteRequest) -> Result<Stored, ApiError> {
+        self.delete(req).await
+    }
+
+    /// Update as a client would (used by the controllers).
+    pub async fn update_object(&self, req: WriteRequest) -> Result<Stored, ApiError> {
+        self.update(req, false).await
     }
 
     async fn live(&self, inc: &Incoming) -> Result<Option<Stored>, ApiError> {
@@ -194,8 +209,7 @@ impl ApiService {
                     .await?
             };
             match self
-                .registry
-                .update(&inc.key(), &object, live.revision, &also)
+                .store_update(&inc.kind, &inc.key(), &object, &live, &also)
                 .await
             {
                 Err(WriteError::Taken) => continue,
@@ -264,8 +278,7 @@ impl ApiService {
                 return Ok((live, Outcome::Unchanged));
             }
             match self
-                .registry
-                .update(&inc.key(), &next, live.revision, &also)
+                .store_update(&inc.kind, &inc.key(), &next, &live, &also)
                 .await
             {
                 Ok(stored) => return Ok((stored, Outcome::Configured)),
@@ -330,15 +343,30 @@ impl ApiService {
             {
                 return Err(conflict(&kind, &req.name));
             }
-            let result = if kind.kind == "Namespace" {
-                namespaces::delete_with_contents(&self.registry, &req.name, live.revision).await
+            let decision = if kind.kind == "Namespace" {
+                deletion::Decision::Now
             } else {
-                let also = if kind.kind == "Service" {
-                    allocate::release_all(&live.object)
-                } else {
-                    Also::default()
-                };
-                self.registry.delete(&key, live.revision, &also).await
+                deletion::decide(
+                    &kind,
+                    &live.object,
+                    req.grace_period_seconds,
+                    &req.propagation_policy,
+                    jiff::Timestamp::now(),
+                )?
+            };
+            let result = match decision {
+                deletion::Decision::Already => return Ok(live),
+                deletion::Decision::Mark(marked) => {
+                    match self
+                        .registry
+                        .update(&key, &marked, live.revision, &Also::default())
+                        .await
+                    {
+                        Ok(stored) => return Ok(stored),
+                        Err(e) => Err(e),
+                    }
+                }
+                deletion::Decision::Now => self.remove(&kind, &key, &live).await,
             };
             match result {
                 Ok(_) => return Ok(live),
@@ -347,6 +375,40 @@ impl ApiService {
             }
         }
         Err(conflict(&kind, &req.name))
+    }
+
+    /// Removes `live` from the store (with what it holds: a namespace's contents, a Service's
+    /// addresses and ports), if it is still at its revision.
+    async fn remove(&self, kind: &Kind, key: &str, live: &Stored) -> Result<i64, WriteError> {
+        if kind.kind == "Namespace" {
+            let name = object::name(&live.object);
+            return namespaces::delete_with_contents(&self.registry, name, live.revision).await;
+        }
+        let also = if kind.kind == "Service" {
+            allocate::release_all(&live.object)
+        } else {
+            Also::default()
+        };
+        self.registry.delete(key, live.revision, &also).await
+    }
+
+    /// Stores `object` over `live`, or removes it if that was its last finalizer.
+    async fn store_update(
+        &self,
+        kind: &Kind,
+        key: &str,
+        object: &Value,
+        live: &Stored,
+        also: &Also,
+    ) -> Result<Stored, WriteError> {
+        if deletion::finished(object) {
+            self.remove(kind, key, live).await?;
+            return Ok(Stored {
+                object: object.clone(),
+                revision: live.revision,
+            });
+        }
+        self.registry.update(key, object, live.revision, also).await
     }
 }
 

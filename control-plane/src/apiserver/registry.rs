@@ -188,6 +188,20 @@ impl Registry {
     /// Every object under `prefix`, in key order, and the store revision they were read at.
     pub async fn list(&self, prefix: &str) -> Result<(Vec<Stored>, i64), ApiError> {
         self.replica.linearize().await.map_err(unavailable)?;
+        self.list_local(prefix)
+    }
+
+    /// Every object under each prefix, after one linearization.
+    pub async fn list_many(&self, prefixes: &[String]) -> Result<Vec<Stored>, ApiError> {
+        self.replica.linearize().await.map_err(unavailable)?;
+        let mut all = Vec::new();
+        for p in prefixes {
+            all.extend(self.list_local(p)?.0);
+        }
+        Ok(all)
+    }
+
+    fn list_local(&self, prefix: &str) -> Result<(Vec<Stored>, i64), ApiError> {
         let resp = self.range(&RangeRequest {
             key: prefix.as_bytes().to_vec(),
             range_end: range_end_of(prefix),

@@ -1,0 +1,337 @@
+//! Garbage collection through ownerReferences, as Kubernetes does it: an object whose owners
+//! are all gone is deleted; references to owners that are gone are dropped; dependents of an
+//! owner deleted in the foreground are deleted (and the owner's `foregroundDeletion` finalizer
+//! removed once none remain); dependents of an owner deleted with the orphan policy lose their
+//! reference to it (and the owner's `orphan` finalizer is removed).
+//!
+//! `plan` is pure; `run` lists everything after each change (at most every 200 ms, and at
+//! least every 10 s) and carries the plan out, ignoring conflicts (the next pass decides again).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft_store::mvcc::key_range::KeyRange;
+use raft_store::watch::feed::Feed;
+use serde_json::Value;
+use skiff_api::kinds::REGISTRY;
+use skiff_api::pb::{DeleteRequest, WriteRequest};
+use skiff_api::{object, Kind};
+
+use crate::apiserver::deletion::{finalizers, FOREGROUND, ORPHAN};
+use crate::apiserver::ApiService;
+
+/// One change the collector makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Delete a dependent (with this propagation policy).
+    Delete {
+        kind: Kind,
+        namespace: String,
+        name: String,
+        propagation: &'static str,
+    },
+    /// Remove the ownerReferences with these uids.
+    DropOwners {
+        kind: Kind,
+        namespace: String,
+        name: String,
+        uids: BTreeSet<String>,
+    },
+    /// Remove one finalizer.
+    DropFinalizer {
+        kind: Kind,
+        namespace: String,
+        name: String,
+        finalizer: &'static str,
+    },
+}
+
+fn owner_uids(obj: &Value) -> Vec<String> {
+    obj.get("metadata")
+        .and_then(|m| m.get("ownerReferences"))
+        .and_then(Value::as_array)
+        .map(|refs| {
+            refs.iter()
+                .filter_map(|r| r.get("uid").and_then(Value::as_str))
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn terminating_with(obj: &Value, finalizer: &str) -> bool {
+    !object::meta_str(obj, "deletionTimestamp").is_empty()
+        && finalizers(obj).iter().any(|f| f == finalizer)
+}
+
+/// What to change, given every object.
+pub fn plan(objects: &[(Kind, Value)]) -> Vec<Action> {
+    let by_uid: BTreeMap<&str, &Value> = objects
+        .iter()
+        .map(|(_, o)| (object::meta_str(o, "uid"), o))
+        .filter(|(uid, _)| !uid.is_empty())
+        .collect();
+    let referenced: BTreeSet<String> = objects.iter().flat_map(|(_, o)| owner_uids(o)).collect();
+    let mut actions = Vec::new();
+    for (kind, obj) in objects {
+        let id = || {
+            (
+                *kind,
+                object::namespace(obj).to_string(),
+                object::name(obj).to_string(),
+            )
+        };
+        let uids = owner_uids(obj);
+        if !uids.is_empty() {
+            let alive: Vec<&Value> = uids
+                .iter()
+                .filter_map(|u| by_uid.get(u.as_str()).copied())
+                .collect();
+            let missing: BTreeSet<String> = uids
+                .iter()
+                .filter(|u| !by_uid.contains_key(u.as_str()))
+                .cloned()
+                .collect();
+            let orphaned: BTreeSet<String> = alive
+                .iter()
+                .filter(|o| terminating_with(o, ORPHAN))
+                .map(|o| object::meta_str(o, "uid").to_string())
+                .collect();
+            let (kind, namespace, name) = id();
+            if alive.iter().any(|o| terminating_with(o, FOREGROUND)) {
+                if object::meta_str(obj, "deletionTimestamp").is_empty() {
+                    actions.push(Action::Delete {
+                        kind,
+                        namespace,
+                        name,
+                        propagation: "Foreground",
+                    });
+                }
+            } else if alive.is_empty() {
+                if object::meta_str(obj, "deletionTimestamp").is_empty() {
+                    actions.push(Action::Delete {
+                        kind,
+                        namespace,
+                        name,
+                        propagation: "Background",
+                    });
+                }
+            } else if !missing.is_empty() || !orphaned.is_empty() {
+                actions.push(Action::DropOwners {
+                    kind,
+                    namespace,
+                    name,
+                    uids: missing.union(&orphaned).cloned().collect(),
+                });
+            }
+        }
+        let uid = object::meta_str(obj, "uid");
+        if !referenced.contains(uid) {
+            for finalizer in [FOREGROUND, ORPHAN] {
+                if terminating_with(obj, finalizer) {
+                    let (kind, namespace, name) = id();
+                    actions.push(Action::DropFinalizer {
+                        kind,
+                        namespace,
+                        name,
+                        finalizer,
+                    });
+                }
+            }
+        }
+    }
+    actions
+}
+
+/// Every stored object with its kind.
+async fn everything(api: &ApiService) -> Option<Vec<(Kind, Value)>> {
+    let prefixes: Vec<String> = skiff_api::kinds::KINDS
+        .iter()
+        .map(|k| k.prefix(None))
+        .collect();
+    let items = api.registry().list_many(&prefixes).await.ok()?;
+    Some(
+        items
+            .into_iter()
+            .filter_map(|s| {
+                let kind = Kind::of(object::api_version(&s.object), object::kind(&s.object))?;
+                Some((kind, s.object))
+            })
+            .collect(),
+    )
+}
+
+async fn carry_out(api: &ApiService, action: Action) {
+    let result = match &action {
+        Action::Delete {
+            kind,
+            namespace,
+            name,
+            propagation,
+        } => api
+            .delete_object(DeleteRequest {
+                api_version: kind.api_version.into(),
+                kind: kind.kind.into(),
+                namespace: namespace.clone(),
+                name: name.clone(),
+                resource_version: String::new(),
+                grace_period_seconds: -1,
+                propagation_policy: propagation.to_string(),
+            })
+            .await
+            .map(|_| ()),
+        Action::DropOwners {
+            kind,
+            namespace,
+            name,
+            ..
+        }
+        | Action::DropFinalizer {
+            kind,
+            namespace,
+            name,
+            ..
+        } => {
+            let Ok(Some(live)) = api.registry().get(&kind.key(namespace, name)).await else {
+                return;
+            };
+            let mut next = live.object.clone();
+            if let Some(meta) = object::metadata_mut(&mut next) {
+                match &action {
+                    Action::DropOwners { uids, .. } => {
+                        if let Some(refs) = meta
+                            .get_mut("ownerReferences")
+                            .and_then(Value::as_array_mut)
+                        {
+                            refs.retain(|r| {
+                                !r.get("uid")
+                                    .and_then(Value::as_str)
+                                    .is_some_and(|u| uids.contains(u))
+                            });
+                        }
+                    }
+                    Action::DropFinalizer { finalizer, .. } => {
+                        if let Some(f) = meta.get_mut("finalizers").and_then(Value::as_array_mut) {
+                            f.retain(|x| x.as_str() != Some(finalizer));
+                        }
+                    }
+                    Action::Delete { .. } => {}
+                }
+            }
+            match serde_json::to_vec(&next) {
+                Ok(bytes) => api
+                    .update_object(WriteRequest {
+                        object: bytes,
+                        default_namespace: namespace.clone(),
+                    })
+                    .await
+                    .map(|_| ()),
+                Err(_) => return,
+            }
+        }
+    };
+    match result {
+        Ok(()) => tracing::info!(?action, "garbage collector"),
+        Err(e) => tracing::debug!(?action, %e, "garbage collector action not done"),
+    }
+}
+
+/// Runs the collector while this replica leads the store.
+pub async fn run(api: Arc<ApiService>) {
+    let replica = api.registry().replica().clone();
+    let feed_from_now = || {
+        let range = KeyRange::new(REGISTRY.as_bytes(), b"/registry0");
+        let from = replica.sm.read().kv.current_rev() + 1;
+        Feed::new(replica.sm.clone(), range, from)
+    };
+    let mut feed = feed_from_now();
+    let mut every = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            batch = feed.next() => {
+                match batch {
+                    Ok(_) => {}
+                    Err(raft_store::watch::feed::FeedError::Closed) => return,
+                    // Compacted: start over from now (each pass reads everything anyway).
+                    Err(_) => {
+                        feed = feed_from_now();
+                        continue;
+                    }
+                }
+                // Let a burst of changes settle into one pass.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            _ = every.tick() => {}
+        }
+        if !replica.raft.is_leader() {
+            continue;
+        }
+        let Some(objects) = everything(&api).await else {
+            continue;
+        };
+        for action in plan(&objects) {
+            carry_out(&api, action).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(kind: &str, name: &str, uid: &str, owners: &[&str]) -> (Kind, Value) {
+        let refs: Vec<Value> = owners
+            .iter()
+            .map(|u| json!({"uid": u, "name": "x"}))
+            .collect();
+        (
+            Kind::named(kind).unwrap(),
+            json!({"metadata": {"name": name, "namespace": "default", "uid": uid, "ownerReferences": refs}}),
+        )
+    }
+
+    #[test]
+    fn dependents_of_missing_owners_are_deleted_or_unlinked() {
+        let objects = vec![
+            obj("rs", "rs", "u-rs", &["u-deploy-gone"]),
+            obj("pod", "p1", "u-p1", &["u-rs"]),
+            obj("pod", "p2", "u-p2", &["u-rs", "u-gone"]),
+            obj("pod", "free", "u-free", &[]),
+        ];
+        let actions = plan(&objects);
+        assert_eq!(actions.len(), 2, "{actions:?}");
+        assert!(
+            matches!(&actions[0], Action::Delete { name, propagation: "Background", .. } if name == "rs")
+        );
+        assert!(
+            matches!(&actions[1], Action::DropOwners { name, uids, .. } if name == "p2" && uids.contains("u-gone"))
+        );
+    }
+
+    #[test]
+    fn foreground_and_orphan_deletion() {
+        let mut owner = obj("rs", "rs", "u-rs", &[]);
+        owner.1["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        owner.1["metadata"]["finalizers"] = json!([FOREGROUND]);
+        let pod = obj("pod", "p", "u-p", &["u-rs"]);
+        let actions = plan(&[owner.clone(), pod.clone()]);
+        assert!(
+            matches!(&actions[..], [Action::Delete { name, propagation: "Foreground", .. }] if name == "p")
+        );
+        // No dependents left: the finalizer goes.
+        let actions = plan(&[owner.clone()]);
+        assert!(matches!(
+            &actions[..],
+            [Action::DropFinalizer {
+                finalizer: FOREGROUND,
+                ..
+            }]
+        ));
+
+        owner.1["metadata"]["finalizers"] = json!([ORPHAN]);
+        let actions = plan(&[owner.clone(), pod]);
+        assert!(matches!(&actions[..], [Action::DropOwners { name, .. }] if name == "p"));
+    }
+}
