@@ -41,6 +41,22 @@ enum Command {
     Get(commands::get::Args),
     /// Delete objects by name, by label selector, all of a kind, or those in manifests.
     Delete(commands::delete::Args),
+    /// Show an object in detail, with its events.
+    Describe(commands::describe::Args),
+    /// Edit an object as YAML in $EDITOR and update it.
+    Edit(commands::edit::Args),
+    /// Add, change (--overwrite) or remove (`key-`) labels.
+    Label(commands::modify::LabelArgs),
+    /// Set the replicas of a deployment, replica set or stateful set.
+    Scale(commands::modify::ScaleArgs),
+    /// The control plane itself.
+    #[command(subcommand)]
+    Cluster(commands::cluster::Command),
+    /// Print a shell completion script (bash, zsh or fish).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Print the client version.
     Version,
 }
@@ -81,6 +97,11 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Completion { shell } = &cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(*shell, &mut Cli::command(), "skiff", &mut std::io::stdout());
+        return Ok(());
+    }
     if let Command::Version = cli.command {
         println!(
             "skiff {} (API {})",
@@ -106,6 +127,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Create(args) => commands::apply::run(&ctx, &args, false).await,
         Command::Get(args) => commands::get::run(&ctx, &args).await,
         Command::Delete(args) => commands::delete::run(&ctx, &args).await,
-        Command::Version => Ok(()),
+        Command::Describe(args) => commands::describe::run(&ctx, &args).await,
+        Command::Edit(args) => commands::edit::run(&ctx, &args).await,
+        Command::Label(args) => commands::modify::label(&ctx, &args).await,
+        Command::Scale(args) => commands::modify::scale(&ctx, &args).await,
+        Command::Cluster(command) => commands::cluster::run(&ctx, &command).await,
+        Command::Completion { .. } | Command::Version => Ok(()),
     }
 }

@@ -27,6 +27,34 @@ pub struct Args {
     /// After listing, keep printing changes until interrupted.
     #[arg(short = 'w', long)]
     watch: bool,
+    /// Add a LABELS column to tables.
+    #[arg(long)]
+    show_labels: bool,
+}
+
+/// A table, with a LABELS column when asked for.
+fn table(kind: &skiff_api::Kind, objects: &[Value], args: &Args, wide: bool) -> String {
+    let base = output::table(kind, objects, wide, args.all_namespaces);
+    if !args.show_labels {
+        return base;
+    }
+    let lines: Vec<&str> = base.lines().collect();
+    let width = lines.iter().map(|l| l.len()).max().unwrap_or(0);
+    let mut out = format!("{:<width$}   LABELS\n", lines[0]);
+    for (line, obj) in lines[1..].iter().zip(objects) {
+        let labels = skiff_api::object::labels(obj)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let labels = if labels.is_empty() {
+            "<none>".to_string()
+        } else {
+            labels
+        };
+        out.push_str(&format!("{line:<width$}   {labels}\n"));
+    }
+    out
 }
 
 /// Prints each change after the list, as `kubectl get -w` does: table rows without the header,
@@ -102,10 +130,9 @@ pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<()> {
             }
         };
         match format {
-            "" | "wide" if !list.items.is_empty() => print!(
-                "{}",
-                output::table(kind, &list.items, format == "wide", args.all_namespaces)
-            ),
+            "" | "wide" if !list.items.is_empty() => {
+                print!("{}", table(kind, &list.items, args, format == "wide"))
+            }
             "name" => list
                 .items
                 .iter()
@@ -173,10 +200,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<()> {
                 if printed_table {
                     println!();
                 }
-                print!(
-                    "{}",
-                    output::table(&kind, &objects, format == "wide", args.all_namespaces)
-                );
+                print!("{}", table(&kind, &objects, args, format == "wide"));
                 printed_table = true;
             }
             "name" => {

@@ -1,8 +1,12 @@
 //! One module per command; they share the connection context and the error format.
 
 pub mod apply;
+pub mod cluster;
 pub mod delete;
+pub mod describe;
+pub mod edit;
 pub mod get;
+pub mod modify;
 
 use skiff_api::{ApiError, Kind, Reason};
 

@@ -23,6 +23,8 @@ pub struct Client {
     channels: Vec<Channel>,
     /// The endpoint that answered last; calls start there.
     current: AtomicUsize,
+    /// How long a call keeps trying endpoints.
+    deadline: Duration,
 }
 
 /// A write's answer: the object as stored and what was done ("created", "configured",
@@ -77,7 +79,14 @@ impl Client {
             endpoints: endpoints.to_vec(),
             channels,
             current: AtomicUsize::new(0),
+            deadline: CALL_DEADLINE,
         })
+    }
+
+    /// The same client, giving up after `deadline` (zero: one try per endpoint).
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -91,7 +100,7 @@ impl Client {
         F: Fn(RawClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let deadline = tokio::time::Instant::now() + CALL_DEADLINE;
+        let deadline = tokio::time::Instant::now() + self.deadline;
         let n = self.channels.len();
         let mut i = self.current.load(Ordering::Relaxed) % n;
         let mut tried = 0usize;
@@ -110,7 +119,7 @@ impl Client {
                         return Err(err);
                     }
                     tried += 1;
-                    if tokio::time::Instant::now() >= deadline {
+                    if tokio::time::Instant::now() >= deadline && tried >= n {
                         return Err(ApiError::new(
                             Reason::Unavailable,
                             format!(
@@ -332,6 +341,12 @@ impl Watch<'_> {
 }
 
 impl Client {
+    /// The control-plane view of the first replica that answers.
+    pub async fn cluster_status(&self) -> Result<crate::pb::ClusterStatusResponse, ApiError> {
+        self.call(|mut c| async move { c.cluster_status(crate::pb::ClusterStatusRequest {}).await })
+            .await
+    }
+
     /// Watches objects of `kind` (see the `Watch` RPC): from `resource_version`, or, when it is
     /// empty, ADDED events for what exists first.
     pub fn watch(

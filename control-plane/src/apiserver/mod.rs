@@ -18,8 +18,8 @@ use std::sync::Arc;
 use serde_json::Value;
 use skiff_api::pb::api_server::Api;
 use skiff_api::pb::{
-    DeleteRequest, GetRequest, ListRequest, ListResponse, ObjectResponse, WatchEvent, WatchRequest,
-    WriteRequest,
+    ClusterStatusRequest, ClusterStatusResponse, DeleteRequest, GetRequest, ListRequest,
+    ListResponse, Member, ObjectResponse, WatchEvent, WatchRequest, WriteRequest,
 };
 use skiff_api::selector::{FieldSelector, LabelSelector};
 use skiff_api::{object, ApiError, Kind, Reason};
@@ -426,6 +426,34 @@ fn set_annotation(obj: &mut Value, key: &str, value: &str) {
 #[tonic::async_trait]
 impl Api for ApiService {
     type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;
+
+    async fn cluster_status(
+        &self,
+        _request: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let replica = self.registry.replica();
+        let st = replica.status();
+        let members = replica
+            .members()
+            .into_iter()
+            .map(|m| Member {
+                id: m.id,
+                name: m.name,
+                peer_urls: m.peer_urls,
+                client_urls: m.client_urls,
+                is_learner: m.is_learner,
+            })
+            .collect();
+        Ok(Response::new(ClusterStatusResponse {
+            member_id: replica.id,
+            name: replica.identity.name.clone(),
+            leader_id: st.leader.unwrap_or(0),
+            raft_term: st.term,
+            applied_index: st.applied_index,
+            last_log_index: st.last_log_index,
+            members,
+        }))
+    }
 
     async fn watch(
         &self,
