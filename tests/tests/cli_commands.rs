@@ -27,6 +27,15 @@ async fn scale_label_edit_and_describe() {
     );
     let d = json_of(&ok(&eps, &["get", "deploy", "web", "-o", "json"]));
     assert_eq!(d["spec"]["replicas"], 5);
+    // Re-applying a manifest that does not name replicas keeps the scale's value.
+    let unscaled = DEPLOYMENT.replace("  replicas: 2\n", "");
+    ok_with_input(&eps, &["apply", "-f", "-"], &unscaled);
+    ok(&eps, &["scale", "deployment/web", "--replicas=7"]);
+    let out = ok_with_input(&eps, &["apply", "-f", "-"], &unscaled);
+    assert_eq!(out.trim(), "deployment.apps/web unchanged");
+    let d = json_of(&ok(&eps, &["get", "deploy", "web", "-o", "json"]));
+    assert_eq!(d["spec"]["replicas"], 7);
+    ok(&eps, &["scale", "deployment/web", "--replicas=5"]);
     let run = skiff(&eps, &["scale", "deployment/web", "--replicas=-1"], None);
     assert!(!run.ok);
     let run = skiff(&eps, &["scale", "configmap/x", "--replicas=1"], None);
@@ -102,6 +111,19 @@ async fn scale_label_edit_and_describe() {
         .unwrap();
     assert!(run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("Edit cancelled, no changes made."));
+
+    // generateName: the server picks the name.
+    let out = ok_with_input(
+        &eps,
+        &["create", "-f", "-", "-o", "name"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  generateName: job-\n",
+    );
+    let name = out.trim();
+    assert!(
+        name.starts_with("configmap/job-") && name.len() == "configmap/job-".len() + 5,
+        "{name}"
+    );
+    ok(&eps, &["get", name]);
 
     // Describe shows the facts and the events that name the object.
     ok_with_input(

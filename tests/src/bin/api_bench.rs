@@ -31,10 +31,13 @@ const LIST_OBJECTS: usize = 1_000;
 const LIST_OPS: usize = 100;
 const WATCH_EVENTS: usize = 200;
 
-fn config_map(name: &str) -> Value {
+/// Namespaces the benchmark writes to (created first on Skiff).
+const NAMESPACES: &[&str] = &["lat", "tp", "list", "watch1", "watch100"];
+
+fn config_map(ns: &str, name: &str) -> Value {
     json!({
         "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": name, "namespace": "default", "labels": {"app": "bench"}},
+        "metadata": {"name": name, "namespace": ns, "labels": {"app": "bench"}},
         "data": {"payload": "x".repeat(160)}
     })
 }
@@ -68,7 +71,7 @@ impl Target {
 
 impl Conn {
     async fn create(&mut self, ns: &str, name: &str) -> anyhow::Result<()> {
-        let obj = config_map(name);
+        let obj = config_map(ns, name);
         match self {
             Conn::Api(c) => {
                 c.create(&obj, ns).await?;
@@ -289,6 +292,13 @@ struct Results {
 }
 
 async fn measure(name: &str, target: Target) -> anyhow::Result<Results> {
+    if let Target::Api(url) = &target {
+        let client = Client::new(std::slice::from_ref(url))?;
+        for ns in NAMESPACES {
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            client.apply(&obj, "").await?;
+        }
+    }
     eprintln!("{name}: create latency");
     let create = create_latency(&target, "lat").await?;
     eprintln!("{name}: create throughput");
