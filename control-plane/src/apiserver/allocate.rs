@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 use super::registry::Also;
 use super::validate::FieldError;
 
+/// Every allocation key starts with this.
+pub const RANGES: &str = "/registry/ranges/";
 pub const IP_PREFIX: &str = "/registry/ranges/serviceips/";
 pub const PORT_PREFIX: &str = "/registry/ranges/servicenodeports/";
 /// 10.96.0.0/12.

@@ -120,7 +120,7 @@ impl ApiService {
         if kind.kind != "Service" {
             return Ok(Also::default());
         }
-        let keys = self.registry.keys("/registry/ranges/").await?;
+        let keys = self.registry.keys(allocate::RANGES).await?;
         let taken = allocate::Taken::from_keys(keys.iter().map(String::as_str));
         let owner = format!("{}/{}", object::namespace(next), object::name(next));
         allocate::plan(next, live, &taken, &owner).map_err(|errors| {

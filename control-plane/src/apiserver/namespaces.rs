@@ -4,14 +4,11 @@
 
 use std::time::Duration;
 
-use raft_store::machine::command::{Command, CommandResult};
-use raft_store::pb::etcdserverpb::{
-    compare, request_op, Compare, DeleteRangeRequest, RequestOp, TxnRequest,
-};
 use skiff_api::kinds::KINDS;
 use skiff_api::{ApiError, Kind, Reason};
 
-use super::registry::{unavailable, Registry, WriteError};
+use super::allocate;
+use super::registry::{Also, Registry, WriteError};
 
 /// Namespaces every cluster has.
 pub const BUILT_IN: &[&str] = &["default", "kube-system", "kube-public"];
@@ -42,14 +39,6 @@ pub fn check_deletable(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    end
-}
-
 /// Deletes namespace `name` (if its revision is still `expected`) and every object in it, in
 /// one transaction, releasing the addresses and ports its Services held.
 pub async fn delete_with_contents(
@@ -57,66 +46,23 @@ pub async fn delete_with_contents(
     name: &str,
     expected: i64,
 ) -> Result<i64, WriteError> {
-    let key = namespace_kind().key("", name);
     let owned_prefix = format!("{name}/");
     let allocations = registry
-        .entries("/registry/ranges/")
+        .entries(allocate::RANGES)
         .await
         .map_err(WriteError::Store)?;
-    let mut ops: Vec<RequestOp> = allocations
-        .into_iter()
-        .filter(|(_, owner)| owner.starts_with(&owned_prefix))
-        .map(|(k, _)| RequestOp {
-            request: Some(request_op::Request::RequestDeleteRange(
-                DeleteRangeRequest {
-                    key: k.into_bytes(),
-                    ..Default::default()
-                },
-            )),
-        })
-        .collect();
-    ops.push(RequestOp {
-        request: Some(request_op::Request::RequestDeleteRange(
-            DeleteRangeRequest {
-                key: key.as_bytes().to_vec(),
-                ..Default::default()
-            },
-        )),
-    });
-    for kind in KINDS.iter().filter(|k| k.namespaced) {
-        let prefix = kind.prefix(Some(name));
-        ops.push(RequestOp {
-            request: Some(request_op::Request::RequestDeleteRange(
-                DeleteRangeRequest {
-                    key: prefix.as_bytes().to_vec(),
-                    range_end: prefix_end(&prefix),
-                    ..Default::default()
-                },
-            )),
-        });
-    }
-    let txn = TxnRequest {
-        compare: vec![Compare {
-            result: compare::CompareResult::Equal as i32,
-            target: compare::CompareTarget::Mod as i32,
-            key: key.as_bytes().to_vec(),
-            range_end: Vec::new(),
-            target_union: Some(compare::TargetUnion::ModRevision(expected)),
-        }],
-        success: ops,
-        failure: Vec::new(),
-    };
-    match registry.replica().write(Command::Txn(txn)).await {
-        Ok(CommandResult::Txn(resp)) if resp.succeeded => {
-            Ok(resp.header.map(|h| h.revision).unwrap_or_default())
+    let mut also = Also::default();
+    for (key, owner) in allocations {
+        if owner.starts_with(&owned_prefix) {
+            also.release(&key);
         }
-        Ok(CommandResult::Txn(_)) => Err(WriteError::Stale),
-        Ok(_) => Err(WriteError::Store(ApiError::new(
-            Reason::Internal,
-            "unexpected storage answer",
-        ))),
-        Err(e) => Err(WriteError::Store(unavailable(e))),
     }
+    for kind in KINDS.iter().filter(|k| k.namespaced) {
+        also.release_prefix(&kind.prefix(Some(name)));
+    }
+    registry
+        .delete(&namespace_kind().key("", name), expected, &also)
+        .await
 }
 
 /// Creates the built-in namespaces that do not exist yet, retrying until the store has a

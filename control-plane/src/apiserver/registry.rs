@@ -56,14 +56,25 @@ impl Also {
 
     /// Deletes `key`.
     pub fn release(&mut self, key: &str) {
-        self.ops.push(RequestOp {
-            request: Some(request_op::Request::RequestDeleteRange(
-                DeleteRangeRequest {
-                    key: key.as_bytes().to_vec(),
-                    ..Default::default()
-                },
-            )),
-        });
+        self.ops.push(delete_op(key, Vec::new()));
+    }
+
+    /// Deletes every key under `prefix`.
+    pub fn release_prefix(&mut self, prefix: &str) {
+        self.ops.push(delete_op(prefix, prefix_end(prefix)));
+    }
+}
+
+/// A DeleteRange of `key` (or of `[key, range_end)` when `range_end` is not empty).
+fn delete_op(key: &str, range_end: Vec<u8>) -> RequestOp {
+    RequestOp {
+        request: Some(request_op::Request::RequestDeleteRange(
+            DeleteRangeRequest {
+                key: key.as_bytes().to_vec(),
+                range_end,
+                ..Default::default()
+            },
+        )),
     }
 }
 
@@ -80,7 +91,8 @@ pub struct Registry {
     replica: Arc<Replica>,
 }
 
-fn range_end_of(prefix: &str) -> Vec<u8> {
+/// The end of the key range holding every key that starts with `prefix`.
+pub fn prefix_end(prefix: &str) -> Vec<u8> {
     let mut end = prefix.as_bytes().to_vec();
     if let Some(last) = end.last_mut() {
         *last += 1;
@@ -204,7 +216,7 @@ impl Registry {
     fn list_local(&self, prefix: &str) -> Result<(Vec<Stored>, i64), ApiError> {
         let resp = self.range(&RangeRequest {
             key: prefix.as_bytes().to_vec(),
-            range_end: range_end_of(prefix),
+            range_end: prefix_end(prefix),
             ..Default::default()
         })?;
         let revision = resp.header.map(|h| h.revision).unwrap_or_default();
@@ -231,7 +243,7 @@ impl Registry {
         self.replica.linearize().await.map_err(unavailable)?;
         let resp = self.range(&RangeRequest {
             key: prefix.as_bytes().to_vec(),
-            range_end: range_end_of(prefix),
+            range_end: prefix_end(prefix),
             ..Default::default()
         })?;
         Ok(resp
@@ -347,14 +359,7 @@ impl Registry {
 
     /// Deletes the object at `key` if its revision is still `expected`.
     pub async fn delete(&self, key: &str, expected: i64, also: &Also) -> Result<i64, WriteError> {
-        let del = RequestOp {
-            request: Some(request_op::Request::RequestDeleteRange(
-                DeleteRangeRequest {
-                    key: key.as_bytes().to_vec(),
-                    ..Default::default()
-                },
-            )),
-        };
+        let del = delete_op(key, Vec::new());
         let (ok, current, revision) = self
             .txn(
                 key,

@@ -97,11 +97,7 @@ fn bookmark(kind: &Kind, revision: i64) -> Value {
 }
 
 fn prefix_range(prefix: &str) -> KeyRange {
-    let mut end = prefix.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    KeyRange::new(prefix.as_bytes(), &end)
+    KeyRange::new(prefix.as_bytes(), &super::registry::prefix_end(prefix))
 }
 
 /// Starts a watch for `req`; its events arrive on the returned channel.

@@ -19,6 +19,7 @@ use skiff_api::pb::{DeleteRequest, WriteRequest};
 use skiff_api::{object, Kind};
 
 use crate::apiserver::deletion::{finalizers, FOREGROUND, ORPHAN};
+use crate::apiserver::registry::prefix_end;
 use crate::apiserver::ApiService;
 
 /// One change the collector makes.
@@ -241,7 +242,7 @@ async fn carry_out(api: &ApiService, action: Action) {
 pub async fn run(api: Arc<ApiService>) {
     let replica = api.registry().replica().clone();
     let feed_from_now = || {
-        let range = KeyRange::new(REGISTRY.as_bytes(), b"/registry0");
+        let range = KeyRange::new(REGISTRY.as_bytes(), &prefix_end(REGISTRY));
         let from = replica.sm.read().kv.current_rev() + 1;
         Feed::new(replica.sm.clone(), range, from)
     };
