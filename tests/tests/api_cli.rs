@@ -228,6 +228,27 @@ async fn kubernetes_manifests_apply_through_each_replica_and_read_back_from_the_
             "{table}"
         );
     }
+    // A directory of manifests: YAML and JSON files, in name order; other files are skipped.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a-job.yaml"), JOB).unwrap();
+    std::fs::write(
+        dir.path().join("b-config.json"),
+        r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"mode": "fast"}}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a manifest").unwrap();
+    let eps = cluster.endpoints();
+    let out = ok(&eps, &["apply", "-f", dir.path().to_str().unwrap()]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["job.batch/pi created", "configmap/settings created"]
+    );
+    let out = ok(&eps, &["delete", "-f", dir.path().to_str().unwrap()]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["job.batch \"pi\" deleted", "configmap \"settings\" deleted"]
+    );
+
     let all = ok(
         &cluster.members[0].endpoint(),
         &["get", "deployments", "-A"],
