@@ -83,6 +83,10 @@ pub struct Args {
         default_value_t = 600
     )]
     pub watch_progress_notify_interval: u64,
+    /// Take part in the election of the replica that runs the scheduler and controllers (which
+    /// write to the store continuously). `false` makes a store-and-API-only replica.
+    #[arg(long, env = "SKIFF_CONTROLLERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub controllers: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -33,7 +33,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(async move { namespaces::ensure_built_in(&registry).await })
     };
     let api_service = Arc::new(ApiService::new(registry.clone()));
-    let gc = tokio::spawn(crate::controllers::gc::run(api_service.clone()));
+    let (leading, leadership) = tokio::sync::watch::channel(None);
+    let election = args.controllers.then(|| {
+        tokio::spawn(crate::controllers::election::run(
+            store.replica.clone(),
+            store.replica.identity.name.clone(),
+            leading,
+        ))
+    });
+    let gc = tokio::spawn(crate::controllers::gc::run(api_service.clone(), leadership));
     let mut servers = Vec::new();
     for listener in listeners {
         let api = ApiServer::from_arc(api_service.clone())
@@ -56,6 +64,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     built_in.abort();
     gc.abort();
+    if let Some(election) = election {
+        election.abort();
+    }
     store.shutdown().await;
     for s in servers {
         if let Ok(Err(e)) = s.await {

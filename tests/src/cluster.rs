@@ -9,6 +9,10 @@ use std::time::Duration;
 use crate::bins::bin;
 use crate::wait;
 
+/// Flags for a cluster whose revisions a test counts: no replica runs the controllers, whose
+/// election writes to the store several times a second.
+pub const STORE_ONLY: &[&str] = &["--controllers=false"];
+
 /// Picks a free loopback port below the kernel's ephemeral range (32768 and up), so that the
 /// outgoing connections of a busy test run cannot take it between now and the member binding
 /// it; random, so that concurrent tests rarely pick the same one.

@@ -540,7 +540,13 @@ async fn every_apply_acknowledged_through_a_follower_survives_a_leader_kill() {
             });
             match client.apply(&cm, "default").await {
                 Ok(w) => {
-                    assert_eq!(w.outcome, "created");
+                    // "unchanged" when the client retried an apply whose first answer was
+                    // lost with the leader although it was stored.
+                    assert!(
+                        w.outcome == "created" || w.outcome == "unchanged",
+                        "{}",
+                        w.outcome
+                    );
                     acked.push(name);
                 }
                 Err(_) => failed += 1,

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use etcd_client::{Client, Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
-use tests::cluster::Cluster;
+use tests::cluster::{Cluster, STORE_ONLY};
 
 fn status(e: etcd_client::Error) -> (tonic::Code, String) {
     match e {
@@ -27,7 +27,7 @@ async fn revision(c: &mut Client) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_refused_with_etcds_errors_and_change_nothing() {
-    let cluster = Cluster::start(3).await;
+    let cluster = Cluster::start_with(3, STORE_ONLY).await;
     let mut c = cluster.client_for(&[1]).await;
     c.put("/keep", "v", None).await.unwrap();
     let rev = revision(&mut c).await;

@@ -157,7 +157,8 @@ async fn cluster_status_failover_completion_and_help() {
     )
     .await;
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 4, "{out}");
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(lines[4].starts_with("controllers: m"), "{out}");
     assert_eq!(
         lines.iter().filter(|l| l.contains(" leader ")).count(),
         1,

@@ -11,7 +11,7 @@ use etcd_client::{
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tests::cluster::{Cluster, Program};
+use tests::cluster::{Cluster, Program, STORE_ONLY};
 use tokio::task::JoinHandle;
 
 const KEYS: [&str; 8] = [
@@ -289,7 +289,7 @@ async fn drain(mut stream: WatchStream, start: i64) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_operations_same_responses_as_etcd() {
     let etcd = Cluster::start_program(Program::Etcd, 1, &[]).await;
-    let cluster = Cluster::start(3).await;
+    let cluster = Cluster::start_with(3, STORE_ONLY).await;
     let mut reference = etcd.client_for(&[0]).await;
     // Through a single replica, which may be a follower: forwarding must be invisible.
     let mut skiff = cluster.client_for(&[1]).await;

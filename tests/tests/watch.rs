@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use etcd_client::{EventType, WatchFilterType, WatchOptions, WatchResponse, WatchStream};
-use tests::cluster::Cluster;
+use tests::cluster::{Cluster, STORE_ONLY};
 
 async fn next(ws: &mut WatchStream) -> WatchResponse {
     tokio::time::timeout(Duration::from_secs(10), ws.message())
@@ -41,7 +41,7 @@ async fn events_of(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_stream_many_watches_cancel_and_progress() {
-    let cluster = Cluster::start(3).await;
+    let cluster = Cluster::start_with(3, STORE_ONLY).await;
     let mut c = cluster.client_for(&[2]).await;
     let first = c
         .put("/w/a", "1", None)
@@ -126,7 +126,7 @@ async fn one_stream_many_watches_cancel_and_progress() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_resumes_on_another_replica_without_gaps_or_repeats() {
-    let mut cluster = Cluster::start(3).await;
+    let mut cluster = Cluster::start_with(3, STORE_ONLY).await;
     let mut writer = cluster.client_for(&[0, 1]).await;
     let mut on_victim = cluster.client_for(&[2]).await;
     let start = writer
@@ -190,7 +190,15 @@ async fn a_watch_resumes_on_another_replica_without_gaps_or_repeats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watchers_that_ask_get_periodic_progress_notifications() {
-    let cluster = Cluster::start_with(3, &["--watch-progress-notify-interval", "1"]).await;
+    let cluster = Cluster::start_with(
+        3,
+        &[
+            "--watch-progress-notify-interval",
+            "1",
+            "--controllers=false",
+        ],
+    )
+    .await;
     let mut c = cluster.client_for(&[1]).await;
     let mut ws = c
         .watch(

@@ -1,6 +1,6 @@
 //! `skiff cluster status`: every control-plane replica as it sees itself (asked one by one at
 //! the client URLs the members published): who leads Raft, the term, the applied index, and
-//! whether it answered at all.
+//! whether it answered at all; then which replica runs the controllers.
 
 use skiff_api::Client;
 
@@ -85,6 +85,14 @@ async fn status(ctx: &Ctx) -> anyhow::Result<()> {
             sees,
         );
     }
+    println!(
+        "controllers: {}",
+        if view.controller_leader.is_empty() {
+            "<no leader yet>"
+        } else {
+            &view.controller_leader
+        }
+    );
     if unhealthy > 0 {
         eprintln!("{unhealthy} of {} replicas unreachable", view.members.len());
     }

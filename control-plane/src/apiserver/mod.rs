@@ -96,14 +96,24 @@ impl ApiService {
         &self.registry
     }
 
-    /// Delete as a client would (used by the controllers).
-    pub async fn delete_object(&self, req: DeleteRequest) -> Result<Stored, ApiError> {
-        self.delete(req).await
+    /// Delete as a client would, with `fence` checked in the same transaction (controllers).
+    pub async fn delete_fenced(
+        &self,
+        req: DeleteRequest,
+        fence: &Also,
+    ) -> Result<Stored, ApiError> {
+        self.delete(req, fence).await
     }
 
-    /// Update as a client would (used by the controllers).
-    pub async fn update_object(&self, req: WriteRequest) -> Result<Stored, ApiError> {
-        self.update(req, false).await
+    /// Update as a client would, with `fence` checked in the same transaction (controllers).
+    pub async fn update_fenced(&self, req: WriteRequest, fence: &Also) -> Result<Stored, ApiError> {
+        self.update(req, false, fence).await
+    }
+
+    /// Create as a client would, with `fence` checked in the same transaction (controllers).
+    pub async fn create_fenced(&self, req: WriteRequest, fence: &Also) -> Result<Stored, ApiError> {
+        let inc = admission::decode(&req.object, &req.default_namespace)?;
+        self.create_object(inc, fence).await
     }
 
     async fn live(&self, inc: &Incoming) -> Result<Option<Stored>, ApiError> {
@@ -131,7 +141,7 @@ impl ApiService {
         })
     }
 
-    async fn create_object(&self, mut inc: Incoming) -> Result<Stored, ApiError> {
+    async fn create_object(&self, mut inc: Incoming, fence: &Also) -> Result<Stored, ApiError> {
         admission::set_create_metadata(&mut inc.object);
         admission::admit(&inc.kind, &mut inc.object)?;
         if inc.kind.namespaced {
@@ -139,7 +149,8 @@ impl ApiService {
         }
         for _ in 0..WRITE_ATTEMPTS {
             let mut object = inc.object.clone();
-            let also = self.allocations(&inc.kind, &mut object, None).await?;
+            let mut also = self.allocations(&inc.kind, &mut object, None).await?;
+            also.extend(fence);
             match self.registry.create(&inc.key(), &object, &also).await {
                 // Another Service claimed the same address or port first: choose again.
                 Err(WriteError::Taken) => continue,
@@ -151,10 +162,15 @@ impl ApiService {
 
     async fn create(&self, req: WriteRequest) -> Result<Stored, ApiError> {
         let inc = admission::decode(&req.object, &req.default_namespace)?;
-        self.create_object(inc).await
+        self.create_object(inc, &Also::default()).await
     }
 
-    async fn update(&self, req: WriteRequest, status_only: bool) -> Result<Stored, ApiError> {
+    async fn update(
+        &self,
+        req: WriteRequest,
+        status_only: bool,
+        fence: &Also,
+    ) -> Result<Stored, ApiError> {
         let inc = admission::decode(&req.object, &req.default_namespace)?;
         if inc.name().is_empty() {
             return Err(ApiError::new(
@@ -202,12 +218,13 @@ impl ApiService {
         admission::admit(&inc.kind, &mut next)?;
         for _ in 0..WRITE_ATTEMPTS {
             let mut object = next.clone();
-            let also = if status_only {
+            let mut also = if status_only {
                 Also::default()
             } else {
                 self.allocations(&inc.kind, &mut object, Some(&live.object))
                     .await?
             };
+            also.extend(fence);
             match self
                 .store_update(&inc.kind, &inc.key(), &object, &live, &also)
                 .await
@@ -250,7 +267,7 @@ impl ApiService {
                     object: manifest.clone(),
                 };
                 set_annotation(&mut fresh.object, LAST_APPLIED, &recorded);
-                match self.create_object(fresh).await {
+                match self.create_object(fresh, &Also::default()).await {
                     Err(e) if e.reason == Reason::AlreadyExists => continue,
                     other => return other.map(|s| (s, Outcome::Created)),
                 }
@@ -322,7 +339,7 @@ impl ApiService {
         })
     }
 
-    async fn delete(&self, req: DeleteRequest) -> Result<Stored, ApiError> {
+    async fn delete(&self, req: DeleteRequest, fence: &Also) -> Result<Stored, ApiError> {
         let kind = kind_of(&req.api_version, &req.kind)?;
         let ns = if req.namespace.is_empty() {
             "default"
@@ -359,14 +376,14 @@ impl ApiService {
                 deletion::Decision::Mark(marked) => {
                     match self
                         .registry
-                        .update(&key, &marked, live.revision, &Also::default())
+                        .update(&key, &marked, live.revision, fence)
                         .await
                     {
                         Ok(stored) => return Ok(stored),
                         Err(e) => Err(e),
                     }
                 }
-                deletion::Decision::Now => self.remove(&kind, &key, &live).await,
+                deletion::Decision::Now => self.remove(&kind, &key, &live, fence).await,
             };
             match result {
                 Ok(_) => return Ok(live),
@@ -379,16 +396,24 @@ impl ApiService {
 
     /// Removes `live` from the store (with what it holds: a namespace's contents, a Service's
     /// addresses and ports), if it is still at its revision.
-    async fn remove(&self, kind: &Kind, key: &str, live: &Stored) -> Result<i64, WriteError> {
+    async fn remove(
+        &self,
+        kind: &Kind,
+        key: &str,
+        live: &Stored,
+        fence: &Also,
+    ) -> Result<i64, WriteError> {
         if kind.kind == "Namespace" {
             let name = object::name(&live.object);
-            return namespaces::delete_with_contents(&self.registry, name, live.revision).await;
+            return namespaces::delete_with_contents(&self.registry, name, live.revision, fence)
+                .await;
         }
-        let also = if kind.kind == "Service" {
+        let mut also = if kind.kind == "Service" {
             allocate::release_all(&live.object)
         } else {
             Also::default()
         };
+        also.extend(fence);
         self.registry.delete(key, live.revision, &also).await
     }
 
@@ -402,7 +427,7 @@ impl ApiService {
         also: &Also,
     ) -> Result<Stored, WriteError> {
         if deletion::finished(object) {
-            self.remove(kind, key, live).await?;
+            self.remove(kind, key, live, also).await?;
             return Ok(Stored {
                 object: object.clone(),
                 revision: live.revision,
@@ -452,6 +477,7 @@ impl Api for ApiService {
             applied_index: st.applied_index,
             last_log_index: st.last_log_index,
             members,
+            controller_leader: crate::controllers::election::holder(replica),
         }))
     }
 
@@ -483,7 +509,9 @@ impl Api for ApiService {
         request: Request<WriteRequest>,
     ) -> Result<Response<ObjectResponse>, Status> {
         respond(
-            &self.update(request.into_inner(), false).await?,
+            &self
+                .update(request.into_inner(), false, &Also::default())
+                .await?,
             Outcome::Configured,
         )
     }
@@ -493,7 +521,9 @@ impl Api for ApiService {
         request: Request<WriteRequest>,
     ) -> Result<Response<ObjectResponse>, Status> {
         respond(
-            &self.update(request.into_inner(), true).await?,
+            &self
+                .update(request.into_inner(), true, &Also::default())
+                .await?,
             Outcome::Configured,
         )
     }
@@ -510,6 +540,9 @@ impl Api for ApiService {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<ObjectResponse>, Status> {
-        respond(&self.delete(request.into_inner()).await?, Outcome::Deleted)
+        respond(
+            &self.delete(request.into_inner(), &Also::default()).await?,
+            Outcome::Deleted,
+        )
     }
 }

@@ -45,13 +45,14 @@ pub async fn delete_with_contents(
     registry: &Registry,
     name: &str,
     expected: i64,
+    fence: &Also,
 ) -> Result<i64, WriteError> {
     let owned_prefix = format!("{name}/");
     let allocations = registry
         .entries(allocate::RANGES)
         .await
         .map_err(WriteError::Store)?;
-    let mut also = Also::default();
+    let mut also = fence.clone();
     for (key, owner) in allocations {
         if owner.starts_with(&owned_prefix) {
             also.release(&key);

@@ -59,6 +59,19 @@ impl Also {
         self.ops.push(delete_op(key, Vec::new()));
     }
 
+    /// Requires `key`'s mod_revision to be `revision` (a fence: the write fails with `Taken` if
+    /// the key changed, as when the writer lost an election it won at that revision).
+    pub fn require(&mut self, key: &str, revision: i64) {
+        self.compares
+            .push(cmp_key(key, compare::CompareTarget::Mod, revision));
+    }
+
+    /// Adds `other`'s compares and writes to these.
+    pub fn extend(&mut self, other: &Also) {
+        self.compares.extend(other.compares.iter().cloned());
+        self.ops.extend(other.ops.iter().cloned());
+    }
+
     /// Deletes every key under `prefix`.
     pub fn release_prefix(&mut self, prefix: &str) {
         self.ops.push(delete_op(prefix, prefix_end(prefix)));

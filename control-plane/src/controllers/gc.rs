@@ -5,7 +5,8 @@
 //! reference to it (and the owner's `orphan` finalizer is removed).
 //!
 //! `plan` is pure; `run` lists everything after each change (at most every 200 ms, and at
-//! least every 10 s) and carries the plan out, ignoring conflicts (the next pass decides again).
+//! least every 10 s) and carries the plan out with the election's fence, ignoring conflicts
+//! (the next pass decides again).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -19,8 +20,9 @@ use skiff_api::pb::{DeleteRequest, WriteRequest};
 use skiff_api::{object, Kind};
 
 use crate::apiserver::deletion::{finalizers, FOREGROUND, ORPHAN};
-use crate::apiserver::registry::prefix_end;
+use crate::apiserver::registry::{prefix_end, Also};
 use crate::apiserver::ApiService;
+use crate::controllers::election::Leadership;
 
 /// One change the collector makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,7 +165,7 @@ async fn everything(api: &ApiService) -> Option<Vec<(Kind, Value)>> {
     )
 }
 
-async fn carry_out(api: &ApiService, action: Action) {
+async fn carry_out(api: &ApiService, action: Action, fence: &Also) {
     let result = match &action {
         Action::Delete {
             kind,
@@ -171,15 +173,18 @@ async fn carry_out(api: &ApiService, action: Action) {
             name,
             propagation,
         } => api
-            .delete_object(DeleteRequest {
-                api_version: kind.api_version.into(),
-                kind: kind.kind.into(),
-                namespace: namespace.clone(),
-                name: name.clone(),
-                resource_version: String::new(),
-                grace_period_seconds: -1,
-                propagation_policy: propagation.to_string(),
-            })
+            .delete_fenced(
+                DeleteRequest {
+                    api_version: kind.api_version.into(),
+                    kind: kind.kind.into(),
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    resource_version: String::new(),
+                    grace_period_seconds: -1,
+                    propagation_policy: propagation.to_string(),
+                },
+                fence,
+            )
             .await
             .map(|_| ()),
         Action::DropOwners {
@@ -222,10 +227,13 @@ async fn carry_out(api: &ApiService, action: Action) {
             }
             match serde_json::to_vec(&next) {
                 Ok(bytes) => api
-                    .update_object(WriteRequest {
-                        object: bytes,
-                        default_namespace: namespace.clone(),
-                    })
+                    .update_fenced(
+                        WriteRequest {
+                            object: bytes,
+                            default_namespace: namespace.clone(),
+                        },
+                        fence,
+                    )
                     .await
                     .map(|_| ()),
                 Err(_) => return,
@@ -238,8 +246,8 @@ async fn carry_out(api: &ApiService, action: Action) {
     }
 }
 
-/// Runs the collector while this replica leads the store.
-pub async fn run(api: Arc<ApiService>) {
+/// Runs the collector whenever this replica leads the controllers.
+pub async fn run(api: Arc<ApiService>, leadership: Leadership) {
     let replica = api.registry().replica().clone();
     let feed_from_now = || {
         let range = KeyRange::new(REGISTRY.as_bytes(), &prefix_end(REGISTRY));
@@ -265,14 +273,15 @@ pub async fn run(api: Arc<ApiService>) {
             }
             _ = every.tick() => {}
         }
-        if !replica.raft.is_leader() {
+        let Some(fence) = leadership.borrow().clone() else {
             continue;
-        }
+        };
+        let fence = fence.also();
         let Some(objects) = everything(&api).await else {
             continue;
         };
         for action in plan(&objects) {
-            carry_out(&api, action).await;
+            carry_out(&api, action, &fence).await;
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Control loops that keep stored objects consistent. Each is level-triggered: it reads the
 //! objects, decides with a pure function what to change, and writes through the API's own
-//! paths. Until controller leader election lands, they run on the replica that leads the store.
+//! paths. They act only on the replica elected to run them (`election`), and every write they
+//! make carries that election's fence.
 
+pub mod election;
 pub mod gc;
