@@ -32,8 +32,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let registry = registry.clone();
         tokio::spawn(async move { namespaces::ensure_built_in(&registry).await })
     };
-    let api_service = Arc::new(ApiService::new(registry.clone()));
     let (leading, leadership) = tokio::sync::watch::channel(None);
+    let api_service = Arc::new(ApiService::new(registry.clone(), leadership.clone()));
     let election = args.controllers.then(|| {
         tokio::spawn(crate::controllers::election::run(
             store.replica.clone(),

@@ -143,3 +143,84 @@ async fn a_deposed_holder_cannot_write() {
     )
     .await;
 }
+
+/// Which replicas say they run the controllers right now (by their own reckoning).
+async fn claimants(clients: &[Client]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        if let Ok(st) = tokio::time::timeout(Duration::from_millis(500), c.cluster_status()).await {
+            if st.is_ok_and(|s| s.leads_controllers) {
+                out.push(i);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_partitioned_holder_steps_down_before_another_takes_over() {
+    if !tests::netns::available() {
+        eprintln!("skipped: needs root to create network namespaces");
+        return;
+    }
+    let net = std::sync::Arc::new(tests::netns::TestNet::create(3));
+    let net_for_body = net.clone();
+    net.run_as_client(move || async move {
+        let net = net_for_body;
+        let cluster = Cluster::start_on(&net, &[]).await;
+        let clients: Vec<Client> = (0..3)
+            .map(|i| {
+                Client::new(&[cluster.members[i].client_url()])
+                    .unwrap()
+                    .with_deadline(Duration::ZERO)
+            })
+            .collect();
+        let holder = wait::until("one controller leader", Duration::from_secs(20), || {
+            let clients = &clients;
+            async move {
+                let c = claimants(clients).await;
+                (c.len() == 1).then(|| c[0])
+            }
+        })
+        .await;
+        // Cut the holder off from the other replicas (clients still reach all three) and watch
+        // every replica's own claim until another one leads: never two at once.
+        net.isolate(holder);
+        let started = Instant::now();
+        let new_holder = loop {
+            let now = claimants(&clients).await;
+            assert!(
+                now.len() <= 1,
+                "two replicas ran the controllers at once: {now:?}"
+            );
+            if let [one] = now.as_slice() {
+                if *one != holder {
+                    break *one;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "nobody took over"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_ne!(new_holder, holder);
+        net.heal(holder);
+        // After healing there is still exactly one, and it is not the cut-off replica.
+        let new_name = cluster.members[new_holder].name.clone();
+        wait::until(
+            "the healed replica to see the new holder",
+            Duration::from_secs(20),
+            || {
+                let clients = &clients;
+                let new_name = new_name.clone();
+                async move {
+                    let st = clients[holder].cluster_status().await.ok()?;
+                    (st.controller_leader == new_name).then_some(())
+                }
+            },
+        )
+        .await;
+        assert_eq!(claimants(&clients).await, [new_holder]);
+    });
+}

@@ -36,6 +36,8 @@ const WRITE_ATTEMPTS: usize = 5;
 
 pub struct ApiService {
     registry: Arc<Registry>,
+    /// Whether this replica runs the controllers (reported by ClusterStatus).
+    leadership: crate::controllers::election::Leadership,
 }
 
 /// What a write did, as kubectl reports it.
@@ -88,8 +90,14 @@ fn store_error(e: WriteError, kind: &Kind, name: &str) -> ApiError {
 }
 
 impl ApiService {
-    pub fn new(registry: Arc<Registry>) -> Self {
-        Self { registry }
+    pub fn new(
+        registry: Arc<Registry>,
+        leadership: crate::controllers::election::Leadership,
+    ) -> Self {
+        Self {
+            registry,
+            leadership,
+        }
     }
 
     pub fn registry(&self) -> &Arc<Registry> {
@@ -478,6 +486,7 @@ impl Api for ApiService {
             last_log_index: st.last_log_index,
             members,
             controller_leader: crate::controllers::election::holder(replica),
+            leads_controllers: self.leadership.borrow().is_some(),
         }))
     }
 

@@ -117,14 +117,27 @@ pub async fn run(replica: std::sync::Arc<Replica>, me: String, tx: watch::Sender
         let leading = tx.borrow().clone();
         match leading {
             Some(fence) => {
-                let renewed = txn(
-                    &replica,
-                    vec![mod_is(TERM_KEY, fence.term_revision)],
-                    vec![put(RENEW_KEY, &me)],
+                // A renewal may hang (no quorum); it must not keep the holder from stepping
+                // down in time, so it gets only until the step-down deadline.
+                let deadline = seen.1 + (LEASE - RENEW_EVERY);
+                let budget = deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(RENEW_EVERY);
+                // Others see this renewal no earlier than it is sent: count the lease from here.
+                let sent = Instant::now();
+                let renewed = tokio::time::timeout(
+                    budget,
+                    txn(
+                        &replica,
+                        vec![mod_is(TERM_KEY, fence.term_revision)],
+                        vec![put(RENEW_KEY, &me)],
+                    ),
                 )
-                .await;
+                .await
+                .ok()
+                .flatten();
                 match renewed {
-                    Some(_) => seen = (i64::MIN, Instant::now()),
+                    Some(_) => seen = (i64::MIN, sent),
                     None => {
                         let (term_rev, _) = local(&replica, TERM_KEY);
                         let lost = term_rev != 0 && term_rev != fence.term_revision;
@@ -149,6 +162,7 @@ pub async fn run(replica: std::sync::Arc<Replica>, me: String, tx: watch::Sender
                 }
                 // Nobody holds it, or the holder went silent: take over, if the renewal seen is
                 // still the latest (nobody else took over meanwhile).
+                let sent = Instant::now();
                 let won = txn(
                     &replica,
                     vec![mod_is(RENEW_KEY, renew_rev)],
@@ -157,7 +171,7 @@ pub async fn run(replica: std::sync::Arc<Replica>, me: String, tx: watch::Sender
                 .await;
                 if let Some(revision) = won {
                     tracing::info!(revision, "leading the controllers");
-                    seen = (i64::MIN, Instant::now());
+                    seen = (i64::MIN, sent);
                     let _ = tx.send(Some(Fence {
                         term_revision: revision,
                     }));
