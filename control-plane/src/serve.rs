@@ -41,7 +41,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             leading,
         ))
     });
-    let gc = tokio::spawn(crate::controllers::gc::run(api_service.clone(), leadership));
+    let gc = tokio::spawn(crate::controllers::gc::run(
+        api_service.clone(),
+        leadership.clone(),
+    ));
+    let ipam = tokio::spawn(crate::controllers::ipam::run(
+        api_service.clone(),
+        leadership,
+    ));
     let mut servers = Vec::new();
     for listener in listeners {
         let api = ApiServer::from_arc(api_service.clone())
@@ -64,6 +71,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     built_in.abort();
     gc.abort();
+    ipam.abort();
     if let Some(election) = election {
         election.abort();
     }

@@ -161,8 +161,9 @@ impl Cluster {
     }
 
     /// The last key a starting Skiff cluster writes: the API server creates the built-in
-    /// namespaces (default, kube-system, kube-public, in that order) through the store.
-    pub const LAST_BUILT_IN_KEY: &'static str = "/registry/namespaces/kube-public";
+    /// namespaces (default, kube-system, kube-public, kube-node-lease, in that order) through the
+    /// store.
+    pub const LAST_BUILT_IN_KEY: &'static str = "/registry/namespaces/kube-node-lease";
 
     /// Waits until the API server has created the built-in namespaces, so that tests which
     /// count revisions start from a store nobody else is writing to.

@@ -11,7 +11,7 @@ use super::allocate;
 use super::registry::{Also, Registry, WriteError};
 
 /// Namespaces every cluster has.
-pub const BUILT_IN: &[&str] = &["default", "kube-system", "kube-public"];
+pub const BUILT_IN: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 fn namespace_kind() -> Kind {
     Kind::named("namespaces").expect("Namespace is a served kind")

@@ -12,15 +12,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_store::mvcc::key_range::KeyRange;
-use raft_store::watch::feed::Feed;
 use serde_json::Value;
 use skiff_api::kinds::REGISTRY;
 use skiff_api::pb::{DeleteRequest, WriteRequest};
 use skiff_api::{object, Kind};
 
 use crate::apiserver::deletion::{finalizers, FOREGROUND, ORPHAN};
-use crate::apiserver::registry::{prefix_end, Also};
+use crate::apiserver::registry::Also;
 use crate::apiserver::ApiService;
 use crate::controllers::election::Leadership;
 
@@ -248,42 +246,21 @@ async fn carry_out(api: &ApiService, action: Action, fence: &Also) {
 
 /// Runs the collector whenever this replica leads the controllers.
 pub async fn run(api: Arc<ApiService>, leadership: Leadership) {
-    let replica = api.registry().replica().clone();
-    let feed_from_now = || {
-        let range = KeyRange::new(REGISTRY.as_bytes(), &prefix_end(REGISTRY));
-        let from = replica.sm.read().kv.current_rev() + 1;
-        Feed::new(replica.sm.clone(), range, from)
-    };
-    let mut feed = feed_from_now();
-    let mut every = tokio::time::interval(Duration::from_secs(10));
-    loop {
-        tokio::select! {
-            batch = feed.next() => {
-                match batch {
-                    Ok(_) => {}
-                    Err(raft_store::watch::feed::FeedError::Closed) => return,
-                    // Compacted: start over from now (each pass reads everything anyway).
-                    Err(_) => {
-                        feed = feed_from_now();
-                        continue;
-                    }
-                }
-                // Let a burst of changes settle into one pass.
-                tokio::time::sleep(Duration::from_millis(200)).await;
+    super::runner::run(
+        api,
+        leadership,
+        REGISTRY,
+        Duration::from_secs(10),
+        |api, fence| async move {
+            let Some(objects) = everything(&api).await else {
+                return;
+            };
+            for action in plan(&objects) {
+                carry_out(&api, action, &fence).await;
             }
-            _ = every.tick() => {}
-        }
-        let Some(fence) = leadership.borrow().clone() else {
-            continue;
-        };
-        let fence = fence.also();
-        let Some(objects) = everything(&api).await else {
-            continue;
-        };
-        for action in plan(&objects) {
-            carry_out(&api, action, &fence).await;
-        }
-    }
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -5,3 +5,5 @@
 
 pub mod election;
 pub mod gc;
+pub mod ipam;
+pub mod runner;

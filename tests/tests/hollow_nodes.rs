@@ -1,0 +1,168 @@
+//! Hollow nodes (`skiff-agent --hollow N`) against a three-replica cluster: they register Ready
+//! with capacity, the control plane gives each a distinct pod CIDR, pods bound to them run with
+//! an address from their node's CIDR, a deleted pod is confirmed gone, and stopping the process
+//! makes their leases go silent.
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use skiff_api::{Client, Kind, Reason};
+use tests::cluster::Cluster;
+use tests::wait;
+
+fn pod(name: &str, node: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox:1.36"}]}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hollow_nodes_register_run_pods_and_go_silent_when_stopped() {
+    let cluster = Cluster::start(3).await;
+    let log = std::fs::File::create(cluster.root().join("agent.log")).unwrap();
+    let mut agent = Command::new(tests::bins::bin("skiff-agent"))
+        .args([
+            "--endpoints",
+            &cluster.endpoints(),
+            "--hollow",
+            "5",
+            "--name",
+            "hn",
+            "--heartbeat-every",
+            "1",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let client = Client::new(&cluster.client_urls()).unwrap();
+    let nodes = Kind::named("nodes").unwrap();
+    let pods = Kind::named("pods").unwrap();
+    let leases = Kind::named("leases").unwrap();
+
+    let registered = wait::until(
+        "5 Ready nodes with pod CIDRs",
+        Duration::from_secs(30),
+        || {
+            let client = &client;
+            async move {
+                let list = client
+                    .list(&nodes, None, "skiff.io/hollow=true", "")
+                    .await
+                    .ok()?;
+                let ready = list.items.iter().filter(|n| {
+                    n["status"]["conditions"][0]["status"] == "True"
+                        && n["spec"]["podCIDR"].is_string()
+                        && n["status"]["allocatable"]["pods"] == "110"
+                });
+                (ready.count() == 5).then_some(list.items)
+            }
+        },
+    )
+    .await;
+    let cidrs: BTreeSet<String> = registered
+        .iter()
+        .map(|n| n["spec"]["podCIDR"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(cidrs.len(), 5, "distinct pod CIDRs: {cidrs:?}");
+
+    for (i, n) in ["hn-0", "hn-3", "hn-3"].iter().enumerate() {
+        client
+            .create(&pod(&format!("p{i}"), n), "default")
+            .await
+            .unwrap();
+    }
+    let running = wait::until("the pods to run", Duration::from_secs(30), || {
+        let client = &client;
+        async move {
+            let list = client
+                .list(&pods, Some("default"), "", "status.phase=Running")
+                .await
+                .ok()?;
+            (list.items.len() == 3).then_some(list.items)
+        }
+    })
+    .await;
+    let mut ips = BTreeSet::new();
+    for p in &running {
+        let node = p["spec"]["nodeName"].as_str().unwrap();
+        let cidr = registered
+            .iter()
+            .find(|n| n["metadata"]["name"] == node)
+            .unwrap()["spec"]["podCIDR"]
+            .as_str()
+            .unwrap();
+        let ip = p["status"]["podIP"].as_str().unwrap();
+        let prefix = cidr.trim_end_matches("0/24");
+        assert!(ip.starts_with(prefix), "{ip} in {cidr}");
+        assert!(ips.insert(ip.to_string()), "address {ip} given twice");
+        assert_eq!(p["status"]["containerStatuses"][0]["ready"], true);
+    }
+
+    // A bound pod being deleted is confirmed gone by its node.
+    client.delete(&pods, "default", "p1").await.unwrap();
+    wait::until(
+        "the node to finish the deletion",
+        Duration::from_secs(20),
+        || {
+            let client = &client;
+            let pods = &pods;
+            async move {
+                match client.get(pods, "default", "p1").await {
+                    Err(e) if e.reason == Reason::NotFound => Some(()),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+
+    // Leases renew while the process runs and stop when it is stopped.
+    let renew_time = |l: Value| {
+        l["spec"]["renewTime"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let first = renew_time(
+        client
+            .get(&leases, "kube-node-lease", "hn-2")
+            .await
+            .unwrap(),
+    );
+    wait::until("a lease renewal", Duration::from_secs(10), || {
+        let client = &client;
+        let leases = &leases;
+        let first = first.clone();
+        async move {
+            let now = renew_time(client.get(leases, "kube-node-lease", "hn-2").await.ok()?);
+            (now != first).then_some(())
+        }
+    })
+    .await;
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let last = renew_time(
+        client
+            .get(&leases, "kube-node-lease", "hn-2")
+            .await
+            .unwrap(),
+    );
+    // An observation window of three heartbeats, not synchronisation.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        renew_time(
+            client
+                .get(&leases, "kube-node-lease", "hn-2")
+                .await
+                .unwrap()
+        ),
+        last,
+        "a stopped hollow node renewed its lease"
+    );
+}
