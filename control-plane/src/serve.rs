@@ -47,8 +47,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ));
     let ipam = tokio::spawn(crate::controllers::ipam::run(
         api_service.clone(),
-        leadership,
+        leadership.clone(),
     ));
+    let scheduler = tokio::spawn(crate::scheduler::run(api_service.clone(), leadership));
     let mut servers = Vec::new();
     for listener in listeners {
         let api = ApiServer::from_arc(api_service.clone())
@@ -72,6 +73,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     built_in.abort();
     gc.abort();
     ipam.abort();
+    scheduler.abort();
     if let Some(election) = election {
         election.abort();
     }

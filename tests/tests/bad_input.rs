@@ -173,7 +173,7 @@ async fn bad_requests_are_refused_with_etcds_errors_and_change_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_peer_port_changes_nothing() {
-    let cluster = Cluster::start(3).await;
+    let cluster = Cluster::start_with(3, STORE_ONLY).await;
     let mut c = cluster.client_for(&[0, 1, 2]).await;
     c.put("/before", "1", None).await.unwrap();
     let rev = revision(&mut c).await;

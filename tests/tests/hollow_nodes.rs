@@ -166,3 +166,166 @@ async fn hollow_nodes_register_run_pods_and_go_silent_when_stopped() {
         "a stopped hollow node renewed its lease"
     );
 }
+
+fn start_agent(cluster: &Cluster, count: usize) -> std::process::Child {
+    let log = std::fs::File::create(cluster.root().join("agent.log")).unwrap();
+    Command::new(tests::bins::bin("skiff-agent"))
+        .args([
+            "--endpoints",
+            &cluster.endpoints(),
+            "--hollow",
+            &count.to_string(),
+            "--name",
+            "hn",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+fn pending_pod(name: &str, cpu: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1.36",
+                  "resources": {"requests": {"cpu": cpu, "memory": "64Mi"}}}]}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_places_pods_and_explains_those_that_fit_nowhere() {
+    let cluster = Cluster::start(3).await;
+    let mut agent = start_agent(&cluster, 3);
+    let client = Client::new(&cluster.client_urls()).unwrap();
+    let nodes = Kind::named("nodes").unwrap();
+    let pods = Kind::named("pods").unwrap();
+    wait::until("3 nodes with pod CIDRs", Duration::from_secs(30), || {
+        let client = &client;
+        let nodes = &nodes;
+        async move {
+            let list = client
+                .list(nodes, None, "skiff.io/hollow=true", "")
+                .await
+                .ok()?;
+            (list
+                .items
+                .iter()
+                .filter(|n| n["spec"]["podCIDR"].is_string())
+                .count()
+                == 3)
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Six pods of 2 CPUs on three nodes of 8: all placed, spread, and run.
+    for i in 0..6 {
+        client
+            .create(&pending_pod(&format!("fit-{i}"), "2"), "default")
+            .await
+            .unwrap();
+    }
+    let running = wait::until("six running pods", Duration::from_secs(30), || {
+        let client = &client;
+        let pods = &pods;
+        async move {
+            let list = client
+                .list(pods, Some("default"), "", "status.phase=Running")
+                .await
+                .ok()?;
+            (list.items.len() == 6).then_some(list.items)
+        }
+    })
+    .await;
+    let mut per_node = std::collections::BTreeMap::new();
+    for p in &running {
+        *per_node
+            .entry(p["spec"]["nodeName"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+        let scheduled = p["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "PodScheduled" && c["status"] == "True");
+        assert!(scheduled, "{p}");
+    }
+    assert_eq!(
+        per_node.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{per_node:?}"
+    );
+
+    // A pod that fits nowhere stays Pending with the reason, and an Event says so.
+    client
+        .create(&pending_pod("huge", "100"), "default")
+        .await
+        .unwrap();
+    let message = "0/3 nodes are available: 3 Insufficient cpu.";
+    wait::until(
+        "the reason on the pending pod",
+        Duration::from_secs(20),
+        || {
+            let client = &client;
+            let pods = &pods;
+            async move {
+                let p = client.get(pods, "default", "huge").await.ok()?;
+                let conds = p["status"]["conditions"].as_array()?.clone();
+                conds
+                    .iter()
+                    .any(|c| {
+                        c["type"] == "PodScheduled"
+                            && c["status"] == "False"
+                            && c["message"] == message
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let described = tests::cli::ok(&cluster.endpoints(), &["describe", "pod", "huge"]);
+    assert!(
+        described.contains("FailedScheduling") && described.contains(message),
+        "{described}"
+    );
+    let huge = client.get(&pods, "default", "huge").await.unwrap();
+    assert!(huge["spec"]["nodeName"].is_null());
+
+    // A cordoned node gets no new pods.
+    let mut n0 = client.get(&nodes, "", "hn-0").await.unwrap();
+    n0["spec"]["unschedulable"] = json!(true);
+    client.update(&n0, "").await.unwrap();
+    for i in 0..3 {
+        client
+            .create(&pending_pod(&format!("after-{i}"), "100m"), "default")
+            .await
+            .unwrap();
+    }
+    let placed = wait::until("the new pods to be placed", Duration::from_secs(30), || {
+        let client = &client;
+        let pods = &pods;
+        async move {
+            let list = client.list(pods, Some("default"), "", "").await.ok()?;
+            let after: Vec<Value> = list
+                .items
+                .into_iter()
+                .filter(|p| {
+                    p["metadata"]["name"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("after-")
+                })
+                .filter(|p| p["spec"]["nodeName"].is_string())
+                .collect();
+            (after.len() == 3).then_some(after)
+        }
+    })
+    .await;
+    assert!(
+        placed.iter().all(|p| p["spec"]["nodeName"] != "hn-0"),
+        "{placed:?}"
+    );
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}

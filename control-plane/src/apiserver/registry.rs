@@ -370,6 +370,30 @@ impl Registry {
         })
     }
 
+    /// Replaces several objects in one transaction, each only if its revision is still the
+    /// expected one; all or nothing (`Stale` if any changed, `Taken` if `also` failed).
+    pub async fn update_many(
+        &self,
+        items: &[(String, Value, i64)],
+        also: &Also,
+    ) -> Result<i64, WriteError> {
+        let mut compares = Vec::new();
+        let mut ops = Vec::new();
+        for (key, object, expected) in items {
+            compares.push(cmp_key(key, compare::CompareTarget::Mod, *expected));
+            ops.push(put_op(key, encode(object).map_err(WriteError::Store)?));
+        }
+        let Some((first, _, _)) = items.first() else {
+            return Ok(0);
+        };
+        let (ok, _, revision) = self.txn(first, compares, ops, also).await?;
+        if ok {
+            Ok(revision)
+        } else {
+            Err(WriteError::Stale)
+        }
+    }
+
     /// Deletes the object at `key` if its revision is still `expected`.
     pub async fn delete(&self, key: &str, expected: i64, also: &Also) -> Result<i64, WriteError> {
         let del = delete_op(key, Vec::new());

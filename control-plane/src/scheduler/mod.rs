@@ -1,0 +1,202 @@
+//! The scheduler: places pods that name no node, on the replica elected to run the controllers.
+//! Each pass lists Nodes and Pods, asks the pure `plan` where every pending pod goes, then binds
+//! in batches (one transaction per batch: each pod's resourceVersion and the election fence are
+//! compared, so a pod is never bound twice nor by a deposed scheduler) and marks pods that fit
+//! nowhere: a PodScheduled=False condition with the reason, and a FailedScheduling Event when
+//! the reason changes.
+
+pub mod plan;
+pub mod quantity;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use skiff_api::pb::WriteRequest;
+use skiff_api::{object, Kind};
+
+use crate::apiserver::registry::{Also, Stored};
+use crate::apiserver::ApiService;
+use crate::controllers::election::Leadership;
+use plan::Decision;
+
+/// Pods bound per transaction.
+const BATCH: usize = 200;
+
+fn now() -> String {
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+fn set_condition(pod: &mut Value, status: &str, reason: Option<&str>, message: Option<&str>) {
+    let mut cond = json!({"type": "PodScheduled", "status": status, "lastTransitionTime": now()});
+    if let Some(r) = reason {
+        cond["reason"] = json!(r);
+    }
+    if let Some(m) = message {
+        cond["message"] = json!(m);
+    }
+    if !pod.get("status").is_some_and(Value::is_object) {
+        pod["status"] = json!({});
+    }
+    let conditions = pod["status"]
+        .as_object_mut()
+        .map(|s| s.entry("conditions").or_insert_with(|| json!([])));
+    if let Some(Value::Array(list)) = conditions {
+        list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+        list.push(cond);
+    }
+}
+
+fn scheduled_message(pod: &Value) -> String {
+    object::field(pod, "status.conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| {
+            cs.iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some("PodScheduled"))
+        })
+        .and_then(|c| c.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn bind(api: &ApiService, pods: &Kind, binds: &[(&Stored, String)], fence: &Also) {
+    for chunk in binds.chunks(BATCH) {
+        let items: Vec<(String, Value, i64)> = chunk
+            .iter()
+            .map(|(stored, node)| {
+                let mut pod = stored.object.clone();
+                pod["spec"]["nodeName"] = json!(node);
+                set_condition(&mut pod, "True", None, None);
+                let key = pods.key(object::namespace(&pod), object::name(&pod));
+                (key, pod, stored.revision)
+            })
+            .collect();
+        match api.registry().update_many(&items, fence).await {
+            Ok(_) => tracing::debug!(count = items.len(), "bound pods"),
+            // Some pod changed meanwhile (or the fence failed): the next pass decides again.
+            Err(e) => tracing::debug!(?e, "binding batch not written"),
+        }
+    }
+}
+
+async fn mark_unschedulable(
+    api: &ApiService,
+    pods: &Kind,
+    stored: &Stored,
+    message: &str,
+    fence: &Also,
+) {
+    if scheduled_message(&stored.object) == message {
+        return;
+    }
+    let mut pod = stored.object.clone();
+    set_condition(&mut pod, "False", Some("Unschedulable"), Some(message));
+    let key = pods.key(object::namespace(&pod), object::name(&pod));
+    if api
+        .registry()
+        .update(&key, &pod, stored.revision, fence)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let event = json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {
+            "name": format!("{}.{:x}", object::name(&pod), rand::random::<u64>()),
+            "namespace": object::namespace(&pod)
+        },
+        "involvedObject": {
+            "apiVersion": "v1", "kind": "Pod",
+            "name": object::name(&pod), "namespace": object::namespace(&pod),
+            "uid": object::meta_str(&pod, "uid")
+        },
+        "reason": "FailedScheduling",
+        "message": message,
+        "type": "Warning",
+        "source": {"component": "default-scheduler"},
+        "firstTimestamp": now(), "lastTimestamp": now(), "count": 1
+    });
+    if let Ok(bytes) = serde_json::to_vec(&event) {
+        let req = WriteRequest {
+            object: bytes,
+            default_namespace: object::namespace(&pod).to_string(),
+        };
+        if let Err(e) = api.create_fenced(req, fence).await {
+            tracing::debug!(%e, "scheduling event not written");
+        }
+    }
+}
+
+/// One pass: read, plan, write.
+async fn pass(api: Arc<ApiService>, fence: Also) {
+    let nodes = Kind::named("nodes").expect("Node is served");
+    let pods = Kind::named("pods").expect("Pod is served");
+    let Ok(all) = api
+        .registry()
+        .list_many(&[nodes.prefix(None), pods.prefix(None)])
+        .await
+    else {
+        return;
+    };
+    let (node_items, pod_items): (Vec<Stored>, Vec<Stored>) = all
+        .into_iter()
+        .partition(|s| object::kind(&s.object) == "Node");
+    let node_objects: Vec<Value> = node_items.into_iter().map(|s| s.object).collect();
+    let pod_objects: Vec<Value> = pod_items.iter().map(|s| s.object.clone()).collect();
+    let by_name: BTreeMap<(String, String), &Stored> = pod_items
+        .iter()
+        .map(|s| {
+            (
+                (
+                    object::namespace(&s.object).to_string(),
+                    object::name(&s.object).to_string(),
+                ),
+                s,
+            )
+        })
+        .collect();
+    let mut binds = Vec::new();
+    for decision in plan::plan(&node_objects, &pod_objects) {
+        match decision {
+            Decision::Bind {
+                namespace,
+                name,
+                node,
+            } => {
+                if let Some(stored) = by_name.get(&(namespace, name)) {
+                    binds.push((*stored, node));
+                }
+            }
+            Decision::Unschedulable {
+                namespace,
+                name,
+                message,
+            } => {
+                if let Some(stored) = by_name.get(&(namespace, name)) {
+                    mark_unschedulable(&api, &pods, stored, &message, &fence).await;
+                }
+            }
+        }
+    }
+    bind(&api, &pods, &binds, &fence).await;
+}
+
+/// Schedules whenever this replica leads the controllers: after pod changes, and every second
+/// (for node changes).
+pub async fn run(api: Arc<ApiService>, leadership: Leadership) {
+    let pods = Kind::named("pods").expect("Pod is served");
+    crate::controllers::runner::run(
+        api,
+        leadership,
+        &pods.prefix(None),
+        Duration::from_secs(1),
+        pass,
+    )
+    .await
+}
