@@ -49,7 +49,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         api_service.clone(),
         leadership.clone(),
     ));
-    let scheduler = tokio::spawn(crate::scheduler::run(api_service.clone(), leadership));
+    let scheduler = tokio::spawn(crate::scheduler::run(
+        api_service.clone(),
+        leadership.clone(),
+    ));
+    let replicasets = tokio::spawn(crate::controllers::replicaset::run(
+        api_service.clone(),
+        leadership,
+    ));
     let mut servers = Vec::new();
     for listener in listeners {
         let api = ApiServer::from_arc(api_service.clone())
@@ -74,6 +81,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     gc.abort();
     ipam.abort();
     scheduler.abort();
+    replicasets.abort();
     if let Some(election) = election {
         election.abort();
     }

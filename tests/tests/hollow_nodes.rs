@@ -329,3 +329,99 @@ async fn the_scheduler_places_pods_and_explains_those_that_fit_nowhere() {
     agent.kill().unwrap();
     agent.wait().unwrap();
 }
+
+const REPLICA_SET: &str = "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: web\nspec:\n  replicas: 5\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: c\n          image: nginx:1.27\n          resources: {requests: {cpu: 100m}}\n";
+
+/// Running pods of the ReplicaSet `web` (not being deleted).
+async fn running_web_pods(client: &Client) -> Vec<Value> {
+    let pods = Kind::named("pods").unwrap();
+    client
+        .list(&pods, Some("default"), "app=web", "status.phase=Running")
+        .await
+        .map(|l| {
+            l.items
+                .into_iter()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_set_keeps_its_pods_running() {
+    let cluster = Cluster::start(3).await;
+    let eps = cluster.endpoints();
+    let mut agent = start_agent(&cluster, 3);
+    let client = Client::new(&cluster.client_urls()).unwrap();
+    let sets = Kind::named("replicasets").unwrap();
+    let pods = Kind::named("pods").unwrap();
+    tests::cli::ok_with_input(&eps, &["apply", "-f", "-"], REPLICA_SET);
+    let wait_for = |n: usize| {
+        let client = &client;
+        let sets = &sets;
+        async move {
+            wait::until(
+                &format!("{n} running pods and status"),
+                Duration::from_secs(30),
+                || async move {
+                    let running = running_web_pods(client).await;
+                    let rs = client.get(sets, "default", "web").await.ok()?;
+                    let all = client
+                        .list(
+                            &Kind::named("pods").unwrap(),
+                            Some("default"),
+                            "app=web",
+                            "",
+                        )
+                        .await
+                        .ok()?;
+                    (running.len() == n
+                        && all.items.len() == n
+                        && rs["status"]["readyReplicas"] == n)
+                        .then_some(running)
+                },
+            )
+            .await
+        }
+    };
+    let first = wait_for(5).await;
+    assert!(first
+        .iter()
+        .all(|p| p["metadata"]["ownerReferences"][0]["name"] == "web"));
+
+    // Scale down: three go (the nodes confirm the deletions), two stay.
+    tests::cli::ok(&eps, &["scale", "rs/web", "--replicas=2"]);
+    wait_for(2).await;
+
+    // A deleted pod is replaced.
+    let victim = running_web_pods(&client).await[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    client.delete(&pods, "default", &victim).await.unwrap();
+    let replaced = wait_for(2).await;
+    assert!(replaced
+        .iter()
+        .all(|p| p["metadata"]["name"] != victim.as_str()));
+
+    // Deleting the ReplicaSet deletes its pods (garbage collection).
+    tests::cli::ok(&eps, &["delete", "rs", "web"]);
+    wait::until(
+        "the pods to go with their ReplicaSet",
+        Duration::from_secs(30),
+        || {
+            let client = &client;
+            let pods = &pods;
+            async move {
+                let all = client
+                    .list(pods, Some("default"), "app=web", "")
+                    .await
+                    .ok()?;
+                all.items.is_empty().then_some(())
+            }
+        },
+    )
+    .await;
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}

@@ -118,6 +118,15 @@ impl ApiService {
         self.update(req, false, fence).await
     }
 
+    /// Status update as a client would, with `fence` checked in the same transaction.
+    pub async fn update_status_fenced(
+        &self,
+        req: WriteRequest,
+        fence: &Also,
+    ) -> Result<Stored, ApiError> {
+        self.update(req, true, fence).await
+    }
+
     /// Create as a client would, with `fence` checked in the same transaction (controllers).
     pub async fn create_fenced(&self, req: WriteRequest, fence: &Also) -> Result<Stored, ApiError> {
         let inc = admission::decode(&req.object, &req.default_namespace)?;

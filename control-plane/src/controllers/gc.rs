@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use skiff_api::kinds::REGISTRY;
 use skiff_api::pb::{DeleteRequest, WriteRequest};
 use skiff_api::{object, Kind};
 
@@ -246,10 +245,16 @@ async fn carry_out(api: &ApiService, action: Action, fence: &Also) {
 
 /// Runs the collector whenever this replica leads the controllers.
 pub async fn run(api: Arc<ApiService>, leadership: Leadership) {
+    // Node leases and events change all the time and own nothing worth a pass of their own.
+    let watched: Vec<String> = skiff_api::kinds::KINDS
+        .iter()
+        .filter(|k| !matches!(k.kind, "Lease" | "Event"))
+        .map(|k| k.prefix(None))
+        .collect();
     super::runner::run(
         api,
         leadership,
-        REGISTRY,
+        &watched,
         Duration::from_secs(10),
         |api, fence| async move {
             let Some(objects) = everything(&api).await else {

@@ -57,7 +57,7 @@ pub async fn run(api: Arc<ApiService>, leadership: Leadership) {
     super::runner::run(
         api,
         leadership,
-        &nodes.prefix(None),
+        &[nodes.prefix(None)],
         Duration::from_secs(10),
         |api, fence| async move {
             let Ok((items, _)) = api.registry().list(&nodes.prefix(None)).await else {

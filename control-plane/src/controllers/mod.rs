@@ -6,4 +6,5 @@
 pub mod election;
 pub mod gc;
 pub mod ipam;
+pub mod replicaset;
 pub mod runner;

@@ -1,6 +1,7 @@
 //! The loop every controller shares: after each burst of changes under the watched prefixes
-//! (the store's change feed, settled for 200 ms) and at least every `resync`, if this replica
-//! leads the controllers, run one pass with the election's fence.
+//! (the store's change feed over `/registry/`, settled for 200 ms), at least every `resync`,
+//! and at once when elected, if this replica leads the controllers, run one pass with the
+//! election's fence.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,12 +17,12 @@ use crate::apiserver::ApiService;
 /// How long a burst of changes may settle before a pass.
 const SETTLE: Duration = Duration::from_millis(200);
 
-/// Runs `pass(api, fence)` whenever something under `prefix` changed (and every `resync`),
-/// while this replica leads the controllers.
+/// Runs `pass(api, fence)` whenever something under one of `prefixes` changed (and every
+/// `resync`), while this replica leads the controllers.
 pub async fn run<F, Fut>(
     api: Arc<ApiService>,
     leadership: Leadership,
-    prefix: &str,
+    prefixes: &[String],
     resync: Duration,
     pass: F,
 ) where
@@ -29,8 +30,9 @@ pub async fn run<F, Fut>(
     Fut: Future<Output = ()>,
 {
     let replica = api.registry().replica().clone();
+    let all = skiff_api::kinds::REGISTRY;
     let feed_from_now = || {
-        let range = KeyRange::new(prefix.as_bytes(), &prefix_end(prefix));
+        let range = KeyRange::new(all.as_bytes(), &prefix_end(all));
         let from = replica.sm.read().kv.current_rev() + 1;
         Feed::new(replica.sm.clone(), range, from)
     };
@@ -41,7 +43,14 @@ pub async fn run<F, Fut>(
         tokio::select! {
             batch = feed.next() => {
                 match batch {
-                    Ok(_) => {}
+                    Ok(batch) => {
+                        let relevant = batch.events.iter().any(|e| {
+                            prefixes.iter().any(|p| e.kv.key.starts_with(p.as_bytes()))
+                        });
+                        if !relevant {
+                            continue;
+                        }
+                    }
                     Err(FeedError::Closed) => return,
                     // Compacted: start over from now (each pass reads what it needs anyway).
                     Err(_) => {

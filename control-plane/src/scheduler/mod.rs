@@ -194,7 +194,7 @@ pub async fn run(api: Arc<ApiService>, leadership: Leadership) {
     crate::controllers::runner::run(
         api,
         leadership,
-        &pods.prefix(None),
+        &[pods.prefix(None)],
         Duration::from_secs(1),
         pass,
     )
