@@ -35,17 +35,20 @@ pub fn kind(obj: &Value) -> &str {
     obj.get("kind").and_then(Value::as_str).unwrap_or_default()
 }
 
-/// A string map at `metadata.<field>` (labels, annotations).
-pub fn meta_map(obj: &Value, field: &str) -> BTreeMap<String, String> {
-    obj.get("metadata")
-        .and_then(|m| m.get(field))
-        .and_then(Value::as_object)
+/// The string entries of a JSON map (labels, selectors); empty if `v` is not a map.
+pub fn string_map(v: Option<&Value>) -> BTreeMap<String, String> {
+    v.and_then(Value::as_object)
         .map(|m| {
             m.iter()
                 .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A string map at `metadata.<field>` (labels, annotations).
+pub fn meta_map(obj: &Value, field: &str) -> BTreeMap<String, String> {
+    string_map(obj.get("metadata").and_then(|m| m.get(field)))
 }
 
 pub fn labels(obj: &Value) -> BTreeMap<String, String> {

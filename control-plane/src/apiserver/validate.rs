@@ -2,9 +2,10 @@
 //! (`spec.containers[0].image: Required value`), and an invalid object is refused whole as
 //! `Pod "web" is invalid: ...`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use serde_json::Value;
+use skiff_api::object::string_map;
 use skiff_api::selector::{check_label_key, check_label_value, LabelSelector};
 
 /// One problem with one field.
@@ -108,16 +109,6 @@ fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
 }
 
-fn labels_of(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn metadata(kind: &str, obj: &Value, errs: &mut Errors) {
     let meta = obj.get("metadata").cloned().unwrap_or(Value::Null);
     match str_at(&meta, "name") {
@@ -133,7 +124,7 @@ fn metadata(kind: &str, obj: &Value, errs: &mut Errors) {
             }
         }
     }
-    for (k, v) in labels_of(meta.get("labels")) {
+    for (k, v) in string_map(meta.get("labels")) {
         if let Err(why) = check_label_key(&k) {
             errs.invalid("metadata.labels", &k.clone().into(), why);
         }
@@ -237,7 +228,7 @@ fn pod_spec(spec: Option<&Value>, path: &str, restart: &[&str], errs: &mut Error
 /// `spec.selector` must be present and select the template's labels.
 fn selector_and_template(spec: &Value, restart: &[&str], errs: &mut Errors) {
     let selector = spec.get("selector");
-    let template_labels = labels_of(
+    let template_labels = string_map(
         spec.get("template")
             .and_then(|t| t.get("metadata"))
             .and_then(|m| m.get("labels")),
@@ -245,7 +236,7 @@ fn selector_and_template(spec: &Value, restart: &[&str], errs: &mut Errors) {
     match selector {
         None => errs.required("spec.selector"),
         Some(sel) => {
-            let match_labels = labels_of(sel.get("matchLabels"));
+            let match_labels = string_map(sel.get("matchLabels"));
             let has_expressions = sel
                 .get("matchExpressions")
                 .and_then(Value::as_array)

@@ -44,16 +44,6 @@ pub enum Decision {
     },
 }
 
-fn str_map(v: Option<&Value>) -> BTreeMap<String, String> {
-    v.and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn array<'a>(v: &'a Value, path: &str) -> &'a [Value] {
     object::field(v, path)
         .and_then(Value::as_array)
@@ -239,7 +229,7 @@ fn misfit(pod: &Value, node: &NodeState) -> Option<String> {
     if node.unschedulable {
         return Some("node(s) were unschedulable".into());
     }
-    let selector = str_map(object::field(pod, "spec.nodeSelector"));
+    let selector = object::string_map(object::field(pod, "spec.nodeSelector"));
     let affinity = array(
         pod,
         "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms",
