@@ -212,7 +212,8 @@ async fn kubernetes_manifests_apply_through_each_replica_and_read_back_from_the_
 
         // Tables as kubectl prints them, on the third replica.
         let third = cluster.members[(i + 2) % 3].endpoint();
-        let table = ok(&third, &["get", "pods", "-n", &ns]);
+        // (The ReplicaSet's controller adds pods of its own; the selector leaves them out.)
+        let table = ok(&third, &["get", "pods", "-n", &ns, "-l", "app=web"]);
         let lines: Vec<&str> = table.lines().collect();
         assert_eq!(
             lines[0].split_whitespace().collect::<Vec<_>>(),

@@ -113,6 +113,17 @@ pub fn prefix_end(prefix: &str) -> Vec<u8> {
     end
 }
 
+/// Why a write conditional on the key being at revision `expected` was refused, given the
+/// key's revision read back (`current`): gone, changed, or unchanged (then a key claimed or
+/// required alongside it was the cause).
+fn refused(current: Option<i64>, expected: i64) -> WriteError {
+    match current {
+        None => WriteError::Missing,
+        Some(r) if r == expected => WriteError::Taken,
+        Some(_) => WriteError::Stale,
+    }
+}
+
 /// The object with resourceVersion set from its revision.
 fn with_version(mut object: Value, revision: i64) -> Value {
     skiff_api::object::set_meta(&mut object, "resourceVersion", revision.to_string().into());
@@ -358,11 +369,7 @@ impl Registry {
             )
             .await?;
         if !ok {
-            return Err(match current {
-                None => WriteError::Missing,
-                Some(r) if r == expected => WriteError::Taken,
-                Some(_) => WriteError::Stale,
-            });
+            return Err(refused(current, expected));
         }
         Ok(Stored {
             object: with_version(object.clone(), revision),
@@ -406,11 +413,7 @@ impl Registry {
             )
             .await?;
         if !ok {
-            return Err(if current.is_some() {
-                WriteError::Stale
-            } else {
-                WriteError::Missing
-            });
+            return Err(refused(current, expected));
         }
         Ok(revision)
     }
