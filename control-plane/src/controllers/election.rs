@@ -6,7 +6,8 @@
 //! - `RENEW_KEY` is rewritten by the holder every `RENEW_EVERY`. A candidate that sees it
 //!   unchanged for `LEASE` (by its own clock) takes over: a transaction that requires the renewal
 //!   it saw to be the latest and writes both keys. The holder steps down by itself when it has not
-//!   renewed for `LEASE - RENEW_EVERY`, before anyone can have taken over.
+//!   renewed for `STEP_DOWN`, well before anyone can have taken over (the margin covers its own
+//!   loop's tick and scheduling delays).
 //!
 //! With a one-second lease, a dead holder is replaced in a little over a second.
 
@@ -27,6 +28,8 @@ pub const RENEW_KEY: &str = "/skiff/controllers/renew";
 pub const LEASE: Duration = Duration::from_millis(1000);
 /// How often the holder renews.
 pub const RENEW_EVERY: Duration = Duration::from_millis(200);
+/// How long after sending its last successful renewal the holder stops leading.
+pub const STEP_DOWN: Duration = Duration::from_millis(600);
 
 /// What this replica may do: `Some(fence)` while it leads the controllers.
 pub type Leadership = watch::Receiver<Option<Fence>>;
@@ -119,7 +122,7 @@ pub async fn run(replica: std::sync::Arc<Replica>, me: String, tx: watch::Sender
             Some(fence) => {
                 // A renewal may hang (no quorum); it must not keep the holder from stepping
                 // down in time, so it gets only until the step-down deadline.
-                let deadline = seen.1 + (LEASE - RENEW_EVERY);
+                let deadline = seen.1 + STEP_DOWN;
                 let budget = deadline
                     .saturating_duration_since(Instant::now())
                     .min(RENEW_EVERY);
@@ -141,7 +144,7 @@ pub async fn run(replica: std::sync::Arc<Replica>, me: String, tx: watch::Sender
                     None => {
                         let (term_rev, _) = local(&replica, TERM_KEY);
                         let lost = term_rev != 0 && term_rev != fence.term_revision;
-                        if lost || seen.1.elapsed() >= LEASE - RENEW_EVERY {
+                        if lost || seen.1.elapsed() >= STEP_DOWN {
                             tracing::info!(lost, "stopped leading the controllers");
                             let _ = tx.send(None);
                             seen = (i64::MIN, Instant::now());
