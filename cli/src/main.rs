@@ -49,6 +49,12 @@ enum Command {
     Label(commands::modify::LabelArgs),
     /// Set the replicas of a deployment, replica set or stateful set.
     Scale(commands::modify::ScaleArgs),
+    /// Mark nodes unschedulable: no new pods go there.
+    Cordon(commands::node::CordonArgs),
+    /// Mark nodes schedulable again.
+    Uncordon(commands::node::CordonArgs),
+    /// Cordon nodes and evict their pods, so that their controllers recreate them elsewhere.
+    Drain(commands::node::DrainArgs),
     /// The control plane itself.
     #[command(subcommand)]
     Cluster(commands::cluster::Command),
@@ -132,6 +138,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Label(args) => commands::modify::label(&ctx, &args).await,
         Command::Scale(args) => commands::modify::scale(&ctx, &args).await,
         Command::Cluster(command) => commands::cluster::run(&ctx, &command).await,
+        Command::Cordon(args) => commands::node::cordon(&ctx, &args, true).await,
+        Command::Uncordon(args) => commands::node::cordon(&ctx, &args, false).await,
+        Command::Drain(args) => commands::node::drain(&ctx, &args).await,
         Command::Completion { .. } | Command::Version => Ok(()),
     }
 }

@@ -425,3 +425,80 @@ async fn a_replica_set_keeps_its_pods_running() {
     agent.kill().unwrap();
     agent.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cordon_and_drain_move_pods_to_other_nodes() {
+    let cluster = Cluster::start(3).await;
+    let eps = cluster.endpoints();
+    let mut agent = start_agent(&cluster, 2);
+    let client = Client::new(&cluster.client_urls()).unwrap();
+    let nodes = Kind::named("nodes").unwrap();
+    let pods = Kind::named("pods").unwrap();
+    tests::cli::ok_with_input(
+        &eps,
+        &["apply", "-f", "-"],
+        &REPLICA_SET.replace("replicas: 5", "replicas: 4"),
+    );
+    let running = wait::until("4 running pods", Duration::from_secs(30), || {
+        let client = &client;
+        async move {
+            let r = running_web_pods(client).await;
+            (r.len() == 4).then_some(r)
+        }
+    })
+    .await;
+    assert!(
+        running.iter().any(|p| p["spec"]["nodeName"] == "hn-0"),
+        "spread over both nodes"
+    );
+    client
+        .create(&pod("solo", "hn-0"), "default")
+        .await
+        .unwrap();
+
+    assert_eq!(
+        tests::cli::ok(&eps, &["cordon", "hn-0"]).trim(),
+        "node/hn-0 cordoned"
+    );
+    let table = tests::cli::ok(&eps, &["get", "nodes"]);
+    assert!(table.contains("Ready,SchedulingDisabled"), "{table}");
+
+    // A pod no controller manages stops the drain unless forced.
+    let run = tests::cli::skiff(&eps, &["drain", "hn-0"], None);
+    assert!(!run.ok);
+    assert!(
+        run.stderr
+            .contains("cannot delete Pods that declare no controller")
+            && run.stderr.contains("default/solo"),
+        "{}",
+        run.stderr
+    );
+    let out = tests::cli::ok(&eps, &["drain", "hn-0", "--force"]);
+    assert!(out.trim_end().ends_with("node/hn-0 drained"), "{out}");
+    let on_hn0 = client
+        .list(&pods, None, "", "spec.nodeName=hn-0")
+        .await
+        .unwrap();
+    assert!(on_hn0.items.is_empty(), "{:?}", on_hn0.items);
+    wait::until(
+        "the ReplicaSet's pods back to 4 on hn-1",
+        Duration::from_secs(30),
+        || {
+            let client = &client;
+            async move {
+                let r = running_web_pods(client).await;
+                (r.len() == 4 && r.iter().all(|p| p["spec"]["nodeName"] == "hn-1")).then_some(())
+            }
+        },
+    )
+    .await;
+
+    assert_eq!(
+        tests::cli::ok(&eps, &["uncordon", "hn-0"]).trim(),
+        "node/hn-0 uncordoned"
+    );
+    let n0 = client.get(&nodes, "", "hn-0").await.unwrap();
+    assert_eq!(n0["spec"]["unschedulable"], false);
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}

@@ -7,6 +7,7 @@ pub mod describe;
 pub mod edit;
 pub mod get;
 pub mod modify;
+pub mod node;
 
 use skiff_api::{ApiError, Kind, Reason};
 
