@@ -11,6 +11,22 @@ use tests::wait;
 
 const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  labels: {app: web}\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n        - name: nginx\n          image: nginx:1.27\n";
 
+/// Runs `skiff edit deployment/web` with `editor` as the editor.
+fn edit_deployment(eps: &str, editor: &str) -> std::process::Output {
+    std::process::Command::new(tests::bins::bin("skiff"))
+        .args([
+            "--endpoints",
+            eps,
+            "--config",
+            "/nonexistent",
+            "edit",
+            "deployment/web",
+        ])
+        .env("SKIFF_EDITOR", editor)
+        .output()
+        .unwrap()
+}
+
 fn json_of(out: &str) -> Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
 }
@@ -70,18 +86,7 @@ async fn scale_label_edit_and_describe() {
     );
 
     // Edit with an "editor" that changes the image.
-    let run = std::process::Command::new(tests::bins::bin("skiff"))
-        .args([
-            "--endpoints",
-            &eps,
-            "--config",
-            "/nonexistent",
-            "edit",
-            "deployment/web",
-        ])
-        .env("SKIFF_EDITOR", "sed -i s/nginx:1.27/nginx:1.28/")
-        .output()
-        .unwrap();
+    let run = edit_deployment(&eps, "sed -i s/nginx:1.27/nginx:1.28/");
     assert!(
         run.status.success(),
         "{}",
@@ -97,18 +102,7 @@ async fn scale_label_edit_and_describe() {
         "nginx:1.28"
     );
     // An editor that changes nothing changes nothing.
-    let run = std::process::Command::new(tests::bins::bin("skiff"))
-        .args([
-            "--endpoints",
-            &eps,
-            "--config",
-            "/nonexistent",
-            "edit",
-            "deployment/web",
-        ])
-        .env("SKIFF_EDITOR", "true")
-        .output()
-        .unwrap();
+    let run = edit_deployment(&eps, "true");
     assert!(run.status.success());
     assert!(String::from_utf8_lossy(&run.stderr).contains("Edit cancelled, no changes made."));
 

@@ -159,7 +159,8 @@ fn decode(value: &[u8], revision: i64) -> Result<Stored, ApiError> {
     })
 }
 
-fn cmp_key(key: &str, target: compare::CompareTarget, value: i64) -> Compare {
+/// A compare of `key`'s create or mod revision with `value`.
+pub fn cmp_key(key: &str, target: compare::CompareTarget, value: i64) -> Compare {
     let target_union = match target {
         compare::CompareTarget::Mod => compare::TargetUnion::ModRevision(value),
         _ => compare::TargetUnion::CreateRevision(value),
@@ -173,7 +174,8 @@ fn cmp_key(key: &str, target: compare::CompareTarget, value: i64) -> Compare {
     }
 }
 
-fn put_op(key: &str, value: Vec<u8>) -> RequestOp {
+/// A Put of `key`.
+pub fn put_op(key: &str, value: Vec<u8>) -> RequestOp {
     RequestOp {
         request: Some(request_op::Request::RequestPut(PutRequest {
             key: key.as_bytes().to_vec(),

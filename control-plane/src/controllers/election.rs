@@ -14,13 +14,11 @@
 use std::time::{Duration, Instant};
 
 use raft_store::machine::command::{Command, CommandResult};
-use raft_store::pb::etcdserverpb::{
-    compare, request_op, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
-};
+use raft_store::pb::etcdserverpb::{compare, Compare, RangeRequest, RequestOp, TxnRequest};
 use raft_store::replica::Replica;
 use tokio::sync::watch;
 
-use crate::apiserver::registry::Also;
+use crate::apiserver::registry::{cmp_key, put_op, Also};
 
 pub const TERM_KEY: &str = "/skiff/controllers/term";
 pub const RENEW_KEY: &str = "/skiff/controllers/renew";
@@ -77,23 +75,11 @@ pub fn holder(replica: &Replica) -> String {
 }
 
 fn put(key: &str, value: &str) -> RequestOp {
-    RequestOp {
-        request: Some(request_op::Request::RequestPut(PutRequest {
-            key: key.as_bytes().to_vec(),
-            value: value.as_bytes().to_vec(),
-            ..Default::default()
-        })),
-    }
+    put_op(key, value.as_bytes().to_vec())
 }
 
 fn mod_is(key: &str, revision: i64) -> Compare {
-    Compare {
-        result: compare::CompareResult::Equal as i32,
-        target: compare::CompareTarget::Mod as i32,
-        key: key.as_bytes().to_vec(),
-        range_end: Vec::new(),
-        target_union: Some(compare::TargetUnion::ModRevision(revision)),
-    }
+    cmp_key(key, compare::CompareTarget::Mod, revision)
 }
 
 /// Runs `compare` then `success`; the revision written, or None when a compare failed or the

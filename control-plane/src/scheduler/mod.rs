@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use skiff_api::pb::WriteRequest;
 use skiff_api::{object, Kind};
 
+use crate::apiserver::admission::now;
 use crate::apiserver::registry::{Also, Stored};
 use crate::apiserver::ApiService;
 use crate::controllers::election::Leadership;
@@ -23,13 +24,6 @@ use plan::Decision;
 
 /// Pods bound per transaction.
 const BATCH: usize = 200;
-
-fn now() -> String {
-    jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
-}
 
 fn set_condition(pod: &mut Value, status: &str, reason: Option<&str>, message: Option<&str>) {
     let mut cond = json!({"type": "PodScheduled", "status": status, "lastTransitionTime": now()});
