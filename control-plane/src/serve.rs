@@ -11,6 +11,7 @@ use skiff_api::pb::api_server::ApiServer;
 use crate::apiserver::registry::{Registry, MAX_OBJECT_BYTES};
 use crate::apiserver::{namespaces, ApiService};
 use crate::config::{bind_addr, Args};
+use crate::controllers::cache::Cache;
 
 /// Largest Skiff API message: an object at its size limit, plus room for the request around it.
 const MAX_API_MESSAGE: usize = MAX_OBJECT_BYTES + 512 * 1024;
@@ -41,22 +42,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             leading,
         ))
     });
-    let gc = tokio::spawn(crate::controllers::gc::run(
-        api_service.clone(),
-        leadership.clone(),
-    ));
-    let ipam = tokio::spawn(crate::controllers::ipam::run(
-        api_service.clone(),
-        leadership.clone(),
-    ));
-    let scheduler = tokio::spawn(crate::scheduler::run(
-        api_service.clone(),
-        leadership.clone(),
-    ));
-    let replicasets = tokio::spawn(crate::controllers::replicaset::run(
-        api_service.clone(),
+    let ctx = crate::controllers::Context {
+        api: api_service.clone(),
+        cache: Cache::start(store.replica.clone()),
         leadership,
-    ));
+    };
+    let loops = [
+        tokio::spawn(crate::controllers::gc::run(ctx.clone())),
+        tokio::spawn(crate::controllers::ipam::run(ctx.clone())),
+        tokio::spawn(crate::scheduler::run(ctx.clone())),
+        tokio::spawn(crate::controllers::replicaset::run(ctx.clone())),
+        tokio::spawn(crate::controllers::deployment::run(ctx.clone())),
+    ];
     let mut servers = Vec::new();
     for listener in listeners {
         let api = ApiServer::from_arc(api_service.clone())
@@ -78,10 +75,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     tracing::info!("shutting down");
     built_in.abort();
-    gc.abort();
-    ipam.abort();
-    scheduler.abort();
-    replicasets.abort();
+    for l in loops {
+        l.abort();
+    }
     if let Some(election) = election {
         election.abort();
     }

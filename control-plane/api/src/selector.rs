@@ -167,6 +167,63 @@ impl LabelSelector {
         )
     }
 
+    /// The selector a `metav1.LabelSelector` object (`matchLabels` and `matchExpressions`)
+    /// stands for. Errors name the offending expression.
+    pub fn from_spec(spec: &Value) -> Result<Self, String> {
+        let mut reqs: Vec<Requirement> = object::string_map(spec.get("matchLabels"))
+            .into_iter()
+            .map(|(k, v)| Requirement::Equals(k, v))
+            .collect();
+        let exprs = spec
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for (i, e) in exprs.iter().enumerate() {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
+            let values: Vec<String> = e
+                .get("values")
+                .and_then(Value::as_array)
+                .map(|vs| {
+                    vs.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let op = e
+                .get("operator")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let path = format!("matchExpressions[{i}]");
+            if key.is_empty() {
+                return Err(format!("{path}.key: Required value"));
+            }
+            let req = match op {
+                "In" | "NotIn" if values.is_empty() => {
+                    return Err(format!(
+                        "{path}.values: Required value: must be specified when `operator` is 'In' or 'NotIn'"
+                    ))
+                }
+                "In" => Requirement::In(key.into(), values),
+                "NotIn" => Requirement::NotIn(key.into(), values),
+                "Exists" | "DoesNotExist" if !values.is_empty() => {
+                    return Err(format!(
+                        "{path}.values: Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"
+                    ))
+                }
+                "Exists" => Requirement::Exists(key.into()),
+                "DoesNotExist" => Requirement::DoesNotExist(key.into()),
+                other => {
+                    return Err(format!(
+                        "{path}.operator: Unsupported value: {other:?}: supported values: \"In\", \"NotIn\", \"Exists\", \"DoesNotExist\""
+                    ))
+                }
+            };
+            reqs.push(req);
+        }
+        Ok(LabelSelector(reqs))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -150,7 +150,8 @@ fn encode(object: &Value) -> Result<Vec<u8>, ApiError> {
     Ok(bytes)
 }
 
-fn decode(value: &[u8], revision: i64) -> Result<Stored, ApiError> {
+/// A stored value read back as an object at `revision`.
+pub fn decode(value: &[u8], revision: i64) -> Result<Stored, ApiError> {
     let object: Value = serde_json::from_slice(value)
         .map_err(|e| ApiError::new(Reason::Internal, format!("stored object unreadable: {e}")))?;
     Ok(Stored {

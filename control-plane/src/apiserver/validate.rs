@@ -235,26 +235,20 @@ fn selector_and_template(spec: &Value, restart: &[&str], errs: &mut Errors) {
     );
     match selector {
         None => errs.required("spec.selector"),
-        Some(sel) => {
-            let match_labels = string_map(sel.get("matchLabels"));
-            let has_expressions = sel
-                .get("matchExpressions")
-                .and_then(Value::as_array)
-                .is_some_and(|e| !e.is_empty());
-            if match_labels.is_empty() && !has_expressions {
-                errs.invalid(
-                    "spec.selector",
-                    sel,
-                    "empty selector is invalid for deployment",
-                );
-            } else if !LabelSelector::from_map(&match_labels).matches(&template_labels) {
-                errs.invalid(
-                    "spec.template.metadata.labels",
-                    &serde_json::to_value(&template_labels).unwrap_or_default(),
-                    "`selector` does not match template `labels`",
-                );
-            }
-        }
+        Some(sel) => match LabelSelector::from_spec(sel) {
+            Err(e) => errs.invalid("spec.selector", sel, &e),
+            Ok(parsed) if parsed.is_empty() => errs.invalid(
+                "spec.selector",
+                sel,
+                "empty selector is invalid for deployment",
+            ),
+            Ok(parsed) if !parsed.matches(&template_labels) => errs.invalid(
+                "spec.template.metadata.labels",
+                &serde_json::to_value(&template_labels).unwrap_or_default(),
+                "`selector` does not match template `labels`",
+            ),
+            Ok(_) => {}
+        },
     }
     if let Some(r) = spec.get("replicas").and_then(Value::as_i64) {
         if r < 0 {

@@ -4,22 +4,20 @@
 //! removed once none remain); dependents of an owner deleted with the orphan policy lose their
 //! reference to it (and the owner's `orphan` finalizer is removed).
 //!
-//! `plan` is pure; `run` lists everything after each change (at most every 200 ms, and at
-//! least every 10 s) and carries the plan out with the election's fence, ignoring conflicts
-//! (the next pass decides again).
+//! `plan` is pure; `run` plans over the whole cache after each change (and at least every
+//! 10 s) and carries the plan out with the election's fence, ignoring conflicts (the next pass
+//! decides again).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use skiff_api::pb::{DeleteRequest, WriteRequest};
 use skiff_api::{object, Kind};
 
+use super::cache::Cache;
+use super::runner::Pass;
+use super::Context;
 use crate::apiserver::deletion::{finalizers, FOREGROUND, ORPHAN};
-use crate::apiserver::registry::Also;
-use crate::apiserver::ApiService;
-use crate::controllers::election::Leadership;
 
 /// One change the collector makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,45 +143,28 @@ pub fn plan(objects: &[(Kind, Value)]) -> Vec<Action> {
 }
 
 /// Every stored object with its kind.
-async fn everything(api: &ApiService) -> Option<Vec<(Kind, Value)>> {
-    let prefixes: Vec<String> = skiff_api::kinds::KINDS
+fn everything(cache: &Cache) -> Vec<(Kind, Value)> {
+    cache
+        .under(skiff_api::kinds::REGISTRY)
         .iter()
-        .map(|k| k.prefix(None))
-        .collect();
-    let items = api.registry().list_many(&prefixes).await.ok()?;
-    Some(
-        items
-            .into_iter()
-            .filter_map(|s| {
-                let kind = Kind::of(object::api_version(&s.object), object::kind(&s.object))?;
-                Some((kind, s.object))
-            })
-            .collect(),
-    )
+        .filter_map(|s| {
+            let kind = Kind::of(object::api_version(&s.object), object::kind(&s.object))?;
+            Some((kind, s.object.clone()))
+        })
+        .collect()
 }
 
-async fn carry_out(api: &ApiService, action: Action, fence: &Also) {
+async fn carry_out(pass: &Pass, action: Action) {
     let result = match &action {
         Action::Delete {
             kind,
             namespace,
             name,
             propagation,
-        } => api
-            .delete_fenced(
-                DeleteRequest {
-                    api_version: kind.api_version.into(),
-                    kind: kind.kind.into(),
-                    namespace: namespace.clone(),
-                    name: name.clone(),
-                    resource_version: String::new(),
-                    grace_period_seconds: -1,
-                    propagation_policy: propagation.to_string(),
-                },
-                fence,
-            )
-            .await
-            .map(|_| ()),
+        } => {
+            pass.delete_with(kind, namespace, name, -1, propagation)
+                .await
+        }
         Action::DropOwners {
             kind,
             namespace,
@@ -196,7 +177,7 @@ async fn carry_out(api: &ApiService, action: Action, fence: &Also) {
             name,
             ..
         } => {
-            let Ok(Some(live)) = api.registry().get(&kind.key(namespace, name)).await else {
+            let Some(live) = pass.cache.get(kind, namespace, name) else {
                 return;
             };
             let mut next = live.object.clone();
@@ -222,19 +203,7 @@ async fn carry_out(api: &ApiService, action: Action, fence: &Also) {
                     Action::Delete { .. } => {}
                 }
             }
-            match serde_json::to_vec(&next) {
-                Ok(bytes) => api
-                    .update_fenced(
-                        WriteRequest {
-                            object: bytes,
-                            default_namespace: namespace.clone(),
-                        },
-                        fence,
-                    )
-                    .await
-                    .map(|_| ()),
-                Err(_) => return,
-            }
+            pass.update(&next).await.map(|_| ())
         }
     };
     match result {
@@ -244,27 +213,19 @@ async fn carry_out(api: &ApiService, action: Action, fence: &Also) {
 }
 
 /// Runs the collector whenever this replica leads the controllers.
-pub async fn run(api: Arc<ApiService>, leadership: Leadership) {
+pub async fn run(ctx: Context) {
     // Node leases and events change all the time and own nothing worth a pass of their own.
     let watched: Vec<String> = skiff_api::kinds::KINDS
         .iter()
         .filter(|k| !matches!(k.kind, "Lease" | "Event"))
         .map(|k| k.prefix(None))
         .collect();
-    super::runner::run(
-        api,
-        leadership,
-        &watched,
-        Duration::from_secs(10),
-        |api, fence| async move {
-            let Some(objects) = everything(&api).await else {
-                return;
-            };
-            for action in plan(&objects) {
-                carry_out(&api, action, &fence).await;
-            }
-        },
-    )
+    super::runner::run(ctx, &watched, Duration::from_secs(10), |pass| async move {
+        for action in plan(&everything(&pass.cache)) {
+            carry_out(&pass, action).await;
+        }
+        None
+    })
     .await
 }
 

@@ -3,15 +3,12 @@
 //! fenced update carrying the Node's resourceVersion, so two assignments cannot race.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use skiff_api::pb::WriteRequest;
 use skiff_api::{object, Kind};
 
-use super::election::Leadership;
-use crate::apiserver::ApiService;
+use super::Context;
 
 /// The cluster's pod network; each node gets the /24 `10.244.<n>.0`.
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
@@ -52,18 +49,19 @@ pub fn plan(nodes: &[Value]) -> Vec<(String, String)> {
 }
 
 /// Assigns CIDRs whenever this replica leads the controllers.
-pub async fn run(api: Arc<ApiService>, leadership: Leadership) {
+pub async fn run(ctx: Context) {
     let nodes = Kind::named("nodes").expect("Node is served");
     super::runner::run(
-        api,
-        leadership,
+        ctx,
         &[nodes.prefix(None)],
         Duration::from_secs(10),
-        |api, fence| async move {
-            let Ok((items, _)) = api.registry().list(&nodes.prefix(None)).await else {
-                return;
-            };
-            let objects: Vec<Value> = items.into_iter().map(|s| s.object).collect();
+        |pass| async move {
+            let objects: Vec<Value> = pass
+                .cache
+                .list(&nodes, None)
+                .iter()
+                .map(|s| s.object.clone())
+                .collect();
             for (name, cidr) in plan(&objects) {
                 let Some(mut node) = objects.iter().find(|n| object::name(n) == name).cloned()
                 else {
@@ -71,18 +69,12 @@ pub async fn run(api: Arc<ApiService>, leadership: Leadership) {
                 };
                 node["spec"]["podCIDR"] = json!(cidr);
                 node["spec"]["podCIDRs"] = json!([cidr]);
-                let Ok(bytes) = serde_json::to_vec(&node) else {
-                    continue;
-                };
-                let req = WriteRequest {
-                    object: bytes,
-                    default_namespace: String::new(),
-                };
-                match api.update_fenced(req, &fence).await {
+                match pass.update(&node).await {
                     Ok(_) => tracing::info!(node = %name, %cidr, "assigned pod CIDR"),
                     Err(e) => tracing::debug!(node = %name, %e, "pod CIDR not assigned yet"),
                 }
             }
+            None
         },
     )
     .await

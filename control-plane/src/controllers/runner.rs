@@ -1,66 +1,61 @@
 //! The loop every controller shares: after each burst of changes under the watched prefixes
-//! (the store's change feed over `/registry/`, settled for 200 ms), at least every `resync`,
-//! and at once when elected, if this replica leads the controllers, run one pass with the
-//! election's fence.
+//! (seen through the cache, settled for `SETTLE`), at least every `resync` (or sooner when the
+//! last pass asked to be run again), and at once when elected, if this replica leads the
+//! controllers, run one pass over a fresh cache with the election's fence.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_store::mvcc::key_range::KeyRange;
-use raft_store::watch::feed::{Feed, FeedError};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-use super::election::Leadership;
-use crate::apiserver::registry::{prefix_end, Also};
+use super::cache::Cache;
+use super::Context;
+use crate::apiserver::registry::Also;
 use crate::apiserver::ApiService;
 
 /// How long a burst of changes may settle before a pass.
-const SETTLE: Duration = Duration::from_millis(200);
+const SETTLE: Duration = Duration::from_millis(100);
 
-/// Runs `pass(api, fence)` whenever something under one of `prefixes` changed (and every
-/// `resync`), while this replica leads the controllers.
-pub async fn run<F, Fut>(
-    api: Arc<ApiService>,
-    leadership: Leadership,
-    prefixes: &[String],
-    resync: Duration,
-    pass: F,
-) where
-    F: Fn(Arc<ApiService>, Also) -> Fut,
-    Fut: Future<Output = ()>,
+/// What one pass works with.
+pub struct Pass {
+    pub api: Arc<ApiService>,
+    pub cache: Arc<Cache>,
+    /// Carried by every write of the pass.
+    pub fence: Also,
+}
+
+/// When a pass wants to run again regardless of changes (a deadline it is waiting for).
+pub type Again = Option<Duration>;
+
+/// Runs `pass` whenever something under one of `prefixes` changed (and every `resync`), while
+/// this replica leads the controllers.
+pub async fn run<F, Fut>(ctx: Context, prefixes: &[String], resync: Duration, pass: F)
+where
+    F: Fn(Pass) -> Fut,
+    Fut: Future<Output = Again>,
 {
-    let replica = api.registry().replica().clone();
-    let all = skiff_api::kinds::REGISTRY;
-    let feed_from_now = || {
-        let range = KeyRange::new(all.as_bytes(), &prefix_end(all));
-        let from = replica.sm.read().kv.current_rev() + 1;
-        Feed::new(replica.sm.clone(), range, from)
-    };
-    let mut feed = feed_from_now();
-    let mut every = tokio::time::interval(resync);
-    let mut leadership = leadership;
+    let mut changes = ctx.cache.subscribe();
+    let mut leadership = ctx.leadership.clone();
+    let mut wait = resync;
     loop {
         tokio::select! {
-            batch = feed.next() => {
-                match batch {
-                    Ok(batch) => {
-                        let relevant = batch.events.iter().any(|e| {
-                            prefixes.iter().any(|p| e.kv.key.starts_with(p.as_bytes()))
-                        });
+            msg = changes.recv() => {
+                match msg {
+                    Ok(keys) => {
+                        let relevant = keys
+                            .iter()
+                            .any(|k| prefixes.iter().any(|p| k.starts_with(p.as_str())));
                         if !relevant {
                             continue;
                         }
                     }
-                    Err(FeedError::Closed) => return,
-                    // Compacted: start over from now (each pass reads what it needs anyway).
-                    Err(_) => {
-                        feed = feed_from_now();
-                        continue;
-                    }
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
                 }
                 tokio::time::sleep(SETTLE).await;
             }
-            _ = every.tick() => {}
+            _ = tokio::time::sleep(wait) => {}
             // Newly elected: act at once.
             changed = leadership.changed() => {
                 if changed.is_err() {
@@ -71,6 +66,19 @@ pub async fn run<F, Fut>(
         let Some(fence) = leadership.borrow().clone() else {
             continue;
         };
-        pass(api.clone(), fence.also()).await;
+        if let Err(e) = ctx.cache.fresh().await {
+            tracing::debug!(%e, "controller pass postponed");
+            wait = Duration::from_millis(200);
+            continue;
+        }
+        // The pass sees everything announced so far.
+        while let Ok(_) | Err(TryRecvError::Lagged(_)) = changes.try_recv() {}
+        let again = pass(Pass {
+            api: ctx.api.clone(),
+            cache: ctx.cache.clone(),
+            fence: fence.also(),
+        })
+        .await;
+        wait = again.map_or(resync, |a| a.min(resync));
     }
 }

@@ -9,17 +9,15 @@ pub mod plan;
 pub mod quantity;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use skiff_api::pb::WriteRequest;
 use skiff_api::{object, Kind};
 
 use crate::apiserver::admission::now;
-use crate::apiserver::registry::{Also, Stored};
-use crate::apiserver::ApiService;
-use crate::controllers::election::Leadership;
+use crate::apiserver::registry::Stored;
+use crate::controllers::runner::{Again, Pass};
+use crate::controllers::Context;
 use plan::Decision;
 
 /// Pods bound per transaction.
@@ -58,7 +56,7 @@ fn scheduled_message(pod: &Value) -> String {
         .to_string()
 }
 
-async fn bind(api: &ApiService, pods: &Kind, binds: &[(&Stored, String)], fence: &Also) {
+async fn bind(p: &Pass, pods: &Kind, binds: &[(&Stored, String)]) {
     for chunk in binds.chunks(BATCH) {
         let items: Vec<(String, Value, i64)> = chunk
             .iter()
@@ -70,7 +68,7 @@ async fn bind(api: &ApiService, pods: &Kind, binds: &[(&Stored, String)], fence:
                 (key, pod, stored.revision)
             })
             .collect();
-        match api.registry().update_many(&items, fence).await {
+        match p.api.registry().update_many(&items, &p.fence).await {
             Ok(_) => tracing::debug!(count = items.len(), "bound pods"),
             // Some pod changed meanwhile (or the fence failed): the next pass decides again.
             Err(e) => tracing::debug!(?e, "binding batch not written"),
@@ -78,70 +76,32 @@ async fn bind(api: &ApiService, pods: &Kind, binds: &[(&Stored, String)], fence:
     }
 }
 
-async fn mark_unschedulable(
-    api: &ApiService,
-    pods: &Kind,
-    stored: &Stored,
-    message: &str,
-    fence: &Also,
-) {
+async fn mark_unschedulable(p: &Pass, pods: &Kind, stored: &Stored, message: &str) {
     if scheduled_message(&stored.object) == message {
         return;
     }
     let mut pod = stored.object.clone();
     set_condition(&mut pod, "False", Some("Unschedulable"), Some(message));
     let key = pods.key(object::namespace(&pod), object::name(&pod));
-    if api
+    if p.api
         .registry()
-        .update(&key, &pod, stored.revision, fence)
+        .update(&key, &pod, stored.revision, &p.fence)
         .await
         .is_err()
     {
         return;
     }
-    let event = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {
-            "name": format!("{}.{:x}", object::name(&pod), rand::random::<u64>()),
-            "namespace": object::namespace(&pod)
-        },
-        "involvedObject": {
-            "apiVersion": "v1", "kind": "Pod",
-            "name": object::name(&pod), "namespace": object::namespace(&pod),
-            "uid": object::meta_str(&pod, "uid")
-        },
-        "reason": "FailedScheduling",
-        "message": message,
-        "type": "Warning",
-        "source": {"component": "default-scheduler"},
-        "firstTimestamp": now(), "lastTimestamp": now(), "count": 1
-    });
-    if let Ok(bytes) = serde_json::to_vec(&event) {
-        let req = WriteRequest {
-            object: bytes,
-            default_namespace: object::namespace(&pod).to_string(),
-        };
-        if let Err(e) = api.create_fenced(req, fence).await {
-            tracing::debug!(%e, "scheduling event not written");
-        }
-    }
+    p.event(&pod, true, "FailedScheduling", message, "default-scheduler")
+        .await;
 }
 
 /// One pass: read, plan, write.
-async fn pass(api: Arc<ApiService>, fence: Also) {
+async fn pass(p: Pass) -> Again {
     let nodes = Kind::named("nodes").expect("Node is served");
     let pods = Kind::named("pods").expect("Pod is served");
-    let Ok(all) = api
-        .registry()
-        .list_many(&[nodes.prefix(None), pods.prefix(None)])
-        .await
-    else {
-        return;
-    };
-    let (node_items, pod_items): (Vec<Stored>, Vec<Stored>) = all
-        .into_iter()
-        .partition(|s| object::kind(&s.object) == "Node");
-    let node_objects: Vec<Value> = node_items.into_iter().map(|s| s.object).collect();
+    let node_items = p.cache.list(&nodes, None);
+    let pod_items = p.cache.list(&pods, None);
+    let node_objects: Vec<Value> = node_items.iter().map(|s| s.object.clone()).collect();
     let pod_objects: Vec<Value> = pod_items.iter().map(|s| s.object.clone()).collect();
     let by_name: BTreeMap<(String, String), &Stored> = pod_items
         .iter()
@@ -151,7 +111,7 @@ async fn pass(api: Arc<ApiService>, fence: Also) {
                     object::namespace(&s.object).to_string(),
                     object::name(&s.object).to_string(),
                 ),
-                s,
+                s.as_ref(),
             )
         })
         .collect();
@@ -173,24 +133,18 @@ async fn pass(api: Arc<ApiService>, fence: Also) {
                 message,
             } => {
                 if let Some(stored) = by_name.get(&(namespace, name)) {
-                    mark_unschedulable(&api, &pods, stored, &message, &fence).await;
+                    mark_unschedulable(&p, &pods, stored, &message).await;
                 }
             }
         }
     }
-    bind(&api, &pods, &binds, &fence).await;
+    bind(&p, &pods, &binds).await;
+    None
 }
 
 /// Schedules whenever this replica leads the controllers: after pod changes, and every second
 /// (for node changes).
-pub async fn run(api: Arc<ApiService>, leadership: Leadership) {
+pub async fn run(ctx: Context) {
     let pods = Kind::named("pods").expect("Pod is served");
-    crate::controllers::runner::run(
-        api,
-        leadership,
-        &[pods.prefix(None)],
-        Duration::from_secs(1),
-        pass,
-    )
-    .await
+    crate::controllers::runner::run(ctx, &[pods.prefix(None)], Duration::from_secs(1), pass).await
 }
