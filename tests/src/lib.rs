@@ -8,6 +8,8 @@ pub mod cli;
 pub mod cluster;
 pub mod etcdctl;
 pub mod history;
+pub mod hollow;
 pub mod netns;
+pub mod pod_tracker;
 pub mod wait;
 pub mod workload;

@@ -168,21 +168,7 @@ async fn hollow_nodes_register_run_pods_and_go_silent_when_stopped() {
 }
 
 fn start_agent(cluster: &Cluster, count: usize) -> std::process::Child {
-    let log = std::fs::File::create(cluster.root().join("agent.log")).unwrap();
-    Command::new(tests::bins::bin("skiff-agent"))
-        .args([
-            "--endpoints",
-            &cluster.endpoints(),
-            "--hollow",
-            &count.to_string(),
-            "--name",
-            "hn",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap()
+    tests::hollow::start(cluster, count, "hn", &[])
 }
 
 fn pending_pod(name: &str, cpu: &str) -> Value {
