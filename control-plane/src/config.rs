@@ -87,6 +87,14 @@ pub struct Args {
     /// write to the store continuously). `false` makes a store-and-API-only replica.
     #[arg(long, env = "SKIFF_CONTROLLERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub controllers: bool,
+    /// Seconds a node may go without renewing its Lease before it is marked NotReady
+    /// (Kubernetes: 40).
+    #[arg(long, env = "SKIFF_NODE_MONITOR_GRACE_PERIOD", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub node_monitor_grace_period: u64,
+    /// Seconds after a node turned NotReady before its pods are evicted, for pods that do not
+    /// say otherwise in a toleration (Kubernetes: 300).
+    #[arg(long, env = "SKIFF_POD_EVICTION_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..))]
+    pub pod_eviction_timeout: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -46,6 +46,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         api: api_service.clone(),
         cache: Cache::start(store.replica.clone()),
         leadership,
+        node_lifecycle: crate::controllers::nodelifecycle::Settings {
+            grace: std::time::Duration::from_secs(args.node_monitor_grace_period),
+            eviction: std::time::Duration::from_secs(args.pod_eviction_timeout),
+        },
     };
     let loops = [
         tokio::spawn(crate::controllers::gc::run(ctx.clone())),
@@ -53,6 +57,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(crate::scheduler::run(ctx.clone())),
         tokio::spawn(crate::controllers::replicaset::run(ctx.clone())),
         tokio::spawn(crate::controllers::deployment::run(ctx.clone())),
+        tokio::spawn(crate::controllers::nodelifecycle::run(ctx.clone())),
     ];
     let mut servers = Vec::new();
     for listener in listeners {

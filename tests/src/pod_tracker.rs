@@ -26,7 +26,10 @@ pub struct PodTracker {
 }
 
 fn uid(pod: &Value) -> String {
-    pod["metadata"]["uid"].as_str().unwrap_or_default().to_string()
+    pod["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn node(pod: &Value) -> &str {
@@ -120,7 +123,8 @@ pub fn is_active(pod: &Value) -> bool {
 /// Active and Ready.
 pub fn is_ready(pod: &Value) -> bool {
     is_active(pod)
-        && pod["status"]["conditions"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        && pod["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }

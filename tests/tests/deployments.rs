@@ -89,8 +89,11 @@ fn within(max_active: usize, min_ready: usize) -> impl Fn(&Pods) -> Option<Strin
     move |pods: &Pods| {
         let active = pods.values().filter(|p| is_active(p)).count();
         let ready = pods.values().filter(|p| is_ready(p)).count();
-        (active > max_active || ready < min_ready)
-            .then(|| format!("{active} active pods (at most {max_active}), {ready} ready (at least {min_ready})"))
+        (active > max_active || ready < min_ready).then(|| {
+            format!(
+                "{active} active pods (at most {max_active}), {ready} ready (at least {min_ready})"
+            )
+        })
     }
 }
 
@@ -109,14 +112,18 @@ async fn rolling_updates_keep_their_limits_roll_back_pause_and_scale() {
     assert_eq!(revision(&d), "1");
     let first_sets = replica_sets(&client).await;
     assert_eq!(first_sets.len(), 1);
-    let first = first_sets[0]["metadata"]["name"].as_str().unwrap().to_string();
+    let first = first_sets[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let hash = first_sets[0]["metadata"]["labels"]["pod-template-hash"]
         .as_str()
         .unwrap();
     assert_eq!(first, format!("web-{hash}"));
 
     // The update: never more than 5 pods, never fewer than 3 ready.
-    let tracker = PodTracker::start(&cluster.client_urls(), "default", "app=web", within(5, 3)).await;
+    let tracker =
+        PodTracker::start(&cluster.client_urls(), "default", "app=web", within(5, 3)).await;
     client
         .apply(&deployment(4, "web:2", rolling(1, 1)), "default")
         .await
@@ -166,18 +173,22 @@ async fn rolling_updates_keep_their_limits_roll_back_pause_and_scale() {
     paused["spec"]["paused"] = json!(true);
     client.apply(&paused, "default").await.unwrap();
     tests::cli::ok(&eps, &["scale", "deployment/web", "--replicas=6"]);
-    wait::until("the paused deployment to scale", Duration::from_secs(30), || {
-        let client = &client;
-        async move {
-            let d = client
-                .get(&Kind::named("deployments").unwrap(), "default", "web")
-                .await
-                .ok()?;
-            (d["status"]["availableReplicas"] == 6
-                && d["status"]["observedGeneration"] == d["metadata"]["generation"])
-                .then_some(())
-        }
-    })
+    wait::until(
+        "the paused deployment to scale",
+        Duration::from_secs(30),
+        || {
+            let client = &client;
+            async move {
+                let d = client
+                    .get(&Kind::named("deployments").unwrap(), "default", "web")
+                    .await
+                    .ok()?;
+                (d["status"]["availableReplicas"] == 6
+                    && d["status"]["observedGeneration"] == d["metadata"]["generation"])
+                    .then_some(())
+            }
+        },
+    )
     .await;
     assert_eq!(replica_sets(&client).await.len(), 2);
     let d = client
@@ -207,11 +218,16 @@ async fn recreate_never_runs_old_and_new_pods_together() {
         .await
         .unwrap();
     rolled_out(&client, 3, "web:1").await;
-    let tracker = PodTracker::start(&cluster.client_urls(), "default", "app=web", |pods: &Pods| {
-        let old = pods.values().filter(|p| image(p) == "web:1").count();
-        let new = pods.values().filter(|p| image(p) == "web:2").count();
-        (old > 0 && new > 0).then(|| format!("{old} old pods beside {new} new ones"))
-    })
+    let tracker = PodTracker::start(
+        &cluster.client_urls(),
+        "default",
+        "app=web",
+        |pods: &Pods| {
+            let old = pods.values().filter(|p| image(p) == "web:1").count();
+            let new = pods.values().filter(|p| image(p) == "web:2").count();
+            (old > 0 && new > 0).then(|| format!("{old} old pods beside {new} new ones"))
+        },
+    )
     .await;
     client
         .apply(&deployment(3, "web:2", recreate), "default")
@@ -244,30 +260,40 @@ async fn a_rollout_completes_when_the_controller_replica_is_killed() {
     client.apply(&web("web:1"), "default").await.unwrap();
     rolled_out(&client, 6, "web:1").await;
 
-    let tracker = PodTracker::start(&cluster.client_urls(), "default", "app=web", within(8, 5)).await;
+    let tracker =
+        PodTracker::start(&cluster.client_urls(), "default", "app=web", within(8, 5)).await;
     client.apply(&web("web:2"), "default").await.unwrap();
     // Mid-rollout: some new pods ready, some old ones still there.
     let pods = Kind::named("pods").unwrap();
-    wait::until("the rollout to be half-way", Duration::from_secs(60), || {
-        let client = &client;
-        let pods = &pods;
-        async move {
-            let list = client.list(pods, Some("default"), "app=web", "").await.ok()?;
-            let ready_new = list
-                .items
-                .iter()
-                .filter(|p| is_ready(p) && image(p) == "web:2")
-                .count();
-            let old = list
-                .items
-                .iter()
-                .filter(|p| is_active(p) && image(p) == "web:1")
-                .count();
-            (ready_new >= 2 && old >= 2).then_some(())
-        }
-    })
+    wait::until(
+        "the rollout to be half-way",
+        Duration::from_secs(60),
+        || {
+            let client = &client;
+            let pods = &pods;
+            async move {
+                let list = client
+                    .list(pods, Some("default"), "app=web", "")
+                    .await
+                    .ok()?;
+                let ready_new = list
+                    .items
+                    .iter()
+                    .filter(|p| is_ready(p) && image(p) == "web:2")
+                    .count();
+                let old = list
+                    .items
+                    .iter()
+                    .filter(|p| is_active(p) && image(p) == "web:1")
+                    .count();
+                (ready_new >= 2 && old >= 2).then_some(())
+            }
+        },
+    )
     .await;
-    let holder = controller_holder(&client).await.expect("a controller holder");
+    let holder = controller_holder(&client)
+        .await
+        .expect("a controller holder");
     let index = cluster
         .members
         .iter()

@@ -425,7 +425,10 @@ pub fn plan(d: &Value, replica_sets: &[&Value], all_pods: &[&Value], now: jiff::
                     budget -= unhealthy;
                 }
             }
-            let available: i64 = old.iter().map(|s| s.available).sum::<i64>() + new_available;
+            // Available pods that stay: a set with more pods than its spec is about to lose
+            // the difference, and may lose available ones.
+            let available: i64 = old.iter().map(|s| s.available.min(s.spec)).sum::<i64>()
+                + new_available.min(new_spec);
             let mut spare = available - min_available;
             for (s, t) in old.iter().zip(targets.iter_mut()) {
                 if spare <= 0 {
@@ -852,6 +855,17 @@ mod tests {
             .writes
             .iter()
             .any(|w| matches!(w, Write::Update(rs) if rs["metadata"]["uid"] == "rs-2")));
+        // The old set is at 2 but its third pod is not deleted yet: that pod is as good as
+        // gone, so nothing more may go until the new set has more ready pods.
+        let mut rs1_two = rs1.clone();
+        rs1_two["spec"]["replicas"] = json!(2);
+        let mut rs2_two = rs2.clone();
+        rs2_two["spec"]["replicas"] = json!(2);
+        let mut new_pods = running(&v2, 2, 2, "rs-2", 2).1;
+        new_pods[1]["status"]["conditions"][0]["status"] = json!("False");
+        let refs: Vec<&Value> = pods1.iter().chain(new_pods.iter()).collect();
+        let p = plan(&v2, &[&rs1_two, &rs2_two], &refs, now());
+        assert!(p.writes.is_empty(), "{:?}", p.writes);
     }
 
     #[test]

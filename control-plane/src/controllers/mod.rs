@@ -8,6 +8,7 @@ pub mod deployment;
 pub mod election;
 pub mod gc;
 pub mod ipam;
+pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
 pub mod runner;
@@ -25,4 +26,5 @@ pub struct Context {
     pub api: Arc<ApiService>,
     pub cache: Arc<Cache>,
     pub leadership: Leadership,
+    pub node_lifecycle: nodelifecycle::Settings,
 }

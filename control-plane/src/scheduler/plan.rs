@@ -157,19 +157,8 @@ fn place(state: &mut NodeState, pod: &Value) {
 
 fn tolerates(pod: &Value, taint: &(String, String, String)) -> bool {
     let (key, value, effect) = taint;
-    if effect == "PreferNoSchedule" {
-        return true;
-    }
-    array(pod, "spec.tolerations").iter().any(|t| {
-        let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or_default();
-        let key_ok = s("key").is_empty() || s("key") == key;
-        let op_ok = match s("operator") {
-            "Exists" => true,
-            _ => s("value") == value,
-        };
-        let effect_ok = s("effect").is_empty() || s("effect") == effect;
-        key_ok && op_ok && effect_ok
-    })
+    effect == "PreferNoSchedule"
+        || crate::controllers::pods::toleration(pod, key, value, effect).is_some()
 }
 
 /// A nodeSelectorTerm's matchExpressions (and matchFields on metadata.name).
@@ -221,12 +210,16 @@ fn term_matches(term: &Value, node: &NodeState) -> bool {
     exprs_ok && fields_ok
 }
 
+/// The taint a cordoned node stands for; pods that tolerate it (DaemonSets') may go there.
+pub const UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
+
 /// Why `node` cannot take `pod`, in Kubernetes' words, or None if it can.
 fn misfit(pod: &Value, node: &NodeState) -> Option<String> {
     if !node.ready {
         return Some("node(s) were not ready".into());
     }
-    if node.unschedulable {
+    let unschedulable = (UNSCHEDULABLE.into(), String::new(), "NoSchedule".into());
+    if node.unschedulable && !tolerates(pod, &unschedulable) {
         return Some("node(s) were unschedulable".into());
     }
     let selector = object::string_map(object::field(pod, "spec.nodeSelector"));
