@@ -58,6 +58,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(crate::controllers::replicaset::run(ctx.clone())),
         tokio::spawn(crate::controllers::deployment::run(ctx.clone())),
         tokio::spawn(crate::controllers::nodelifecycle::run(ctx.clone())),
+        tokio::spawn(crate::controllers::endpoints::run(ctx.clone())),
     ];
     let mut servers = Vec::new();
     for listener in listeners {

@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod deployment;
 pub mod election;
+pub mod endpoints;
 pub mod gc;
 pub mod ipam;
 pub mod nodelifecycle;
