@@ -49,6 +49,9 @@ enum Command {
     Label(commands::modify::LabelArgs),
     /// Set the replicas of a deployment, replica set or stateful set.
     Scale(commands::modify::ScaleArgs),
+    /// Manage the rollout of a deployment: status, history, undo, restart, pause, resume.
+    #[command(subcommand)]
+    Rollout(commands::rollout::Command),
     /// Mark nodes unschedulable: no new pods go there.
     Cordon(commands::node::CordonArgs),
     /// Mark nodes schedulable again.
@@ -137,6 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Edit(args) => commands::edit::run(&ctx, &args).await,
         Command::Label(args) => commands::modify::label(&ctx, &args).await,
         Command::Scale(args) => commands::modify::scale(&ctx, &args).await,
+        Command::Rollout(command) => commands::rollout::run(&ctx, &command).await,
         Command::Cluster(command) => commands::cluster::run(&ctx, &command).await,
         Command::Cordon(args) => commands::node::cordon(&ctx, &args, true).await,
         Command::Uncordon(args) => commands::node::cordon(&ctx, &args, false).await,

@@ -15,7 +15,8 @@ pub struct Args {
     resources: Vec<String>,
 }
 
-fn map_lines(title: &str, map: &std::collections::BTreeMap<String, String>) -> String {
+/// `Title:        k=v` lines, one per entry (the title on the first), or `<none>`.
+pub(super) fn map_lines(title: &str, map: &std::collections::BTreeMap<String, String>) -> String {
     if map.is_empty() {
         return format!("{title:<14}<none>\n");
     }
@@ -27,7 +28,8 @@ fn map_lines(title: &str, map: &std::collections::BTreeMap<String, String>) -> S
     out
 }
 
-fn indent(text: &str) -> String {
+/// Every line of `text` indented by two spaces.
+pub(super) fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
 }
 

@@ -8,6 +8,7 @@ pub mod edit;
 pub mod get;
 pub mod modify;
 pub mod node;
+pub mod rollout;
 
 use skiff_api::{ApiError, Kind, Reason};
 

@@ -150,9 +150,15 @@ pub fn apply(kind: &str, obj: &mut Value) {
         }
         "Job" => {
             if let Some(spec) = child(obj, "spec") {
+                // Neither count given: one pod to completion. Parallelism alone: a work queue
+                // (no completions), as in Kubernetes.
+                if spec.get("parallelism").is_none() {
+                    default(spec, "completions", 1.into());
+                }
                 default(spec, "parallelism", 1.into());
-                default(spec, "completions", 1.into());
                 default(spec, "backoffLimit", 6.into());
+                default(spec, "completionMode", "NonIndexed".into());
+                default(spec, "suspend", false.into());
                 template(spec, true);
             }
         }

@@ -351,6 +351,38 @@ fn cron_schedule(s: &str) -> Result<(), String> {
     }
 }
 
+/// A Job spec's counts are not negative, and its completion mode is one Skiff runs.
+fn job_counts(spec: &Value, path: &str, errs: &mut Errors) {
+    for field in [
+        "parallelism",
+        "completions",
+        "backoffLimit",
+        "activeDeadlineSeconds",
+        "ttlSecondsAfterFinished",
+    ] {
+        if let Some(v) = spec.get(field).and_then(Value::as_i64) {
+            let positive = field == "activeDeadlineSeconds";
+            if v < 0 || (positive && v == 0) {
+                let why = if positive {
+                    "must be greater than 0"
+                } else {
+                    "must be greater than or equal to 0"
+                };
+                errs.invalid(format!("{path}.{field}"), &v.into(), why);
+            }
+        }
+    }
+    if let Some(mode) = str_at(spec, "completionMode") {
+        if mode != "NonIndexed" {
+            errs.invalid(
+                format!("{path}.completionMode"),
+                &mode.into(),
+                "Unsupported value: supported values: \"NonIndexed\" (Indexed jobs are not supported yet)",
+            );
+        }
+    }
+}
+
 /// Every problem with `obj` of `kind` (already defaulted); empty if valid.
 pub fn validate(kind: &str, obj: &Value) -> Vec<FieldError> {
     let mut errs = Errors::default();
@@ -367,12 +399,15 @@ pub fn validate(kind: &str, obj: &Value) -> Vec<FieldError> {
             None => errs.required("spec"),
         },
         "Job" => match spec {
-            Some(s) => pod_spec(
-                s.get("template").and_then(|t| t.get("spec")),
-                "spec.template.spec",
-                &["OnFailure", "Never"],
-                &mut errs,
-            ),
+            Some(s) => {
+                job_counts(s, "spec", &mut errs);
+                pod_spec(
+                    s.get("template").and_then(|t| t.get("spec")),
+                    "spec.template.spec",
+                    &["OnFailure", "Never"],
+                    &mut errs,
+                )
+            }
             None => errs.required("spec"),
         },
         "CronJob" => match spec {

@@ -4,11 +4,13 @@
 //! and every write they make carries that election's fence.
 
 pub mod cache;
+pub mod cron;
 pub mod deployment;
 pub mod election;
 pub mod endpoints;
 pub mod gc;
 pub mod ipam;
+pub mod job;
 pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;

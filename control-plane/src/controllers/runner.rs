@@ -37,7 +37,8 @@ where
 {
     let mut changes = ctx.cache.subscribe();
     let mut leadership = ctx.leadership.clone();
-    let mut wait = resync;
+    // When the next pass is due regardless of changes (kept across irrelevant changes).
+    let mut due = tokio::time::Instant::now() + resync;
     loop {
         tokio::select! {
             msg = changes.recv() => {
@@ -55,7 +56,7 @@ where
                 }
                 tokio::time::sleep(SETTLE).await;
             }
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep_until(due) => {}
             // Newly elected: act at once.
             changed = leadership.changed() => {
                 if changed.is_err() {
@@ -64,11 +65,12 @@ where
             }
         }
         let Some(fence) = leadership.borrow().clone() else {
+            due = tokio::time::Instant::now() + resync;
             continue;
         };
         if let Err(e) = ctx.cache.fresh().await {
             tracing::debug!(%e, "controller pass postponed");
-            wait = Duration::from_millis(200);
+            due = tokio::time::Instant::now() + Duration::from_millis(200);
             continue;
         }
         // The pass sees everything announced so far.
@@ -79,6 +81,6 @@ where
             fence: fence.also(),
         })
         .await;
-        wait = again.map_or(resync, |a| a.min(resync));
+        due = tokio::time::Instant::now() + again.map_or(resync, |a| a.min(resync));
     }
 }

@@ -1,0 +1,186 @@
+//! Jobs on hollow nodes, with the test acting as the node that finishes their pods: completions
+//! with parallelism (never more pods at once than allowed, every success counted once), the
+//! backoff limit, the active deadline, and deleting a Job with its pods.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use skiff_api::{Client, Kind};
+use tests::cluster::Cluster;
+use tests::pod_tracker::{is_active, PodTracker, Pods};
+use tests::wait;
+
+fn job(name: &str, completions: i64, parallelism: i64, extra: Value) -> Value {
+    let mut j = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "completions": completions, "parallelism": parallelism, "backoffLimit": 1,
+            "template": {"spec": {"restartPolicy": "Never",
+                                  "containers": [{"name": "c", "image": "busybox:1.36"}]}}
+        }
+    });
+    if let Some(m) = extra.as_object() {
+        for (k, v) in m {
+            j["spec"][k] = v.clone();
+        }
+    }
+    j
+}
+
+/// Finishes one running pod of job `name` with `phase`, as its node would; returns its name.
+async fn finish_one(client: &Client, name: &str, phase: &str) -> String {
+    let pods = Kind::named("pods").unwrap();
+    let selector = format!("job-name={name}");
+    loop {
+        let pod = wait::until(
+            &format!("a running pod of {name}"),
+            Duration::from_secs(30),
+            || async {
+                let list = client
+                    .list(&pods, Some("default"), &selector, "status.phase=Running")
+                    .await
+                    .ok()?;
+                list.items.into_iter().find(is_active)
+            },
+        )
+        .await;
+        let mut done = pod.clone();
+        let code = if phase == "Succeeded" { 0 } else { 1 };
+        done["status"]["phase"] = json!(phase);
+        done["status"]["containerStatuses"][0]["ready"] = json!(false);
+        done["status"]["containerStatuses"][0]["state"] = json!({"terminated": {"exitCode": code, "reason": if code == 0 {"Completed"} else {"Error"}}});
+        for c in done["status"]["conditions"].as_array_mut().unwrap() {
+            if c["type"] == "Ready" {
+                c["status"] = json!("False");
+            }
+        }
+        // The node may have moved it on meanwhile: take the next one then.
+        if client.update_status(&done, "default").await.is_ok() {
+            return pod["metadata"]["name"].as_str().unwrap().to_string();
+        }
+    }
+}
+
+async fn condition(client: &Client, name: &str, kind: &str) -> Value {
+    let jobs = Kind::named("jobs").unwrap();
+    wait::until(
+        &format!("{name} to be {kind}"),
+        Duration::from_secs(30),
+        || async {
+            let j = client.get(&jobs, "default", name).await.ok()?;
+            let found = j["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == kind && c["status"] == "True");
+            found.then_some(j)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_complete_fail_and_go_with_their_pods() {
+    let cluster = Cluster::start(3).await;
+    let mut agent = tests::hollow::start(&cluster, 2, "hn", &[]);
+    let client = Client::new(&cluster.client_urls()).unwrap();
+    let pods = Kind::named("pods").unwrap();
+
+    // Three completions, two at a time.
+    let tracker = PodTracker::start(
+        &cluster.client_urls(),
+        "default",
+        "job-name=pi",
+        |pods: &Pods| {
+            let active = pods.values().filter(|p| is_active(p)).count();
+            (active > 2).then(|| format!("{active} pods running at once"))
+        },
+    )
+    .await;
+    client
+        .create(&job("pi", 3, 2, json!({})), "default")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        finish_one(&client, "pi", "Succeeded").await;
+    }
+    let done = condition(&client, "pi", "Complete").await;
+    assert_eq!(done["status"]["succeeded"], 3);
+    assert!(done["status"]["completionTime"].is_string());
+    assert!(done["status"].get("uncountedTerminatedPods").is_none());
+    let found = tracker.stop();
+    assert!(found.violations.is_empty(), "{:#?}", found.violations);
+    let kept = client
+        .list(&pods, Some("default"), "job-name=pi", "")
+        .await
+        .unwrap();
+    assert_eq!(kept.items.len(), 3, "finished pods stay");
+    assert!(kept
+        .items
+        .iter()
+        .all(|p| p["status"]["phase"] == "Succeeded"
+            && p["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(|f| f.is_empty())));
+
+    // Two failures with backoffLimit 1: failed, the running pod deleted.
+    client
+        .create(&job("flaky", 1, 1, json!({})), "default")
+        .await
+        .unwrap();
+    finish_one(&client, "flaky", "Failed").await;
+    finish_one(&client, "flaky", "Failed").await;
+    let failed = condition(&client, "flaky", "Failed").await;
+    let reason = failed["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .unwrap()["reason"]
+        .clone();
+    assert_eq!(reason, "BackoffLimitExceeded");
+    assert_eq!(failed["status"]["failed"], 2);
+
+    // Past its deadline: failed, its pod deleted.
+    client
+        .create(
+            &job("slow", 1, 1, json!({"activeDeadlineSeconds": 2})),
+            "default",
+        )
+        .await
+        .unwrap();
+    let slow = condition(&client, "slow", "Failed").await;
+    let reason = slow["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Failed")
+        .unwrap()["reason"]
+        .clone();
+    assert_eq!(reason, "DeadlineExceeded");
+    wait::until(
+        "the slow job's pod to be gone",
+        Duration::from_secs(30),
+        || async {
+            let list = client
+                .list(&pods, Some("default"), "job-name=slow", "")
+                .await
+                .ok()?;
+            list.items.is_empty().then_some(())
+        },
+    )
+    .await;
+
+    // Deleting a Job deletes its pods, finished or not.
+    tests::cli::ok(&cluster.endpoints(), &["delete", "job", "pi"]);
+    wait::until("pi's pods to be gone", Duration::from_secs(30), || async {
+        let list = client
+            .list(&pods, Some("default"), "job-name=pi", "")
+            .await
+            .ok()?;
+        list.items.is_empty().then_some(())
+    })
+    .await;
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}
