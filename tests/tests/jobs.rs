@@ -184,3 +184,141 @@ async fn jobs_complete_fail_and_go_with_their_pods() {
     agent.kill().unwrap();
     agent.wait().unwrap();
 }
+
+async fn jobs_of(client: &Client, cronjob: &str) -> Vec<Value> {
+    let jobs = Kind::named("jobs").unwrap();
+    client
+        .list(&jobs, Some("default"), "", "")
+        .await
+        .map(|l| {
+            l.items
+                .into_iter()
+                .filter(|j| j["metadata"]["ownerReferences"][0]["name"] == cronjob)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_jobs_run_on_schedule_forbid_overlap_keep_history_and_catch_up() {
+    let cluster = Cluster::start(3).await;
+    let eps = cluster.endpoints();
+    let mut agent = tests::hollow::start(&cluster, 2, "hn", &[]);
+    let client = Client::new(&cluster.client_urls()).unwrap();
+    let template = json!({"spec": {"backoffLimit": 0, "template": {"spec": {
+        "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox:1.36"}]}}}});
+    // Every two seconds (Skiff's seconds field), never two at once, two successes kept.
+    let tick = json!({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "tick", "namespace": "default"},
+        "spec": {"schedule": "*/2 * * * * *", "concurrencyPolicy": "Forbid",
+                 "successfulJobsHistoryLimit": 2, "jobTemplate": template}
+    });
+    client.create(&tick, "default").await.unwrap();
+    let first = wait::until("the first run", Duration::from_secs(30), || async {
+        jobs_of(&client, "tick").await.into_iter().next()
+    })
+    .await;
+    let first_name = first["metadata"]["name"].as_str().unwrap().to_string();
+    let stamp: i64 = first_name.trim_start_matches("tick-").parse().unwrap();
+    assert_eq!(stamp % 2, 0, "named by its scheduled second");
+    // While it runs, later times are not started.
+    wait::until(
+        "a run held back by Forbid",
+        Duration::from_secs(30),
+        || async {
+            let events = tests::cli::ok(&eps, &["get", "events"]);
+            events.contains("JobAlreadyActive").then_some(())
+        },
+    )
+    .await;
+    assert_eq!(jobs_of(&client, "tick").await.len(), 1);
+
+    // Finish runs as they come; history keeps the last two.
+    for _ in 0..4 {
+        let running = jobs_of(&client, "tick").await;
+        let active: Vec<String> = running
+            .iter()
+            .filter(|j| {
+                j["status"]["conditions"]
+                    .as_array()
+                    .is_none_or(|c| c.is_empty())
+            })
+            .map(|j| j["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+        let name = match active.first() {
+            Some(n) => n.clone(),
+            None => {
+                wait::until("the next run", Duration::from_secs(30), || async {
+                    jobs_of(&client, "tick")
+                        .await
+                        .into_iter()
+                        .find(|j| {
+                            j["status"]["conditions"]
+                                .as_array()
+                                .is_none_or(|c| c.is_empty())
+                        })
+                        .map(|j| j["metadata"]["name"].as_str().unwrap().to_string())
+                })
+                .await
+            }
+        };
+        finish_one(&client, &name, "Succeeded").await;
+        condition(&client, &name, "Complete").await;
+    }
+    let kept = wait::until(
+        "history trimmed to two",
+        Duration::from_secs(30),
+        || async {
+            let done: Vec<Value> = jobs_of(&client, "tick")
+                .await
+                .into_iter()
+                .filter(|j| {
+                    j["status"]["conditions"]
+                        .as_array()
+                        .is_some_and(|c| c.iter().any(|c| c["type"] == "Complete"))
+                })
+                .collect();
+            (done.len() == 2).then_some(done)
+        },
+    )
+    .await;
+    assert!(kept
+        .iter()
+        .all(|j| j["metadata"]["name"] != first_name.as_str()));
+    let cj = client
+        .get(&Kind::named("cronjobs").unwrap(), "default", "tick")
+        .await
+        .unwrap();
+    assert!(cj["status"]["lastSuccessfulTime"].is_string());
+    assert!(cj["status"]["lastScheduleTime"].is_string());
+
+    // Missed times: a yearly job last run long ago starts its latest missed run at once.
+    let yearly = json!({
+        "apiVersion": "batch/v1", "kind": "CronJob",
+        "metadata": {"name": "yearly", "namespace": "default"},
+        "spec": {"schedule": "0 0 1 1 *", "suspend": true, "jobTemplate": template}
+    });
+    let mut made = client.create(&yearly, "default").await.unwrap().object;
+    made["status"] = json!({"lastScheduleTime": "2020-06-01T00:00:00Z"});
+    let made = client.update_status(&made, "default").await.unwrap().object;
+    let mut resumed = made.clone();
+    resumed["spec"]["suspend"] = json!(false);
+    client.update(&resumed, "default").await.unwrap();
+    let ran = wait::until("the missed yearly run", Duration::from_secs(30), || async {
+        jobs_of(&client, "yearly").await.into_iter().next()
+    })
+    .await;
+    let now_year: i16 = jiff::Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .year();
+    let latest: jiff::Timestamp = format!("{now_year}-01-01T00:00:00Z").parse().unwrap();
+    assert_eq!(
+        ran["metadata"]["name"],
+        format!("yearly-{}", latest.as_second() / 60),
+        "only the latest missed time runs"
+    );
+    assert_eq!(jobs_of(&client, "yearly").await.len(), 1);
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}

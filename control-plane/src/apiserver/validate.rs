@@ -325,32 +325,6 @@ fn service(spec: &Value, errs: &mut Errors) {
     }
 }
 
-/// A five-field cron schedule (or one of the @ macros).
-fn cron_schedule(s: &str) -> Result<(), String> {
-    if s.starts_with('@') {
-        return match s {
-            "@yearly" | "@annually" | "@monthly" | "@weekly" | "@daily" | "@midnight"
-            | "@hourly" => Ok(()),
-            _ => Err(format!("unrecognized descriptor: {s}")),
-        };
-    }
-    let fields: Vec<&str> = s.split_whitespace().collect();
-    if fields.len() != 5 {
-        return Err(format!(
-            "expected exactly 5 fields, found {}: {s}",
-            fields.len()
-        ));
-    }
-    let ok = |f: &str| {
-        f.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | ',' | '-' | '?'))
-    };
-    match fields.iter().find(|f| !ok(f)) {
-        Some(bad) => Err(format!("invalid field {bad:?} in {s}")),
-        None => Ok(()),
-    }
-}
-
 /// A Job spec's counts are not negative, and its completion mode is one Skiff runs.
 fn job_counts(spec: &Value, path: &str, errs: &mut Errors) {
     for field in [
@@ -415,10 +389,18 @@ pub fn validate(kind: &str, obj: &Value) -> Vec<FieldError> {
                 match str_at(s, "schedule") {
                     None | Some("") => errs.required("spec.schedule"),
                     Some(sched) => {
-                        if let Err(why) = cron_schedule(sched) {
-                            errs.invalid("spec.schedule", &sched.into(), why);
+                        if let Err(why) = crate::cron::parse(sched) {
+                            errs.invalid("spec.schedule", &sched.into(), why.to_string());
                         }
                     }
+                }
+                if let Some(zone) = str_at(s, "timeZone") {
+                    if let Err(why) = crate::cron::parse_time_zone(zone) {
+                        errs.invalid("spec.timeZone", &zone.into(), why.to_string());
+                    }
+                }
+                if let Some(job_spec) = s.get("jobTemplate").and_then(|j| j.get("spec")) {
+                    job_counts(job_spec, "spec.jobTemplate.spec", &mut errs);
                 }
                 pod_spec(
                     s.get("jobTemplate")
@@ -507,9 +489,30 @@ mod tests {
     }
 
     #[test]
-    fn cron_schedules_have_five_fields() {
-        assert!(cron_schedule("*/5 * * * *").is_ok());
-        assert!(cron_schedule("@hourly").is_ok());
-        assert!(cron_schedule("* * *").is_err());
+    fn cron_jobs_need_a_schedule_and_zone_that_parse() {
+        let cj = |schedule: &str, zone: &str| {
+            json!({"metadata": {"name": "c"}, "spec": {"schedule": schedule, "timeZone": zone,
+                "jobTemplate": {"spec": {"template": {"spec": {"restartPolicy": "Never",
+                    "containers": [{"name": "c", "image": "x"}]}}}}}})
+        };
+        assert!(validate("CronJob", &cj("*/5 * * * *", "UTC")).is_empty());
+        let errs = invalid_message(
+            "CronJob",
+            "c",
+            &validate("CronJob", &cj("61 * * * *", "UTC")),
+        );
+        assert!(
+            errs.contains("spec.schedule: Invalid value: \"61 * * * *\": minute field \"61\""),
+            "{errs}"
+        );
+        let errs = invalid_message(
+            "CronJob",
+            "c",
+            &validate("CronJob", &cj("@hourly", "Mars/Base")),
+        );
+        assert!(
+            errs.contains("spec.timeZone: Invalid value: \"Mars/Base\""),
+            "{errs}"
+        );
     }
 }

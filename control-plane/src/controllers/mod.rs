@@ -4,7 +4,7 @@
 //! and every write they make carries that election's fence.
 
 pub mod cache;
-pub mod cron;
+pub mod cronjob;
 pub mod deployment;
 pub mod election;
 pub mod endpoints;

@@ -271,6 +271,11 @@ fn lookup_time_zone(db: &TimeZoneDatabase, name: &str) -> Result<TimeZone, CronE
 }
 
 impl Schedule {
+    /// Whether it may fire more than once a minute (a seconds field other than `0`).
+    pub fn sub_minute(&self) -> bool {
+        self.seconds != 1
+    }
+
     /// The first firing time strictly after `after`, reading the schedule as wall-clock time
     /// in `tz`. None if there is none within eight calendar years (e.g. `0 0 30 2 *`).
     pub fn next_after(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
