@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod election;
 pub mod endpoints;

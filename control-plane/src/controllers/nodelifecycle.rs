@@ -51,7 +51,13 @@ pub enum Action {
     PodNotReady(Value),
     /// Delete the pod (namespace, name, node).
     Evict(String, String, String),
+    /// Delete at once a pod bound to a node that no longer exists (namespace, name, node).
+    Collect(String, String, String),
 }
+
+/// How long a node must have been gone before the pods bound to it are deleted at once
+/// (Kubernetes' pod garbage collector waits the same).
+pub const ORPHAN_QUARANTINE: Duration = Duration::from_secs(40);
 
 fn ready_condition(node: &Value) -> Option<&Value> {
     pods::condition(node, "Ready")
@@ -128,11 +134,13 @@ fn stay(pod: &Value, default: Duration) -> Option<Duration> {
     }
 }
 
-/// What to do, given each node's Lease silence (as observed here) and the time.
+/// What to do, given each node's Lease silence and how long missing nodes have been gone (as
+/// observed here), and the time.
 pub fn plan(
     nodes: &[&Value],
     pods_list: &[&Value],
     silent: &BTreeMap<String, Duration>,
+    gone: &BTreeMap<String, Duration>,
     settings: Settings,
     now: jiff::Timestamp,
 ) -> (Vec<Action>, Again) {
@@ -149,6 +157,22 @@ pub fn plan(
             .unwrap_or_default();
         if !node.is_empty() {
             by_node.entry(node).or_default().push(p);
+        }
+    }
+    for (node, on_node) in &by_node {
+        let Some(missing) = gone.get(*node) else {
+            continue;
+        };
+        if *missing < ORPHAN_QUARANTINE {
+            soonest(ORPHAN_QUARANTINE - *missing);
+            continue;
+        }
+        for p in on_node {
+            actions.push(Action::Collect(
+                object::namespace(p).to_string(),
+                object::name(p).to_string(),
+                node.to_string(),
+            ));
         }
     }
     for node in nodes {
@@ -239,11 +263,14 @@ pub fn plan(
     (actions, again)
 }
 
-/// When this replica last saw each node's Lease change.
+/// When this replica last saw each node's Lease change, and since when bound pods have named
+/// nodes that do not exist.
 #[derive(Default)]
 struct Heard {
     /// node -> (lease resourceVersion, when it was first seen at that version)
     seen: BTreeMap<String, (String, Instant)>,
+    /// missing node -> when first seen missing
+    missing: BTreeMap<String, Instant>,
 }
 
 impl Heard {
@@ -268,6 +295,27 @@ impl Heard {
         }
         self.seen = next;
         out
+    }
+
+    /// How long each node that pods are bound to, but that does not exist, has been missing.
+    fn gone(&mut self, nodes: &[&Value], pods_list: &[&Value]) -> BTreeMap<String, Duration> {
+        let now = Instant::now();
+        let present: std::collections::BTreeSet<&str> =
+            nodes.iter().map(|n| object::name(n)).collect();
+        let mut next = BTreeMap::new();
+        for p in pods_list {
+            let node = object::field_string(p, "spec.nodeName");
+            if node.is_empty() || present.contains(node.as_str()) {
+                continue;
+            }
+            let since = self.missing.get(&node).copied().unwrap_or(now);
+            next.insert(node, since);
+        }
+        self.missing = next;
+        self.missing
+            .iter()
+            .map(|(n, t)| (n.clone(), now.duration_since(*t)))
+            .collect()
     }
 }
 
@@ -314,6 +362,14 @@ async fn carry_out(pass: &Pass, action: Action) {
                 tracing::debug!(pod = object::name(&pod), %e, "pod readiness not written");
             }
         }
+        Action::Collect(namespace, name, node) => {
+            match pass.delete_with(&pod_kind, &namespace, &name, 0, "").await {
+                Ok(()) => {
+                    tracing::info!(pod = %name, %node, "deleted a pod of a node that is gone")
+                }
+                Err(e) => tracing::debug!(pod = %name, %e, "orphan pod not deleted"),
+            }
+        }
         Action::Evict(namespace, name, node) => {
             match pass.delete(&pod_kind, &namespace, &name).await {
                 Ok(()) => {
@@ -348,7 +404,9 @@ pub async fn run(ctx: Context) {
     let reset = heard.clone();
     tokio::spawn(async move {
         while leadership.changed().await.is_ok() {
-            reset.lock().unwrap_or_else(|p| p.into_inner()).seen.clear();
+            let mut heard = reset.lock().unwrap_or_else(|p| p.into_inner());
+            heard.seen.clear();
+            heard.missing.clear();
         }
     });
     super::runner::run(
@@ -367,16 +425,20 @@ pub async fn run(ctx: Context) {
                     .iter()
                     .map(|s| (object::name(&s.object).to_string(), s.revision.to_string()))
                     .collect();
-                let silent = heard
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .silence(&node_refs, &lease_versions);
                 let pod_items = pass.cache.list(&pod_kind, None);
                 let pod_refs: Vec<&Value> = pod_items.iter().map(|s| &s.object).collect();
+                let (silent, gone) = {
+                    let mut heard = heard.lock().unwrap_or_else(|p| p.into_inner());
+                    (
+                        heard.silence(&node_refs, &lease_versions),
+                        heard.gone(&node_refs, &pod_refs),
+                    )
+                };
                 let (actions, again) = plan(
                     &node_refs,
                     &pod_refs,
                     &silent,
+                    &gone,
                     settings,
                     jiff::Timestamp::now(),
                 );
@@ -416,10 +478,45 @@ mod tests {
     }
 
     #[test]
+    fn pods_of_nodes_gone_past_the_quarantine_are_deleted_at_once() {
+        let p = pod("orphan", "ghost");
+        let fresh = BTreeMap::from([("ghost".to_string(), Duration::from_secs(5))]);
+        let (actions, again) = plan(
+            &[],
+            &[&p],
+            &BTreeMap::new(),
+            &fresh,
+            settings(),
+            at("2026-01-01T00:00:00Z"),
+        );
+        assert!(actions.is_empty());
+        assert_eq!(again, Some(Duration::from_secs(35)));
+        let old = BTreeMap::from([("ghost".to_string(), ORPHAN_QUARANTINE)]);
+        let (actions, _) = plan(
+            &[],
+            &[&p],
+            &BTreeMap::new(),
+            &old,
+            settings(),
+            at("2026-01-01T00:00:00Z"),
+        );
+        assert!(
+            matches!(&actions[..], [Action::Collect(_, name, node)] if name == "orphan" && node == "ghost")
+        );
+    }
+
+    #[test]
     fn a_silent_node_turns_not_ready_with_taints() {
         let n = node("n1");
         let silent = BTreeMap::from([("n1".to_string(), Duration::from_secs(11))]);
-        let (actions, _) = plan(&[&n], &[], &silent, settings(), at("2026-01-01T00:00:00Z"));
+        let (actions, _) = plan(
+            &[&n],
+            &[],
+            &silent,
+            &BTreeMap::new(),
+            settings(),
+            at("2026-01-01T00:00:00Z"),
+        );
         let [Action::NotReady(next)] = &actions[..] else {
             panic!("{actions:?}")
         };
@@ -435,7 +532,14 @@ mod tests {
         );
         // Not silent long enough: nothing, and a look again when it would be.
         let quiet = BTreeMap::from([("n1".to_string(), Duration::from_secs(4))]);
-        let (actions, again) = plan(&[&n], &[], &quiet, settings(), at("2026-01-01T00:00:00Z"));
+        let (actions, again) = plan(
+            &[&n],
+            &[],
+            &quiet,
+            &BTreeMap::new(),
+            settings(),
+            at("2026-01-01T00:00:00Z"),
+        );
         assert!(actions.is_empty());
         assert_eq!(again, Some(Duration::from_secs(6)));
     }
@@ -444,7 +548,14 @@ mod tests {
     fn pods_are_marked_not_ready_then_evicted_unless_they_tolerate() {
         let n = node("n1");
         let silent = BTreeMap::from([("n1".to_string(), Duration::from_secs(60))]);
-        let (actions, _) = plan(&[&n], &[], &silent, settings(), at("2026-01-01T00:00:00Z"));
+        let (actions, _) = plan(
+            &[&n],
+            &[],
+            &silent,
+            &BTreeMap::new(),
+            settings(),
+            at("2026-01-01T00:00:00Z"),
+        );
         let Action::NotReady(tainted) = &actions[0] else {
             panic!()
         };
@@ -459,6 +570,7 @@ mod tests {
             &[tainted],
             &pods,
             &silent,
+            &BTreeMap::new(),
             settings(),
             at("2026-01-01T00:00:10Z"),
         );
@@ -482,6 +594,7 @@ mod tests {
             &[tainted],
             &pods,
             &silent,
+            &BTreeMap::new(),
             settings(),
             at("2026-01-01T00:00:30Z"),
         );
@@ -498,6 +611,7 @@ mod tests {
             &[tainted],
             &[],
             &fresh,
+            &BTreeMap::new(),
             settings(),
             at("2026-01-01T00:01:00Z"),
         );
