@@ -62,6 +62,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(crate::controllers::job::run(ctx.clone())),
         tokio::spawn(crate::controllers::cronjob::run(ctx.clone())),
         tokio::spawn(crate::controllers::daemonset::run(ctx.clone())),
+        tokio::spawn(crate::controllers::statefulset::run(ctx.clone())),
     ];
     let mut servers = Vec::new();
     for listener in listeners {

@@ -144,6 +144,15 @@ pub fn apply(kind: &str, obj: &mut Value) {
                 default(spec, "revisionHistoryLimit", 10.into());
                 if let Some(strategy) = child(spec, "updateStrategy") {
                     default(strategy, "type", "RollingUpdate".into());
+                    if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
+                        if let Some(ru) = child(strategy, "rollingUpdate") {
+                            default(ru, "partition", 0.into());
+                        }
+                    }
+                }
+                if let Some(policy) = child(spec, "persistentVolumeClaimRetentionPolicy") {
+                    default(policy, "whenDeleted", "Retain".into());
+                    default(policy, "whenScaled", "Retain".into());
                 }
                 template(spec, false);
             }
@@ -213,6 +222,27 @@ mod tests {
         assert_eq!(pod["restartPolicy"], "Always");
         assert_eq!(pod["containers"][0]["imagePullPolicy"], "IfNotPresent");
         assert_eq!(pod["containers"][0]["ports"][0]["protocol"], "TCP");
+    }
+
+    #[test]
+    fn stateful_sets_get_ordered_rolling_updates_and_retained_claims() {
+        let mut s = json!({"spec": {"template": {"spec": {"containers": []}}}});
+        apply("StatefulSet", &mut s);
+        assert_eq!(s["spec"]["replicas"], 1);
+        assert_eq!(s["spec"]["podManagementPolicy"], "OrderedReady");
+        assert_eq!(
+            s["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+        );
+        assert_eq!(
+            s["spec"]["persistentVolumeClaimRetentionPolicy"],
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
+        );
+        let mut on_delete = json!({"spec": {"updateStrategy": {"type": "OnDelete"}}});
+        apply("StatefulSet", &mut on_delete);
+        assert!(on_delete["spec"]["updateStrategy"]
+            .get("rollingUpdate")
+            .is_none());
     }
 
     #[test]

@@ -357,6 +357,92 @@ fn job_counts(spec: &Value, path: &str, errs: &mut Errors) {
     }
 }
 
+/// A StatefulSet's own fields: its policies, counts, service name and claim templates.
+fn stateful_set(spec: &Value, errs: &mut Errors) {
+    let one_of = |errs: &mut Errors, path: &str, value: Option<&str>, supported: &[&str]| {
+        if let Some(v) = value.filter(|v| !supported.contains(v)) {
+            errs.unsupported(path, v, supported);
+        }
+    };
+    one_of(
+        errs,
+        "spec.podManagementPolicy",
+        str_at(spec, "podManagementPolicy"),
+        &["OrderedReady", "Parallel"],
+    );
+    let strategy = spec.get("updateStrategy");
+    let strategy_type = strategy.and_then(|s| str_at(s, "type"));
+    one_of(
+        errs,
+        "spec.updateStrategy.type",
+        strategy_type,
+        &["RollingUpdate", "OnDelete"],
+    );
+    if let Some(ru) = strategy.and_then(|s| s.get("rollingUpdate")) {
+        if strategy_type != Some("RollingUpdate") {
+            errs.invalid(
+                "spec.updateStrategy.rollingUpdate",
+                ru,
+                "only allowed for updateStrategy 'RollingUpdate'",
+            );
+        }
+    }
+    let policy = spec.get("persistentVolumeClaimRetentionPolicy");
+    for when in ["whenDeleted", "whenScaled"] {
+        one_of(
+            errs,
+            &format!("spec.persistentVolumeClaimRetentionPolicy.{when}"),
+            policy.and_then(|p| str_at(p, when)),
+            &["Retain", "Delete"],
+        );
+    }
+    let counts = [
+        ("spec.minReadySeconds", spec.get("minReadySeconds")),
+        (
+            "spec.updateStrategy.rollingUpdate.partition",
+            strategy
+                .and_then(|s| s.get("rollingUpdate"))
+                .and_then(|r| r.get("partition")),
+        ),
+        (
+            "spec.ordinals.start",
+            spec.get("ordinals").and_then(|o| o.get("start")),
+        ),
+    ];
+    for (path, v) in counts {
+        if let Some(n) = v.and_then(Value::as_i64).filter(|n| *n < 0) {
+            errs.invalid(path, &n.into(), "must be greater than or equal to 0");
+        }
+    }
+    if let Some(service) = str_at(spec, "serviceName").filter(|s| !s.is_empty()) {
+        if let Err(why) = dns_label(service) {
+            errs.invalid("spec.serviceName", &service.into(), why);
+        }
+    }
+    let templates = spec
+        .get("volumeClaimTemplates")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut names = BTreeSet::new();
+    for (i, t) in templates.iter().enumerate() {
+        let path = format!("spec.volumeClaimTemplates[{i}].metadata.name");
+        match t.get("metadata").and_then(|m| str_at(m, "name")) {
+            None | Some("") => errs.required(path),
+            Some(name) => {
+                if let Err(why) = dns_label(name) {
+                    errs.invalid(path, &name.into(), why);
+                } else if !names.insert(name) {
+                    errs.0.push(FieldError {
+                        path,
+                        detail: format!("Duplicate value: {name:?}"),
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// Every problem with `obj` of `kind` (already defaulted); empty if valid.
 pub fn validate(kind: &str, obj: &Value) -> Vec<FieldError> {
     let mut errs = Errors::default();
@@ -416,6 +502,9 @@ pub fn validate(kind: &str, obj: &Value) -> Vec<FieldError> {
         },
         _ => {}
     }
+    if let (Some(s), "StatefulSet") = (spec, kind) {
+        stateful_set(s, &mut errs);
+    }
     errs.0
 }
 
@@ -457,6 +546,66 @@ mod tests {
         assert!(errs[0]
             .to_string()
             .contains("`selector` does not match template `labels`"));
+    }
+
+    #[test]
+    fn stateful_sets_need_known_policies_and_dns_label_claim_names() {
+        let sts = |extra: Value| {
+            let mut s = json!({"metadata": {"name": "web"}, "spec": {
+                "selector": {"matchLabels": {"app": "web"}}, "serviceName": "web",
+                "podManagementPolicy": "OrderedReady",
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "x"}]}},
+                "volumeClaimTemplates": [{"metadata": {"name": "data"}}]
+            }});
+            for (k, v) in extra.as_object().into_iter().flatten() {
+                s["spec"][k] = v.clone();
+            }
+            validate("StatefulSet", &s)
+        };
+        assert!(sts(json!({})).is_empty(), "{:?}", sts(json!({})));
+        let text = |errs: Vec<FieldError>| -> Vec<String> {
+            errs.iter().map(ToString::to_string).collect()
+        };
+        assert_eq!(
+            text(sts(json!({"podManagementPolicy": "Random", "replicas": -1}))),
+            [
+                "spec.replicas: Invalid value: -1: must be greater than or equal to 0",
+                "spec.podManagementPolicy: Unsupported value: \"Random\": supported values: \"OrderedReady\", \"Parallel\""
+            ]
+        );
+        assert_eq!(
+            text(sts(json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": -2}}}))),
+            ["spec.updateStrategy.rollingUpdate.partition: Invalid value: -2: must be greater than or equal to 0"]
+        );
+        assert_eq!(
+            sts(json!({"updateStrategy": {"type": "OnDelete", "rollingUpdate": {}}})).len(),
+            1
+        );
+        assert_eq!(
+            sts(json!({"persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Keep"}}))[0].path,
+            "spec.persistentVolumeClaimRetentionPolicy.whenDeleted"
+        );
+        assert_eq!(
+            sts(json!({"serviceName": "Web.Svc"}))[0].path,
+            "spec.serviceName"
+        );
+        assert!(sts(json!({"serviceName": ""})).is_empty());
+        let claims = sts(json!({"volumeClaimTemplates": [
+            {"metadata": {"name": "data"}}, {"metadata": {"name": "data"}},
+            {"metadata": {"name": "Logs"}}, {"spec": {}}
+        ]}));
+        assert_eq!(
+            text(claims)
+                .iter()
+                .map(|e| e.split(": ").take(2).collect::<Vec<_>>().join(": "))
+                .collect::<Vec<_>>(),
+            [
+                "spec.volumeClaimTemplates[1].metadata.name: Duplicate value",
+                "spec.volumeClaimTemplates[2].metadata.name: Invalid value",
+                "spec.volumeClaimTemplates[3].metadata.name: Required value"
+            ]
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
 pub mod runner;
+pub mod statefulset;
 pub mod writes;
 
 use std::sync::Arc;
