@@ -95,6 +95,9 @@ pub struct Args {
     /// say otherwise in a toleration (Kubernetes: 300).
     #[arg(long, env = "SKIFF_POD_EVICTION_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..))]
     pub pod_eviction_timeout: u64,
+    /// The pod network, one /24 per node (a /16 holds 256 nodes, a /14 1,024).
+    #[arg(long, env = "SKIFF_CLUSTER_CIDR", default_value = crate::controllers::ipam::CLUSTER_CIDR, value_parser = crate::controllers::ipam::PodNetwork::parse)]
+    pub cluster_cidr: crate::controllers::ipam::PodNetwork,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -50,6 +50,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             grace: std::time::Duration::from_secs(args.node_monitor_grace_period),
             eviction: std::time::Duration::from_secs(args.pod_eviction_timeout),
         },
+        pod_network: args.cluster_cidr,
     };
     let loops = [
         tokio::spawn(crate::controllers::gc::run(ctx.clone())),

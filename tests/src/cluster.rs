@@ -250,6 +250,11 @@ impl Cluster {
         self.members[i].child = Some(child);
     }
 
+    /// The process id of member `i`, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL: the process gets no chance to flush anything.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {

@@ -79,6 +79,16 @@ async fn condition(client: &Client, name: &str, kind: &str) -> Value {
     .await
 }
 
+/// The reason of a Job's Failed condition.
+fn failed_reason(job: &Value) -> String {
+    job["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Failed"))
+        .and_then(|c| c["reason"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_complete_fail_and_go_with_their_pods() {
     let cluster = Cluster::start(3).await;
@@ -131,14 +141,7 @@ async fn jobs_complete_fail_and_go_with_their_pods() {
     finish_one(&client, "flaky", "Failed").await;
     finish_one(&client, "flaky", "Failed").await;
     let failed = condition(&client, "flaky", "Failed").await;
-    let reason = failed["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Failed")
-        .unwrap()["reason"]
-        .clone();
-    assert_eq!(reason, "BackoffLimitExceeded");
+    assert_eq!(failed_reason(&failed), "BackoffLimitExceeded");
     assert_eq!(failed["status"]["failed"], 2);
 
     // Past its deadline: failed, its pod deleted.
@@ -150,14 +153,7 @@ async fn jobs_complete_fail_and_go_with_their_pods() {
         .await
         .unwrap();
     let slow = condition(&client, "slow", "Failed").await;
-    let reason = slow["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Failed")
-        .unwrap()["reason"]
-        .clone();
-    assert_eq!(reason, "DeadlineExceeded");
+    assert_eq!(failed_reason(&slow), "DeadlineExceeded");
     wait::until(
         "the slow job's pod to be gone",
         Duration::from_secs(30),

@@ -286,16 +286,11 @@ pub fn revision_template(rs: &Value) -> Value {
         .cloned()
         .unwrap_or_else(|| json!({}));
     if let Some(cause) = object::annotations(rs).get(CHANGE_CAUSE) {
-        if !template.get("metadata").is_some_and(Value::is_object) {
-            template["metadata"] = json!({});
-        }
-        if !template["metadata"]
-            .get("annotations")
-            .is_some_and(Value::is_object)
-        {
-            template["metadata"]["annotations"] = json!({});
-        }
-        template["metadata"]["annotations"][CHANGE_CAUSE] = json!(cause);
+        object::set_in(
+            &mut template,
+            &["metadata", "annotations", CHANGE_CAUSE],
+            json!(cause),
+        );
     }
     template
 }
@@ -576,16 +571,11 @@ pub fn restarted(d: &Value, now: &str) -> anyhow::Result<Value> {
     let Some(template) = template.filter(|t| t.is_object()) else {
         bail!("deployment {:?} has no pod template", object::name(d));
     };
-    if !template.get("metadata").is_some_and(Value::is_object) {
-        template["metadata"] = json!({});
-    }
-    if !template["metadata"]
-        .get("annotations")
-        .is_some_and(Value::is_object)
-    {
-        template["metadata"]["annotations"] = json!({});
-    }
-    template["metadata"]["annotations"][RESTARTED_AT] = json!(now);
+    object::set_in(
+        template,
+        &["metadata", "annotations", RESTARTED_AT],
+        json!(now),
+    );
     Ok(next)
 }
 

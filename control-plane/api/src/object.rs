@@ -74,6 +74,31 @@ pub fn set_meta(obj: &mut Value, field: &str, value: Value) {
     }
 }
 
+/// Sets the value at `path` (`["spec", "template", "metadata", "labels", "app"]`), making each
+/// missing or non-object step along the way an empty object. Does nothing if `obj` itself is
+/// not an object.
+pub fn set_in(obj: &mut Value, path: &[&str], value: Value) {
+    let Some((last, steps)) = path.split_last() else {
+        return;
+    };
+    let mut at = obj;
+    for step in steps {
+        let Some(map) = at.as_object_mut() else {
+            return;
+        };
+        let next = map
+            .entry(step.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !next.is_object() {
+            *next = Value::Object(Map::new());
+        }
+        at = next;
+    }
+    if let Some(map) = at.as_object_mut() {
+        map.insert(last.to_string(), value);
+    }
+}
+
 /// The value at a dotted path (`spec.nodeName`), if present.
 pub fn field<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
     path.split('.').try_fold(obj, |v, part| v.get(part))
@@ -92,6 +117,24 @@ pub fn field_string(obj: &Value, path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn set_in_makes_the_path() {
+        let mut v = json!({"spec": {"template": "junk"}});
+        set_in(
+            &mut v,
+            &["spec", "template", "metadata", "labels", "a"],
+            json!("b"),
+        );
+        assert_eq!(
+            v,
+            json!({"spec": {"template": {"metadata": {"labels": {"a": "b"}}}}})
+        );
+        let mut not_object = json!(3);
+        set_in(&mut not_object, &["x"], json!(1));
+        assert_eq!(not_object, json!(3));
+    }
 
     #[test]
     fn reads_metadata_and_paths() {

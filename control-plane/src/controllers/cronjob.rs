@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use skiff_api::{object, Kind};
 
 use super::pods;
-use super::runner::{Again, Pass};
+use super::runner::{sooner, values, Again, Pass};
 use super::Context;
 use crate::cron;
 
@@ -76,10 +76,11 @@ pub fn job_for(cj: &Value, at: jiff::Timestamp, sub_minute: bool) -> Value {
     };
     metadata["name"] = json!(format!("{}-{stamp}", object::name(cj)));
     metadata["namespace"] = json!(object::namespace(cj));
-    if !metadata.get("annotations").is_some_and(Value::is_object) {
-        metadata["annotations"] = json!({});
-    }
-    metadata["annotations"][SCHEDULED_AT] = json!(at.to_string());
+    object::set_in(
+        &mut metadata,
+        &["annotations", SCHEDULED_AT],
+        json!(at.to_string()),
+    );
     metadata["ownerReferences"] = json!([pods::owner_ref(cj)]);
     json!({
         "apiVersion": "batch/v1", "kind": "Job",
@@ -225,30 +226,35 @@ pub fn plan(cj: &Value, jobs: &[&Value], now: jiff::Timestamp) -> Plan {
     }
 }
 
-async fn reconcile(pass: &Pass, cj: &Value, jobs: &[&Value]) -> Again {
+const COMPONENT: &str = "cronjob-controller";
+
+/// Deletes Job `name` of `cj` with its pods and records it; false if it could not.
+async fn delete_job(pass: &Pass, cj: &Value, name: &str) -> bool {
     let job_kind = Kind::named("jobs").expect("Job is served");
     let ns = object::namespace(cj);
+    match pass
+        .delete_with(&job_kind, ns, name, -1, "Background")
+        .await
+    {
+        Ok(()) => {
+            let msg = format!("Deleted job {name}");
+            pass.event(cj, false, "SuccessfulDelete", &msg, COMPONENT)
+                .await;
+            true
+        }
+        Err(e) => {
+            tracing::debug!(job = %name, %e, "job not deleted");
+            false
+        }
+    }
+}
+
+async fn reconcile(pass: &Pass, cj: &Value, jobs: &[&Value]) -> Again {
     let p = plan(cj, jobs, jiff::Timestamp::now());
-    let component = "cronjob-controller";
+    let component = COMPONENT;
     for name in &p.replace {
-        match pass
-            .delete_with(&job_kind, ns, name, -1, "Background")
-            .await
-        {
-            Ok(()) => {
-                pass.event(
-                    cj,
-                    false,
-                    "SuccessfulDelete",
-                    &format!("Deleted job {name}"),
-                    component,
-                )
-                .await
-            }
-            Err(e) => {
-                tracing::debug!(job = %name, %e, "active job not replaced");
-                return Some(Duration::from_millis(200));
-            }
+        if !delete_job(pass, cj, name).await {
+            return Some(Duration::from_millis(200));
         }
     }
     let mut status = p.status.clone();
@@ -282,22 +288,7 @@ async fn reconcile(pass: &Pass, cj: &Value, jobs: &[&Value]) -> Again {
         }
     }
     for name in &p.prune {
-        match pass
-            .delete_with(&job_kind, ns, name, -1, "Background")
-            .await
-        {
-            Ok(()) => {
-                pass.event(
-                    cj,
-                    false,
-                    "SuccessfulDelete",
-                    &format!("Deleted job {name}"),
-                    component,
-                )
-                .await
-            }
-            Err(e) => tracing::debug!(job = %name, %e, "old job not deleted"),
-        }
+        delete_job(pass, cj, name).await;
     }
     for (warning, reason, message) in &p.events {
         pass.event(cj, *warning, reason, message, component).await;
@@ -323,16 +314,14 @@ pub async fn run(ctx: Context) {
         Duration::from_secs(10),
         |pass| async move {
             let job_items = pass.cache.list(&jobs, None);
-            let job_refs: Vec<&Value> = job_items.iter().map(|s| &s.object).collect();
+            let job_refs = values(&job_items);
             let mut again: Again = None;
             for c in pass.cache.list(&cronjobs, None) {
                 if pods::is_terminating(&c.object) {
                     continue;
                 }
                 let owned = pods::owned_by(&c.object, job_refs.iter().copied());
-                if let Some(a) = reconcile(&pass, &c.object, &owned).await {
-                    again = Some(again.map_or(a, |x| x.min(a)));
-                }
+                again = sooner(again, reconcile(&pass, &c.object, &owned).await);
             }
             again
         },

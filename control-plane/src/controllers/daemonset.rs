@@ -18,7 +18,7 @@ use skiff_api::{object, Kind};
 
 use super::deployment::{int_or_percent, template_hash};
 use super::pods::{self, spec_int};
-use super::runner::{Again, Pass};
+use super::runner::{sooner, values, Again, Pass};
 use super::Context;
 
 pub const HASH_LABEL: &str = "controller-revision-hash";
@@ -345,7 +345,7 @@ pub async fn run(ctx: Context) {
         Duration::from_secs(10),
         |pass| async move {
             let node_items = pass.cache.list(&node_kind, None);
-            let nodes: Vec<&Value> = node_items.iter().map(|s| &s.object).collect();
+            let nodes = values(&node_items);
             let pod_items = pass.cache.list(&pod_kind, None);
             let mut by_owner: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
             for p in pod_items.iter().map(|s| &s.object) {
@@ -368,9 +368,7 @@ pub async fn run(ctx: Context) {
                             .collect()
                     })
                     .unwrap_or_default();
-                if let Some(a) = reconcile(&pass, ds, &nodes, &owned).await {
-                    again = Some(again.map_or(a, |x| x.min(a)));
-                }
+                again = sooner(again, reconcile(&pass, ds, &nodes, &owned).await);
             }
             again
         },

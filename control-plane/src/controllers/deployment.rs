@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use skiff_api::{object, Kind};
 
 use super::pods::{self, is_active, owned_by, spec_int};
-use super::runner::{Again, Pass};
+use super::runner::{sooner, values, Again, Pass};
 use super::Context;
 
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
@@ -166,23 +166,15 @@ fn new_replica_set(d: &Value, hash: &str, replicas: i64, revision: i64) -> Value
     let mut template = object::field(d, "spec.template")
         .cloned()
         .unwrap_or(json!({}));
-    if !template.get("metadata").is_some_and(Value::is_object) {
-        template["metadata"] = json!({});
-    }
-    if !template["metadata"]
-        .get("labels")
-        .is_some_and(Value::is_object)
-    {
-        template["metadata"]["labels"] = json!({});
-    }
-    template["metadata"]["labels"][HASH_LABEL] = json!(hash);
+    object::set_in(
+        &mut template,
+        &["metadata", "labels", HASH_LABEL],
+        json!(hash),
+    );
     let mut selector = object::field(d, "spec.selector")
         .cloned()
         .unwrap_or(json!({}));
-    if !selector.get("matchLabels").is_some_and(Value::is_object) {
-        selector["matchLabels"] = json!({});
-    }
-    selector["matchLabels"][HASH_LABEL] = json!(hash);
+    object::set_in(&mut selector, &["matchLabels", HASH_LABEL], json!(hash));
     let mut annotations = json!({ REVISION: revision.to_string() });
     if let Some(cause) = object::annotations(d).get(CHANGE_CAUSE) {
         annotations[CHANGE_CAUSE] = json!(cause);
@@ -710,19 +702,16 @@ pub async fn run(ctx: Context) {
         Duration::from_secs(5),
         |pass| async move {
             let all_pods = pass.cache.list(&pod_kind, None);
-            let pods: Vec<&Value> = all_pods.iter().map(|s| &s.object).collect();
+            let pods = values(&all_pods);
             let all_sets = pass.cache.list(&sets, None);
-            let set_refs: Vec<&Value> = all_sets.iter().map(|s| &s.object).collect();
+            let set_refs = values(&all_sets);
             let mut again: Again = None;
             for d in pass.cache.list(&deployments, None) {
                 if pods::is_terminating(&d.object) {
                     continue;
                 }
                 let a = reconcile(&pass, &d.object, &set_refs, &pods).await;
-                again = match (again, a) {
-                    (Some(x), Some(y)) => Some(x.min(y)),
-                    (x, y) => x.or(y),
-                };
+                again = sooner(again, a);
             }
             again
         },

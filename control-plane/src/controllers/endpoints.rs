@@ -13,7 +13,7 @@ use skiff_api::selector::LabelSelector;
 use skiff_api::{object, Kind};
 
 use super::pods;
-use super::runner::Pass;
+use super::runner::{values, Pass};
 use super::Context;
 
 /// Marks Endpoints this controller manages.
@@ -158,7 +158,7 @@ async fn pass(p: Pass) -> Option<Duration> {
     let endpoints = Kind::named("endpoints").expect("Endpoints is served");
     let pod_kind = Kind::named("pods").expect("Pod is served");
     let pod_items = p.cache.list(&pod_kind, None);
-    let pod_refs: Vec<&Value> = pod_items.iter().map(|s| &s.object).collect();
+    let pod_refs = values(&pod_items);
     let service_items = p.cache.list(&services, None);
     for s in &service_items {
         let svc = &s.object;

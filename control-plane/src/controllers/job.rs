@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use skiff_api::{object, Kind};
 
 use super::pods::{self, spec_int};
-use super::runner::{Again, Pass};
+use super::runner::{sooner, Again, Pass};
 use super::Context;
 
 pub const TRACKING: &str = "batch.kubernetes.io/job-tracking";
@@ -551,9 +551,7 @@ pub async fn run(ctx: Context) {
                     .into_iter()
                     .filter(|p| object::namespace(p) == object::namespace(job))
                     .collect();
-                if let Some(a) = reconcile(&pass, job, &owned).await {
-                    again = Some(again.map_or(a, |x| x.min(a)));
-                }
+                again = sooner(again, reconcile(&pass, job, &owned).await);
             }
             // Pods of Jobs that are gone (or going) keep no finalizer.
             for p in tracked {

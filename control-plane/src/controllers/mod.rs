@@ -32,4 +32,5 @@ pub struct Context {
     pub cache: Arc<Cache>,
     pub leadership: Leadership,
     pub node_lifecycle: nodelifecycle::Settings,
+    pub pod_network: ipam::PodNetwork,
 }

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use skiff_api::{object, Kind};
 
 use super::pods;
-use super::runner::{Again, Pass};
+use super::runner::{values, Again, Pass};
 use super::Context;
 
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
@@ -319,44 +319,37 @@ impl Heard {
     }
 }
 
+/// Writes a node's new taints (spec) and Ready condition (status), and records `reason`.
+async fn set_node(pass: &Pass, node: &Value, reason: &str) {
+    let name = object::name(node).to_string();
+    match pass.update(node).await {
+        Ok(stored) => {
+            // The status part (the Ready condition) goes through the status path.
+            let mut next = stored.object;
+            next["status"] = node["status"].clone();
+            if let Err(e) = pass.update_status(&next).await {
+                tracing::debug!(node = %name, %e, reason, "node status not written");
+            }
+            tracing::warn!(node = %name, reason, "node lifecycle");
+            let msg = format!("Node {name} status is now: {reason}");
+            pass.event(
+                &next,
+                reason == "NodeNotReady",
+                reason,
+                &msg,
+                "node-controller",
+            )
+            .await;
+        }
+        Err(e) => tracing::debug!(node = %name, %e, reason, "node not written"),
+    }
+}
+
 async fn carry_out(pass: &Pass, action: Action) {
     let pod_kind = Kind::named("pods").expect("Pod is served");
     match action {
-        Action::NotReady(node) => {
-            let name = object::name(&node).to_string();
-            match pass.update(&node).await {
-                Ok(stored) => {
-                    // The status part (the Ready condition) goes through the status path.
-                    let mut next = stored.object;
-                    next["status"] = node["status"].clone();
-                    if let Err(e) = pass.update_status(&next).await {
-                        tracing::debug!(node = %name, %e, "NotReady status not written");
-                    }
-                    tracing::warn!(node = %name, "node stopped renewing its lease: NotReady");
-                    let msg = format!("Node {name} status is now: NodeNotReady");
-                    pass.event(&next, true, "NodeNotReady", &msg, "node-controller")
-                        .await;
-                }
-                Err(e) => tracing::debug!(node = %name, %e, "NotReady not written"),
-            }
-        }
-        Action::Ready(node) => {
-            let name = object::name(&node).to_string();
-            match pass.update(&node).await {
-                Ok(stored) => {
-                    let mut next = stored.object;
-                    next["status"] = node["status"].clone();
-                    if let Err(e) = pass.update_status(&next).await {
-                        tracing::debug!(node = %name, %e, "Ready status not written");
-                    }
-                    tracing::info!(node = %name, "node renews its lease again: Ready");
-                    let msg = format!("Node {name} status is now: NodeReady");
-                    pass.event(&next, false, "NodeReady", &msg, "node-controller")
-                        .await;
-                }
-                Err(e) => tracing::debug!(node = %name, %e, "Ready not written"),
-            }
-        }
+        Action::NotReady(node) => set_node(pass, &node, "NodeNotReady").await,
+        Action::Ready(node) => set_node(pass, &node, "NodeReady").await,
         Action::PodNotReady(pod) => {
             if let Err(e) = pass.update_status(&pod).await {
                 tracing::debug!(pod = object::name(&pod), %e, "pod readiness not written");
@@ -418,7 +411,7 @@ pub async fn run(ctx: Context) {
             let heard = heard.clone();
             async move {
                 let node_items = pass.cache.list(&nodes, None);
-                let node_refs: Vec<&Value> = node_items.iter().map(|s| &s.object).collect();
+                let node_refs = values(&node_items);
                 let lease_versions: BTreeMap<String, String> = pass
                     .cache
                     .list(&leases, Some("kube-node-lease"))
@@ -426,7 +419,7 @@ pub async fn run(ctx: Context) {
                     .map(|s| (object::name(&s.object).to_string(), s.revision.to_string()))
                     .collect();
                 let pod_items = pass.cache.list(&pod_kind, None);
-                let pod_refs: Vec<&Value> = pod_items.iter().map(|s| &s.object).collect();
+                let pod_refs = values(&pod_items);
                 let (silent, gone) = {
                     let mut heard = heard.lock().unwrap_or_else(|p| p.into_inner());
                     (

@@ -12,7 +12,7 @@ use skiff_api::selector::LabelSelector;
 use skiff_api::{object, Kind};
 
 use super::pods::{self, is_active, is_ready};
-use super::runner::{Again, Pass};
+use super::runner::{sooner, values, Again, Pass};
 use super::Context;
 
 /// Pods created or deleted per ReplicaSet per pass (a burst limit).
@@ -198,17 +198,14 @@ pub async fn run(ctx: Context) {
         Duration::from_secs(5),
         |pass| async move {
             let all_pods = pass.cache.list(&pod_kind, None);
-            let pods: Vec<&Value> = all_pods.iter().map(|s| &s.object).collect();
+            let pods = values(&all_pods);
             let mut again: Again = None;
             for rs in pass.cache.list(&sets, None) {
                 if pods::is_terminating(&rs.object) {
                     continue;
                 }
                 let a = reconcile(&pass, &rs.object, &pods).await;
-                again = match (again, a) {
-                    (Some(x), Some(y)) => Some(x.min(y)),
-                    (x, y) => x.or(y),
-                };
+                again = sooner(again, a);
             }
             again
         },

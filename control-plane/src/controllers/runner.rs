@@ -7,11 +7,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::Value;
+use skiff_api::{object, Kind};
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::cache::Cache;
 use super::Context;
-use crate::apiserver::registry::Also;
+use crate::apiserver::registry::{Also, Stored};
 use crate::apiserver::ApiService;
 
 /// How long a burst of changes may settle before a pass.
@@ -27,6 +29,28 @@ pub struct Pass {
 
 /// When a pass wants to run again regardless of changes (a deadline it is waiting for).
 pub type Again = Option<Duration>;
+
+/// The sooner of two wishes to run again.
+pub fn sooner(a: Again, b: Again) -> Again {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    }
+}
+
+/// The objects themselves, for the pure plans.
+pub fn values(items: &[Arc<Stored>]) -> Vec<&Value> {
+    items.iter().map(|s| &s.object).collect()
+}
+
+impl Pass {
+    /// The objects of `kind` not being deleted: what a controller reconciles.
+    pub fn live(&self, kind: &Kind) -> Vec<Arc<Stored>> {
+        let mut items = self.cache.list(kind, None);
+        items.retain(|s| object::meta_str(&s.object, "deletionTimestamp").is_empty());
+        items
+    }
+}
 
 /// Runs `pass` whenever something under one of `prefixes` changed (and every `resync`), while
 /// this replica leads the controllers.

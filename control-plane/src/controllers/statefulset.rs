@@ -35,7 +35,7 @@ use skiff_api::{object, ApiError, Kind, Reason};
 
 use super::deployment::template_hash;
 use super::pods::{self, is_terminating};
-use super::runner::{Again, Pass};
+use super::runner::{sooner, values, Again, Pass};
 use super::Context;
 
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
@@ -694,19 +694,16 @@ pub async fn run(ctx: Context) {
         Duration::from_secs(5),
         |pass| async move {
             let all_pods = pass.cache.list(&pod_kind, None);
-            let pods: Vec<&Value> = all_pods.iter().map(|s| &s.object).collect();
+            let pods = values(&all_pods);
             let all_claims = pass.cache.list(&claim_kind, None);
-            let claims: Vec<&Value> = all_claims.iter().map(|s| &s.object).collect();
+            let claims = values(&all_claims);
             let mut again: Again = None;
             for sts in pass.cache.list(&sets, None) {
                 if is_terminating(&sts.object) {
                     continue;
                 }
                 let a = reconcile(&pass, &sts.object, &pods, &claims).await;
-                again = match (again, a) {
-                    (Some(x), Some(y)) => Some(x.min(y)),
-                    (x, y) => x.or(y),
-                };
+                again = sooner(again, a);
             }
             again
         },
