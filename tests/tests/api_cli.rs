@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use skiff_api::{Client, Kind, Reason};
 use tests::cli::{ok, ok_with_input, skiff};
-use tests::cluster::Cluster;
+use tests::cluster::{Cluster, STORE_ONLY};
 use tests::wait;
 
 const POD: &str = r#"
@@ -261,7 +261,9 @@ async fn kubernetes_manifests_apply_through_each_replica_and_read_back_from_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_keeps_what_others_changed_and_updates_are_optimistic() {
-    let cluster = Cluster::start(3).await;
+    // No controllers: the test plays "someone else" itself, and a Deployment controller
+    // writing status meanwhile would turn its read-then-update steps into conflicts.
+    let cluster = Cluster::start_with(3, STORE_ONLY).await;
     let eps = cluster.endpoints();
     let client = Client::new(&cluster.client_urls()).unwrap();
     let deployments = Kind::named("deployments").unwrap();

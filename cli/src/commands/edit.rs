@@ -1,6 +1,8 @@
-//! `skiff edit`: the object as YAML in $EDITOR (else `vi`); saved changes are sent as an
-//! update carrying the resourceVersion that was edited, so a concurrent change is reported as a
-//! conflict instead of being overwritten.
+//! `skiff edit`: the object as YAML in $EDITOR (else `vi`). As kubectl does, what was changed
+//! (a JSON merge patch from the object as shown to the object as saved) is applied to the live
+//! object, so changes others made meanwhile to other fields (a controller writing status or an
+//! annotation) are kept; a field changed by both is the editor's. Changing resourceVersion in
+//! the editor asks for the object to be unchanged since then (a conflict otherwise).
 
 use std::process::Command;
 
@@ -57,7 +59,17 @@ pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<()> {
     let [doc] = docs.as_slice() else {
         anyhow::bail!("the edited file must hold exactly one object");
     };
-    match ctx.client.update(&doc.object, &ctx.namespace).await {
+    let patch = skiff_api::merge::diff(&obj, &doc.object);
+    if patch.as_object().is_some_and(|p| p.is_empty()) {
+        eprintln!("Edit cancelled, no changes made.");
+        return Ok(());
+    }
+    let result = super::modify::read_modify_write(ctx, kind, name, |live| {
+        skiff_api::merge::merge(live, &patch);
+        Ok(())
+    })
+    .await;
+    match result {
         Ok(_) => {
             println!("{}/{name} edited", kind_ref(kind));
             Ok(())

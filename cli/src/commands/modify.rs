@@ -14,7 +14,7 @@ use crate::Reported;
 const ATTEMPTS: usize = 5;
 
 /// Reads, changes with `change` (which may refuse), and writes back; retries on conflicts.
-async fn read_modify_write(
+pub(super) async fn read_modify_write(
     ctx: &Ctx,
     kind: &Kind,
     name: &str,

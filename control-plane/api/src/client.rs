@@ -44,6 +44,9 @@ pub struct DeleteOptions {
 }
 
 /// A list answer: objects and the revision they were read at.
+/// Objects asked for per page of a list (kubectl asks for 500).
+pub const LIST_PAGE: i64 = 500;
+
 #[derive(Clone, Debug)]
 pub struct List {
     pub items: Vec<Value>,
@@ -202,6 +205,8 @@ impl Client {
     }
 
     /// Objects of `kind` in `namespace` (None: all namespaces) matching both selectors.
+    /// Every object of `kind` matching the selectors, read page by page (500 at a time) at
+    /// one revision.
     pub async fn list(
         &self,
         kind: &Kind,
@@ -209,27 +214,34 @@ impl Client {
         label_selector: &str,
         field_selector: &str,
     ) -> Result<List, ApiError> {
-        let req = ListRequest {
+        let mut req = ListRequest {
             api_version: kind.api_version.into(),
             kind: kind.kind.into(),
             namespace: namespace.unwrap_or_default().into(),
             label_selector: label_selector.into(),
             field_selector: field_selector.into(),
+            limit: LIST_PAGE,
+            continue_token: String::new(),
         };
-        let resp = self
-            .call(|mut c| {
-                let req = req.clone();
-                async move { c.list(req).await }
-            })
-            .await?;
-        Ok(List {
-            items: resp
-                .items
-                .iter()
-                .map(|b| decode(b))
-                .collect::<Result<_, _>>()?,
-            resource_version: resp.resource_version,
-        })
+        let mut items = Vec::new();
+        loop {
+            let resp = self
+                .call(|mut c| {
+                    let req = req.clone();
+                    async move { c.list(req).await }
+                })
+                .await?;
+            for b in &resp.items {
+                items.push(decode(b)?);
+            }
+            if resp.continue_token.is_empty() {
+                return Ok(List {
+                    items,
+                    resource_version: resp.resource_version,
+                });
+            }
+            req.continue_token = resp.continue_token;
+        }
     }
 
     pub async fn delete(

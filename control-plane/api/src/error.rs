@@ -17,6 +17,9 @@ pub enum Reason {
     Forbidden,
     Unavailable,
     Internal,
+    /// A list's continue token (or a watch's resourceVersion) is older than what the store
+    /// keeps (Kubernetes: 410 Gone, reason Expired).
+    Expired,
 }
 
 impl Reason {
@@ -30,6 +33,7 @@ impl Reason {
             Reason::Forbidden => "Forbidden",
             Reason::Unavailable => "ServiceUnavailable",
             Reason::Internal => "InternalError",
+            Reason::Expired => "Expired",
         }
     }
 
@@ -43,6 +47,7 @@ impl Reason {
             Reason::Forbidden,
             Reason::Unavailable,
             Reason::Internal,
+            Reason::Expired,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -57,6 +62,7 @@ impl Reason {
             Reason::Forbidden => tonic::Code::PermissionDenied,
             Reason::Unavailable => tonic::Code::Unavailable,
             Reason::Internal => tonic::Code::Internal,
+            Reason::Expired => tonic::Code::OutOfRange,
         }
     }
 }

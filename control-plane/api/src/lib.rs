@@ -1,9 +1,11 @@
-//! Skiff's shared API: the kinds it serves and where they are stored, selectors, errors, the
+//! Skiff's shared API: the kinds it serves and where they are stored, selectors, JSON merge
+//! patches, errors, the
 //! `skiff.v1` gRPC protocol, and a client that fails over between control-plane replicas.
 
 pub mod client;
 pub mod error;
 pub mod kinds;
+pub mod merge;
 pub mod object;
 pub mod selector;
 

@@ -6,8 +6,8 @@ pub mod admission;
 pub mod allocate;
 pub mod defaults;
 pub mod deletion;
-pub mod merge;
 pub mod namespaces;
+pub mod paging;
 pub mod registry;
 pub mod schema;
 pub mod validate;
@@ -293,7 +293,7 @@ impl ApiService {
                 .get(LAST_APPLIED)
                 .and_then(|s| serde_json::from_str(s).ok())
                 .unwrap_or_else(|| Value::Object(Default::default()));
-            let mut next = merge::three_way(&last, &manifest, &live.object);
+            let mut next = skiff_api::merge::three_way(&last, &manifest, &live.object);
             match live.object.get("status") {
                 Some(s) => next["status"] = s.clone(),
                 None => {
@@ -343,16 +343,60 @@ impl ApiService {
         let fields =
             FieldSelector::parse(&req.field_selector, kind.kind).map_err(ApiError::bad_request)?;
         let namespace = (!req.namespace.is_empty()).then_some(req.namespace.as_str());
-        let (items, revision) = self.registry.list(&kind.prefix(namespace)).await?;
-        let items = items
-            .into_iter()
-            .filter(|s| labels.matches_object(&s.object) && fields.matches_object(&s.object))
-            .map(|s| serde_json::to_vec(&s.object))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ApiError::new(Reason::Internal, e.to_string()))?;
+        let prefix = kind.prefix(namespace);
+        let (mut revision, mut start) = match req.continue_token.as_str() {
+            "" => (None, prefix.clone()),
+            token => {
+                let (rev, key) = paging::decode(token)?;
+                if !key.starts_with(&prefix) {
+                    return Err(ApiError::bad_request(
+                        "continue token is for a different list",
+                    ));
+                }
+                (Some(rev), key)
+            }
+        };
+        let limit = usize::try_from(req.limit.max(0)).unwrap_or(usize::MAX);
+        let mut items = Vec::new();
+        let mut bytes = 0;
+        let mut continue_token = String::new();
+        'pages: loop {
+            let (page, read_at, more) = self
+                .registry
+                .list_from(&prefix, &start, revision, paging::BATCH)
+                .await?;
+            revision = Some(read_at);
+            let count = page.len();
+            for (i, (key, s)) in page.into_iter().enumerate() {
+                if !(labels.matches_object(&s.object) && fields.matches_object(&s.object)) {
+                    start = format!("{key}\0");
+                    continue;
+                }
+                let encoded = serde_json::to_vec(&s.object)
+                    .map_err(|e| ApiError::new(Reason::Internal, e.to_string()))?;
+                // A page stays under the size limit: this object starts the next one.
+                if !items.is_empty() && bytes + encoded.len() > paging::MAX_PAGE_BYTES {
+                    continue_token = paging::encode(read_at, &key);
+                    break 'pages;
+                }
+                start = format!("{key}\0");
+                bytes += encoded.len();
+                items.push(encoded);
+                if limit > 0 && items.len() >= limit {
+                    if more || i + 1 < count {
+                        continue_token = paging::encode(read_at, &start);
+                    }
+                    break 'pages;
+                }
+            }
+            if !more {
+                break;
+            }
+        }
         Ok(ListResponse {
             items,
-            resource_version: revision.to_string(),
+            resource_version: revision.unwrap_or_default().to_string(),
+            continue_token,
         })
     }
 

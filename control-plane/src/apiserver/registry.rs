@@ -255,6 +255,54 @@ impl Registry {
         Ok((items, revision))
     }
 
+    /// Up to `batch` objects under `prefix` from key `start` on (inclusive), at `revision`
+    /// (None: now, after a linearization), with their keys; also the revision read at and
+    /// whether more follow. A compacted revision is `Expired`.
+    pub async fn list_from(
+        &self,
+        prefix: &str,
+        start: &str,
+        revision: Option<i64>,
+        batch: usize,
+    ) -> Result<(Vec<(String, Stored)>, i64, bool), ApiError> {
+        if revision.is_none() {
+            self.replica.linearize().await.map_err(unavailable)?;
+        }
+        let resp = self
+            .replica
+            .sm
+            .read()
+            .range(&RangeRequest {
+                key: start.as_bytes().to_vec(),
+                range_end: prefix_end(prefix),
+                revision: revision.unwrap_or(0),
+                limit: batch as i64,
+                ..Default::default()
+            })
+            .map_err(|e| match e {
+                StoreError::Compacted => ApiError::new(
+                    Reason::Expired,
+                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                ),
+                other => unavailable(other),
+            })?;
+        let read_at = match revision {
+            Some(r) => r,
+            None => resp.header.map(|h| h.revision).unwrap_or_default(),
+        };
+        let items = resp
+            .kvs
+            .iter()
+            .map(|kv| {
+                Ok((
+                    String::from_utf8_lossy(&kv.key).into_owned(),
+                    decode(&kv.value, kv.mod_revision)?,
+                ))
+            })
+            .collect::<Result<_, ApiError>>()?;
+        Ok((items, read_at, resp.more))
+    }
+
     /// The keys under `prefix` (linearizable).
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, ApiError> {
         Ok(self
