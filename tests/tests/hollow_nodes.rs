@@ -488,3 +488,31 @@ async fn cordon_and_drain_move_pods_to_other_nodes() {
     agent.kill().unwrap();
     agent.wait().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_pods_pending_at_once_are_all_bound() {
+    // More pods than one store transaction may carry (128 operations): the scheduler binds
+    // them in several batches of one pass.
+    let cluster = Cluster::start(3).await;
+    let mut agent = start_agent(&cluster, 3);
+    let manifest = REPLICA_SET
+        .replace("replicas: 5", "replicas: 300")
+        .replace("cpu: 100m", "cpu: 10m");
+    tests::cli::ok_with_input(&cluster.endpoints(), &["apply", "-f", "-"], &manifest);
+    let client = Client::new(&cluster.client_urls()).unwrap();
+    let pods = Kind::named("pods").unwrap();
+    wait::until("300 bound pods", Duration::from_secs(60), || async {
+        let unbound = client
+            .list(&pods, Some("default"), "app=web", "spec.nodeName=")
+            .await
+            .ok()?;
+        let all = client
+            .list(&pods, Some("default"), "app=web", "")
+            .await
+            .ok()?;
+        (all.items.len() == 300 && unbound.items.is_empty()).then_some(())
+    })
+    .await;
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}

@@ -316,10 +316,7 @@ pub async fn run(ctx: Context) {
             let job_items = pass.cache.list(&jobs, None);
             let job_refs = values(&job_items);
             let mut again: Again = None;
-            for c in pass.cache.list(&cronjobs, None) {
-                if pods::is_terminating(&c.object) {
-                    continue;
-                }
+            for c in pass.live(&cronjobs) {
                 let owned = pods::owned_by(&c.object, job_refs.iter().copied());
                 again = sooner(again, reconcile(&pass, &c.object, &owned).await);
             }

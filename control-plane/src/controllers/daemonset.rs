@@ -354,11 +354,8 @@ pub async fn run(ctx: Context) {
                 }
             }
             let mut again: Again = None;
-            for d in pass.cache.list(&sets, None) {
+            for d in pass.live(&sets) {
                 let ds = &d.object;
-                if pods::is_terminating(ds) {
-                    continue;
-                }
                 let owned: Vec<&Value> = by_owner
                     .get(object::meta_str(ds, "uid"))
                     .map(|v| {

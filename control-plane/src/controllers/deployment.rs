@@ -706,10 +706,7 @@ pub async fn run(ctx: Context) {
             let all_sets = pass.cache.list(&sets, None);
             let set_refs = values(&all_sets);
             let mut again: Again = None;
-            for d in pass.cache.list(&deployments, None) {
-                if pods::is_terminating(&d.object) {
-                    continue;
-                }
+            for d in pass.live(&deployments) {
                 let a = reconcile(&pass, &d.object, &set_refs, &pods).await;
                 again = sooner(again, a);
             }

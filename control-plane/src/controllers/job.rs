@@ -536,14 +536,11 @@ pub async fn run(ctx: Context) {
                     by_owner.entry(uid).or_default().push(p);
                 }
             }
-            let job_items = pass.cache.list(&jobs, None);
+            let job_items = pass.live(&jobs);
             let mut again: Again = None;
             let mut live = BTreeSet::new();
             for j in &job_items {
                 let job = &j.object;
-                if pods::is_terminating(job) {
-                    continue;
-                }
                 let uid = object::meta_str(job, "uid");
                 live.insert(uid.to_string());
                 let owned = by_owner.get(uid).cloned().unwrap_or_default();

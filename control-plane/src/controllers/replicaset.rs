@@ -200,10 +200,7 @@ pub async fn run(ctx: Context) {
             let all_pods = pass.cache.list(&pod_kind, None);
             let pods = values(&all_pods);
             let mut again: Again = None;
-            for rs in pass.cache.list(&sets, None) {
-                if pods::is_terminating(&rs.object) {
-                    continue;
-                }
+            for rs in pass.live(&sets) {
                 let a = reconcile(&pass, &rs.object, &pods).await;
                 again = sooner(again, a);
             }

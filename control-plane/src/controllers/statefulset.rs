@@ -698,10 +698,7 @@ pub async fn run(ctx: Context) {
             let all_claims = pass.cache.list(&claim_kind, None);
             let claims = values(&all_claims);
             let mut again: Again = None;
-            for sts in pass.cache.list(&sets, None) {
-                if is_terminating(&sts.object) {
-                    continue;
-                }
+            for sts in pass.live(&sets) {
                 let a = reconcile(&pass, &sts.object, &pods, &claims).await;
                 again = sooner(again, a);
             }

@@ -20,8 +20,11 @@ use crate::controllers::runner::{Again, Pass};
 use crate::controllers::Context;
 use plan::Decision;
 
-/// Pods bound per transaction.
-const BATCH: usize = 200;
+/// Pods bound per transaction: with one compare per pod and the fence, within the store's
+/// limit of 128 operations per transaction (etcd's `--max-txn-ops`).
+const BATCH: usize = 120;
+/// Binding transactions in flight at once.
+const BATCHES_IN_FLIGHT: usize = 8;
 
 fn set_condition(pod: &mut Value, status: &str, reason: Option<&str>, message: Option<&str>) {
     let mut cond = json!({"type": "PodScheduled", "status": status, "lastTransitionTime": now()});
@@ -57,22 +60,37 @@ fn scheduled_message(pod: &Value) -> String {
 }
 
 async fn bind(p: &Pass, pods: &Kind, binds: &[(&Stored, String)]) {
-    for chunk in binds.chunks(BATCH) {
-        let items: Vec<(String, Value, i64)> = chunk
-            .iter()
-            .map(|(stored, node)| {
-                let mut pod = stored.object.clone();
-                pod["spec"]["nodeName"] = json!(node);
-                set_condition(&mut pod, "True", None, None);
-                let key = pods.key(object::namespace(&pod), object::name(&pod));
-                (key, pod, stored.revision)
-            })
-            .collect();
-        match p.api.registry().update_many(&items, &p.fence).await {
-            Ok(_) => tracing::debug!(count = items.len(), "bound pods"),
-            // Some pod changed meanwhile (or the fence failed): the next pass decides again.
-            Err(e) => tracing::debug!(?e, "binding batch not written"),
+    let batches: Vec<Vec<(String, Value, i64)>> = binds
+        .chunks(BATCH)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|(stored, node)| {
+                    let mut pod = stored.object.clone();
+                    pod["spec"]["nodeName"] = json!(node);
+                    set_condition(&mut pod, "True", None, None);
+                    let key = pods.key(object::namespace(&pod), object::name(&pod));
+                    (key, pod, stored.revision)
+                })
+                .collect()
+        })
+        .collect();
+    // A few transactions in flight at once: the store commits them together.
+    for wave in batches.chunks(BATCHES_IN_FLIGHT) {
+        let mut writes = tokio::task::JoinSet::new();
+        for items in wave {
+            let (registry, fence, items) =
+                (p.api.registry().clone(), p.fence.clone(), items.clone());
+            writes.spawn(async move {
+                match registry.update_many(&items, &fence).await {
+                    Ok(_) => tracing::debug!(count = items.len(), "bound pods"),
+                    // Some pod changed meanwhile (or the fence failed): the next pass decides
+                    // again.
+                    Err(e) => tracing::warn!(?e, count = items.len(), "binding batch not written"),
+                }
+            });
         }
+        while writes.join_next().await.is_some() {}
     }
 }
 
@@ -116,7 +134,14 @@ async fn pass(p: Pass) -> Again {
         })
         .collect();
     let mut binds = Vec::new();
-    for decision in plan::plan(&node_objects, &pod_objects) {
+    // Planning thousands of pods is CPU work: off the runtime's threads, so that the election's
+    // renewals and the store keep their pace meanwhile.
+    let Ok(decisions) =
+        tokio::task::spawn_blocking(move || plan::plan(&node_objects, &pod_objects)).await
+    else {
+        return None;
+    };
+    for decision in decisions {
         match decision {
             Decision::Bind {
                 namespace,

@@ -71,6 +71,46 @@ fn requests(pod: &Value) -> (i64, i64) {
     (cpu, mem)
 }
 
+/// What a pod asks of a node, read once per pass (the filters and scores run per node).
+struct Needs<'a> {
+    pod: &'a Value,
+    cpu: i64,
+    memory: i64,
+    host_ports: Vec<(String, i64)>,
+    node_selector: BTreeMap<String, String>,
+    affinity: &'a [Value],
+    owner: Option<String>,
+}
+
+impl<'a> Needs<'a> {
+    fn of(pod: &'a Value) -> Needs<'a> {
+        let (cpu, memory) = requests(pod);
+        Needs {
+            pod,
+            cpu,
+            memory,
+            host_ports: host_ports(pod),
+            node_selector: object::string_map(object::field(pod, "spec.nodeSelector")),
+            affinity: array(
+                pod,
+                "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms",
+            ),
+            owner: owner_uid(pod),
+        }
+    }
+}
+
+/// How many feasible nodes to look for before scoring, as Kubernetes' scheduler does
+/// (`percentageOfNodesToScore` left adaptive): every node up to 100, then a share falling from
+/// 50% by one point per 125 nodes, at least 5% and at least 100 nodes.
+fn nodes_to_find(total: usize) -> usize {
+    if total <= 100 {
+        return total;
+    }
+    let percent = 50usize.saturating_sub(total / 125).max(5);
+    (total * percent / 100).max(100)
+}
+
 fn host_ports(pod: &Value) -> Vec<(String, i64)> {
     let mut out = Vec::new();
     for c in array(pod, "spec.containers") {
@@ -144,14 +184,13 @@ fn node_state(node: &Value) -> NodeState {
     }
 }
 
-fn place(state: &mut NodeState, pod: &Value) {
-    let (cpu, mem) = requests(pod);
-    state.free_cpu -= cpu;
-    state.free_memory -= mem;
+fn place(state: &mut NodeState, needs: &Needs) {
+    state.free_cpu -= needs.cpu;
+    state.free_memory -= needs.memory;
     state.free_pods -= 1;
-    state.host_ports.extend(host_ports(pod));
-    if let Some(uid) = owner_uid(pod) {
-        *state.owners.entry(uid).or_default() += 1;
+    state.host_ports.extend(needs.host_ports.iter().cloned());
+    if let Some(uid) = &needs.owner {
+        *state.owners.entry(uid.clone()).or_default() += 1;
     }
 }
 
@@ -214,21 +253,25 @@ fn term_matches(term: &Value, node: &NodeState) -> bool {
 pub const UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
 
 /// Why `node` cannot take `pod`, in Kubernetes' words, or None if it can.
-fn misfit(pod: &Value, node: &NodeState) -> Option<String> {
+fn misfit(needs: &Needs, node: &NodeState) -> Option<String> {
+    let pod = needs.pod;
     if !node.ready {
         return Some("node(s) were not ready".into());
     }
-    let unschedulable = (UNSCHEDULABLE.into(), String::new(), "NoSchedule".into());
-    if node.unschedulable && !tolerates(pod, &unschedulable) {
+    if node.unschedulable
+        && !tolerates(
+            pod,
+            &(UNSCHEDULABLE.into(), String::new(), "NoSchedule".into()),
+        )
+    {
         return Some("node(s) were unschedulable".into());
     }
-    let selector = object::string_map(object::field(pod, "spec.nodeSelector"));
-    let affinity = array(
-        pod,
-        "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms",
-    );
-    let selector_ok = selector.iter().all(|(k, v)| node.labels.get(k) == Some(v));
-    let affinity_ok = affinity.is_empty() || affinity.iter().any(|t| term_matches(t, node));
+    let selector_ok = needs
+        .node_selector
+        .iter()
+        .all(|(k, v)| node.labels.get(k) == Some(v));
+    let affinity_ok =
+        needs.affinity.is_empty() || needs.affinity.iter().any(|t| term_matches(t, node));
     if !selector_ok || !affinity_ok {
         return Some("node(s) didn't match Pod's node affinity/selector".into());
     }
@@ -242,17 +285,16 @@ fn misfit(pod: &Value, node: &NodeState) -> Option<String> {
             t.0, t.1
         ));
     }
-    if host_ports(pod).iter().any(|p| node.host_ports.contains(p)) {
+    if needs.host_ports.iter().any(|p| node.host_ports.contains(p)) {
         return Some("node(s) didn't have free ports for the requested pod ports".into());
     }
     if node.free_pods < 1 {
         return Some("Too many pods".into());
     }
-    let (cpu, mem) = requests(pod);
-    if cpu > node.free_cpu {
+    if needs.cpu > node.free_cpu {
         return Some("Insufficient cpu".into());
     }
-    if mem > node.free_memory {
+    if needs.memory > node.free_memory {
         return Some("Insufficient memory".into());
     }
     None
@@ -260,8 +302,8 @@ fn misfit(pod: &Value, node: &NodeState) -> Option<String> {
 
 /// Higher is better: least requested (0..=100), plus up to 100 for holding fewer pods of the
 /// same owner.
-fn score(pod: &Value, node: &NodeState, max_same_owner: usize) -> i64 {
-    let (cpu, mem) = requests(pod);
+fn score(needs: &Needs, node: &NodeState, max_same_owner: usize) -> i64 {
+    let (cpu, mem) = (needs.cpu, needs.memory);
     let share = |free: i64, alloc: i64, want: i64| {
         if alloc <= 0 {
             0
@@ -272,9 +314,9 @@ fn score(pod: &Value, node: &NodeState, max_same_owner: usize) -> i64 {
     let least = (share(node.free_cpu, node.alloc_cpu, cpu)
         + share(node.free_memory, node.alloc_memory, mem))
         / 2;
-    let spread = match owner_uid(pod) {
+    let spread = match &needs.owner {
         Some(uid) if max_same_owner > 0 => {
-            let here = node.owners.get(&uid).copied().unwrap_or(0);
+            let here = node.owners.get(uid).copied().unwrap_or(0);
             ((max_same_owner - here.min(max_same_owner)) * 100 / max_same_owner) as i64
         }
         _ => 100,
@@ -302,9 +344,13 @@ pub fn plan(nodes: &[Value], pods: &[Value]) -> Vec<Decision> {
         .collect();
     for pod in pods.iter().filter(|p| holds_resources(p)) {
         if let Some(&i) = index.get(&object::field_string(pod, "spec.nodeName")) {
-            place(&mut states[i], pod);
+            place(&mut states[i], &Needs::of(pod));
         }
     }
+    let want = nodes_to_find(states.len());
+    // Where the search for the next pod starts: rotating, so that sampling spreads over all
+    // nodes (as Kubernetes does).
+    let mut start = 0;
     let mut queue: Vec<&Value> = pods.iter().filter(|p| pending(p)).collect();
     queue.sort_by(|a, b| {
         (object::meta_str(a, "creationTimestamp"), object::name(a))
@@ -312,15 +358,23 @@ pub fn plan(nodes: &[Value], pods: &[Value]) -> Vec<Decision> {
     });
     let mut out = Vec::new();
     for pod in queue {
+        let needs = Needs::of(pod);
         let namespace = object::namespace(pod).to_string();
         let name = object::name(pod).to_string();
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut fitting = Vec::new();
-        for (i, s) in states.iter().enumerate() {
-            match misfit(pod, s) {
+        let total = states.len();
+        let mut looked = 0;
+        while looked < total && fitting.len() < want {
+            let i = (start + looked) % total;
+            looked += 1;
+            match misfit(&needs, &states[i]) {
                 Some(r) => *reasons.entry(r).or_default() += 1,
                 None => fitting.push(i),
             }
+        }
+        if total > 0 {
+            start = (start + looked) % total;
         }
         if fitting.is_empty() {
             let detail: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
@@ -340,11 +394,13 @@ pub fn plan(nodes: &[Value], pods: &[Value]) -> Vec<Decision> {
             });
             continue;
         }
-        let max_same_owner = owner_uid(pod)
+        let max_same_owner = needs
+            .owner
+            .as_ref()
             .map(|u| {
                 fitting
                     .iter()
-                    .map(|&i| states[i].owners.get(&u).copied().unwrap_or(0))
+                    .map(|&i| states[i].owners.get(u).copied().unwrap_or(0))
                     .max()
                     .unwrap_or(0)
                     + 1
@@ -353,9 +409,14 @@ pub fn plan(nodes: &[Value], pods: &[Value]) -> Vec<Decision> {
         let best = fitting
             .iter()
             .copied()
-            .max_by_key(|&i| (score(pod, &states[i], max_same_owner), std::cmp::Reverse(i)))
+            .max_by_key(|&i| {
+                (
+                    score(&needs, &states[i], max_same_owner),
+                    std::cmp::Reverse(i),
+                )
+            })
             .expect("fitting is not empty");
-        place(&mut states[best], pod);
+        place(&mut states[best], &needs);
         out.push(Decision::Bind {
             namespace,
             name,
@@ -500,5 +561,28 @@ mod tests {
         assert!(
             matches!(&d[2], Decision::Unschedulable { message, .. } if message.contains("free ports"))
         );
+    }
+
+    #[test]
+    fn large_clusters_are_sampled_like_kubernetes_does() {
+        assert_eq!(nodes_to_find(50), 50);
+        assert_eq!(nodes_to_find(1000), 420);
+        assert_eq!(nodes_to_find(5000), 500);
+        // Sampling still fills every node over a pass (the start rotates).
+        let nodes: Vec<Value> = (0..300)
+            .map(|i| node(&format!("n{i:03}"), "1", json!({})))
+            .collect();
+        let pods: Vec<Value> = (0..300)
+            .map(|i| json!({"metadata": {"name": format!("p{i:03}"), "namespace": "default"},
+                            "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}}))
+            .collect();
+        let used: BTreeSet<String> = plan(&nodes, &pods)
+            .into_iter()
+            .map(|d| match d {
+                Decision::Bind { node, .. } => node,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(used.len(), 300);
     }
 }

@@ -93,7 +93,7 @@ fn start_agent(cluster: &Cluster) -> anyhow::Result<std::process::Child> {
             "--hollow",
             &NODES.to_string(),
         ])
-        .args(["--name", "hn", "--heartbeat-every", "5"])
+        .args(["--name", "hn", "--heartbeat-every", "10"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log)
@@ -140,14 +140,24 @@ struct Scheduling {
 }
 
 async fn scheduling() -> anyhow::Result<Scheduling> {
-    let mut cluster =
-        Cluster::start_with(3, &["--controllers=false", "--cluster-cidr", CLUSTER_CIDR]).await;
+    let mut cluster = Cluster::start_with(
+        3,
+        &[
+            "--controllers=false",
+            "--cluster-cidr",
+            CLUSTER_CIDR,
+            "--node-monitor-grace-period",
+            "40",
+        ],
+    )
+    .await;
     cluster.wait_for_built_in_namespaces().await;
     let client = Arc::new(Client::new(&cluster.client_urls())?);
     let started = Instant::now();
     let mut agent = start_agent(&cluster)?;
     nodes_ready(&client, false).await?;
     let register = started.elapsed();
+    eprintln!("{NODES} nodes registered in {register:?}");
     namespace(&client, "sched").await?;
 
     let began = Instant::now();
@@ -168,6 +178,7 @@ async fn scheduling() -> anyhow::Result<Scheduling> {
         done??;
     }
     let create_rate = PODS as f64 / began.elapsed().as_secs_f64();
+    eprintln!("{PODS} pods created in {:?}", began.elapsed());
 
     // Watch bindings from here, then give one replica the controllers.
     let pods = Kind::named("pods").expect("pods");
@@ -207,6 +218,11 @@ async fn scheduling() -> anyhow::Result<Scheduling> {
         }
     }
     let first = first.unwrap_or(enabled);
+    eprintln!(
+        "all bound {:?} after the restart; first binding after {:?}",
+        last.duration_since(enabled),
+        first.duration_since(enabled)
+    );
     let bind_rate = (PODS - 1) as f64 / last.duration_since(first).as_secs_f64().max(1e-9);
     let rss = max_rss(&cluster);
     let _ = agent.kill();
@@ -232,7 +248,16 @@ async fn holder(client: &Client) -> Option<String> {
 }
 
 async fn controllers() -> anyhow::Result<Controllers> {
-    let mut cluster = Cluster::start_with(3, &["--cluster-cidr", CLUSTER_CIDR]).await;
+    let mut cluster = Cluster::start_with(
+        3,
+        &[
+            "--cluster-cidr",
+            CLUSTER_CIDR,
+            "--node-monitor-grace-period",
+            "40",
+        ],
+    )
+    .await;
     cluster.wait_for_built_in_namespaces().await;
     let client = Client::new(&cluster.client_urls())?;
     let mut agent = start_agent(&cluster)?;
@@ -260,6 +285,7 @@ async fn controllers() -> anyhow::Result<Controllers> {
     )
     .await?;
     let deployment_time = applied.elapsed();
+    eprintln!("deployment available in {deployment_time:?}");
     let rss = max_rss(&cluster);
 
     let mut failovers = Vec::new();
@@ -293,6 +319,7 @@ async fn controllers() -> anyhow::Result<Controllers> {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         failovers.push(killed.elapsed());
+        eprintln!("failover {k}: {:?}", killed.elapsed());
         cluster.restart(index);
         let back = Client::new(&[cluster.members[index].client_url()])?;
         until(
@@ -320,8 +347,8 @@ async fn main() -> anyhow::Result<()> {
     let s = scheduling().await.context("scheduling phase")?;
     eprintln!("scheduling phase done");
     let c = controllers().await.context("controllers phase")?;
-    let p50 = percentile(&c.failovers, 0.50);
-    let p99 = percentile(&c.failovers, 0.99);
+    let p50 = percentile(&c.failovers, 50.0);
+    let p99 = percentile(&c.failovers, 99.0);
     println!("| metric | Skiff | reference | Skiff/reference |");
     println!("|---|---|---|---|");
     println!(
