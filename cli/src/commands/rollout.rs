@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 use serde_json::{json, Value};
+use skiff_api::deployments::{unhashed, CHANGE_CAUSE, REVISION};
 use skiff_api::{object, ApiError, Kind, Reason};
 
 use super::describe::{indent, map_lines};
@@ -19,12 +20,6 @@ use super::{kind_and_names, kind_named, report, Ctx};
 use crate::output::kind_ref;
 use crate::Reported;
 
-/// A ReplicaSet's (and the Deployment's current) revision number.
-const REVISION: &str = "deployment.kubernetes.io/revision";
-/// Why a revision was made; ReplicaSets copy it from their Deployment.
-const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
-/// The label a ReplicaSet adds to its selector and template.
-const HASH_LABEL: &str = "pod-template-hash";
 /// The template annotation `restart` sets.
 const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 /// Writes tried before a conflict is reported.
@@ -469,19 +464,6 @@ pub fn pod_template_text(template: &Value) -> String {
     format!("Pod Template:\n{}", indent(&body))
 }
 
-/// A template without the `pod-template-hash` label, for comparing and copying.
-fn unhashed(template: &Value) -> Value {
-    let mut t = template.clone();
-    if let Some(labels) = t
-        .get_mut("metadata")
-        .and_then(|m| m.get_mut("labels"))
-        .and_then(Value::as_object_mut)
-    {
-        labels.remove(HASH_LABEL);
-    }
-    t
-}
-
 /// The revision `undo` goes back to and its ReplicaSet: `to` when given (not 0), else the
 /// newest revision but one (kubectl's choice).
 pub fn rollback_source<'a>(
@@ -836,6 +818,7 @@ async fn pause(ctx: &Ctx, kind: Kind, name: String, paused: bool) -> anyhow::Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use skiff_api::deployments::HASH_LABEL;
 
     fn deployment() -> Value {
         json!({

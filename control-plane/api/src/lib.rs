@@ -3,6 +3,7 @@
 //! `skiff.v1` gRPC protocol, and a client that fails over between control-plane replicas.
 
 pub mod client;
+pub mod deployments;
 pub mod error;
 pub mod kinds;
 pub mod merge;

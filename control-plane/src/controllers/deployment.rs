@@ -20,17 +20,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+pub use skiff_api::deployments::{unhashed, CHANGE_CAUSE, HASH_LABEL, REVISION};
 use skiff_api::{object, Kind};
 
 use super::pods::{self, is_active, owned_by, spec_int};
 use super::runner::{sooner, values, Again, Pass};
 use super::Context;
 
-pub const REVISION: &str = "deployment.kubernetes.io/revision";
 pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
 pub const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
-pub const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
-pub const HASH_LABEL: &str = "pod-template-hash";
 
 /// The characters a template hash is written with (no vowels, no look-alikes).
 const HASH_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -96,19 +94,6 @@ pub fn limits(d: &Value) -> (i64, i64) {
     } else {
         (surge, unavailable)
     }
-}
-
-/// The template without the hash label, for comparing a ReplicaSet's with the Deployment's.
-fn unhashed(template: &Value) -> Value {
-    let mut t = template.clone();
-    if let Some(labels) = t
-        .get_mut("metadata")
-        .and_then(|m| m.get_mut("labels"))
-        .and_then(Value::as_object_mut)
-    {
-        labels.remove(HASH_LABEL);
-    }
-    t
 }
 
 pub fn revision_of(obj: &Value) -> i64 {

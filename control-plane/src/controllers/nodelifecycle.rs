@@ -459,6 +459,16 @@ mod tests {
                "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})
     }
 
+    /// The plan with nothing missing, at time `t`.
+    fn plan_at(
+        nodes: &[&Value],
+        pods: &[&Value],
+        silent: &BTreeMap<String, Duration>,
+        t: &str,
+    ) -> (Vec<Action>, Again) {
+        plan(nodes, pods, silent, &BTreeMap::new(), settings(), at(t))
+    }
+
     fn settings() -> Settings {
         Settings {
             grace: Duration::from_secs(10),
@@ -502,14 +512,7 @@ mod tests {
     fn a_silent_node_turns_not_ready_with_taints() {
         let n = node("n1");
         let silent = BTreeMap::from([("n1".to_string(), Duration::from_secs(11))]);
-        let (actions, _) = plan(
-            &[&n],
-            &[],
-            &silent,
-            &BTreeMap::new(),
-            settings(),
-            at("2026-01-01T00:00:00Z"),
-        );
+        let (actions, _) = plan_at(&[&n], &[], &silent, "2026-01-01T00:00:00Z");
         let [Action::NotReady(next)] = &actions[..] else {
             panic!("{actions:?}")
         };
@@ -525,14 +528,7 @@ mod tests {
         );
         // Not silent long enough: nothing, and a look again when it would be.
         let quiet = BTreeMap::from([("n1".to_string(), Duration::from_secs(4))]);
-        let (actions, again) = plan(
-            &[&n],
-            &[],
-            &quiet,
-            &BTreeMap::new(),
-            settings(),
-            at("2026-01-01T00:00:00Z"),
-        );
+        let (actions, again) = plan_at(&[&n], &[], &quiet, "2026-01-01T00:00:00Z");
         assert!(actions.is_empty());
         assert_eq!(again, Some(Duration::from_secs(6)));
     }
@@ -541,14 +537,7 @@ mod tests {
     fn pods_are_marked_not_ready_then_evicted_unless_they_tolerate() {
         let n = node("n1");
         let silent = BTreeMap::from([("n1".to_string(), Duration::from_secs(60))]);
-        let (actions, _) = plan(
-            &[&n],
-            &[],
-            &silent,
-            &BTreeMap::new(),
-            settings(),
-            at("2026-01-01T00:00:00Z"),
-        );
+        let (actions, _) = plan_at(&[&n], &[], &silent, "2026-01-01T00:00:00Z");
         let Action::NotReady(tainted) = &actions[0] else {
             panic!()
         };
@@ -559,14 +548,7 @@ mod tests {
         let mut short = pod("short", "n1");
         short["spec"]["tolerations"] = json!([{"key": UNREACHABLE, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]);
         let pods = [&plain, &forever, &short];
-        let (actions, again) = plan(
-            &[tainted],
-            &pods,
-            &silent,
-            &BTreeMap::new(),
-            settings(),
-            at("2026-01-01T00:00:10Z"),
-        );
+        let (actions, again) = plan_at(&[tainted], &pods, &silent, "2026-01-01T00:00:10Z");
         let evicted: Vec<&str> = actions
             .iter()
             .filter_map(|a| match a {
@@ -583,14 +565,7 @@ mod tests {
             3
         );
         assert_eq!(again, Some(Duration::from_secs(20)));
-        let (actions, _) = plan(
-            &[tainted],
-            &pods,
-            &silent,
-            &BTreeMap::new(),
-            settings(),
-            at("2026-01-01T00:00:30Z"),
-        );
+        let (actions, _) = plan_at(&[tainted], &pods, &silent, "2026-01-01T00:00:30Z");
         assert!(actions
             .iter()
             .any(|a| matches!(a, Action::Evict(_, name, _) if name == "plain")));
@@ -600,14 +575,7 @@ mod tests {
 
         // Heard from again: Ready, taints gone.
         let fresh = BTreeMap::from([("n1".to_string(), Duration::from_secs(0))]);
-        let (actions, _) = plan(
-            &[tainted],
-            &[],
-            &fresh,
-            &BTreeMap::new(),
-            settings(),
-            at("2026-01-01T00:01:00Z"),
-        );
+        let (actions, _) = plan_at(&[tainted], &[], &fresh, "2026-01-01T00:01:00Z");
         let [Action::Ready(back)] = &actions[..] else {
             panic!("{actions:?}")
         };
