@@ -347,24 +347,12 @@ pub async fn run(ctx: Context) {
             let node_items = pass.cache.list(&node_kind, None);
             let nodes = values(&node_items);
             let pod_items = pass.cache.list(&pod_kind, None);
-            let mut by_owner: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
-            for p in pod_items.iter().map(|s| &s.object) {
-                if let Some(uid) = pods::controller_uid(p) {
-                    by_owner.entry(uid).or_default().push(p);
-                }
-            }
+            let pod_refs = values(&pod_items);
+            let index = pods::Dependents::index(&pod_refs);
             let mut again: Again = None;
             for d in pass.live(&sets) {
                 let ds = &d.object;
-                let owned: Vec<&Value> = by_owner
-                    .get(object::meta_str(ds, "uid"))
-                    .map(|v| {
-                        v.iter()
-                            .copied()
-                            .filter(|p| object::namespace(p) == object::namespace(ds))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let owned = index.of(ds);
                 again = sooner(again, reconcile(&pass, ds, &nodes, &owned).await);
             }
             again

@@ -688,11 +688,20 @@ pub async fn run(ctx: Context) {
         |pass| async move {
             let all_pods = pass.cache.list(&pod_kind, None);
             let pods = values(&all_pods);
+            let pods_of = pods::Dependents::index(&pods);
             let all_sets = pass.cache.list(&sets, None);
+            // Every set (a name taken by a set of another owner is a hash collision), and
+            // only the pods of the Deployment's own sets.
             let set_refs = values(&all_sets);
+            let sets_of = pods::Dependents::index(&set_refs);
             let mut again: Again = None;
             for d in pass.live(&deployments) {
-                let a = reconcile(&pass, &d.object, &set_refs, &pods).await;
+                let mine: Vec<&Value> = sets_of
+                    .of(&d.object)
+                    .iter()
+                    .flat_map(|rs| pods_of.of(rs))
+                    .collect();
+                let a = reconcile(&pass, &d.object, &set_refs, &mine).await;
                 again = sooner(again, a);
             }
             again

@@ -530,12 +530,7 @@ pub async fn run(ctx: Context) {
                 .map(|s| &s.object)
                 .filter(|p| has_tracking(p))
                 .collect();
-            let mut by_owner: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
-            for p in &tracked {
-                if let Some(uid) = pods::controller_uid(p) {
-                    by_owner.entry(uid).or_default().push(p);
-                }
-            }
+            let index = pods::Dependents::index(&tracked);
             let job_items = pass.live(&jobs);
             let mut again: Again = None;
             let mut live = BTreeSet::new();
@@ -543,11 +538,7 @@ pub async fn run(ctx: Context) {
                 let job = &j.object;
                 let uid = object::meta_str(job, "uid");
                 live.insert(uid.to_string());
-                let owned = by_owner.get(uid).cloned().unwrap_or_default();
-                let owned: Vec<&Value> = owned
-                    .into_iter()
-                    .filter(|p| object::namespace(p) == object::namespace(job))
-                    .collect();
+                let owned = index.of(job);
                 again = sooner(again, reconcile(&pass, job, &owned).await);
             }
             // Pods of Jobs that are gone (or going) keep no finalizer.

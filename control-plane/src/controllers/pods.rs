@@ -125,3 +125,38 @@ pub fn toleration<'a>(pod: &'a Value, key: &str, value: &str, effect: &str) -> O
             key_ok && op_ok && effect_ok
         })
 }
+
+/// Objects indexed by the uid of their controller, built once per pass so that each owner
+/// finds its dependents without scanning them all.
+#[derive(Default)]
+pub struct Dependents<'a> {
+    by_uid: std::collections::BTreeMap<&'a str, Vec<&'a Value>>,
+    /// Objects with no controller (candidates for adoption).
+    pub orphans: Vec<&'a Value>,
+}
+
+impl<'a> Dependents<'a> {
+    pub fn index(items: &[&'a Value]) -> Dependents<'a> {
+        let mut d = Dependents::default();
+        for item in items {
+            match controller_uid(item) {
+                Some(uid) => d.by_uid.entry(uid).or_default().push(item),
+                None => d.orphans.push(item),
+            }
+        }
+        d
+    }
+
+    /// The objects `owner` controls (same namespace, controller reference to its uid).
+    pub fn of(&self, owner: &Value) -> Vec<&'a Value> {
+        self.by_uid
+            .get(object::meta_str(owner, "uid"))
+            .map(|v| {
+                v.iter()
+                    .copied()
+                    .filter(|o| object::namespace(o) == object::namespace(owner))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}

@@ -199,9 +199,13 @@ pub async fn run(ctx: Context) {
         |pass| async move {
             let all_pods = pass.cache.list(&pod_kind, None);
             let pods = values(&all_pods);
+            let index = pods::Dependents::index(&pods);
             let mut again: Again = None;
             for rs in pass.live(&sets) {
-                let a = reconcile(&pass, &rs.object, &pods).await;
+                // Its own pods and the orphans it may adopt.
+                let mut candidates = index.of(&rs.object);
+                candidates.extend(index.orphans.iter().copied());
+                let a = reconcile(&pass, &rs.object, &candidates).await;
                 again = sooner(again, a);
             }
             again
