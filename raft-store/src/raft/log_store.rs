@@ -152,11 +152,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.meta
             .insert(LAST_PURGED, codec::encode(&log_id))
             .map_err(io_err)?;
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(..=log_id.index.to_be_bytes()) {
-            batch.remove(item.map_err(io_err)?.0);
-        }
-        self.log.apply_batch(batch).map_err(io_err)?;
+        // Keys are the indices, so the range is known without reading the entries (which
+        // can be large); the removal runs off the async threads, as it can take a while.
+        let Some((first, _)) = self.log.first().map_err(io_err)? else {
+            return self.flush().await;
+        };
+        let first = first
+            .as_ref()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| io::Error::other("log key is not an index"))?;
+        let (log, upto) = (self.log.clone(), log_id.index);
+        tokio::task::spawn_blocking(move || {
+            let mut batch = sled::Batch::default();
+            for index in first..=upto {
+                batch.remove(&index.to_be_bytes());
+            }
+            log.apply_batch(batch)
+        })
+        .await
+        .map_err(io::Error::other)?
+        .map_err(io_err)?;
         tracing::info!(upto = log_id.index, "purged log");
         self.flush().await
     }
