@@ -674,6 +674,22 @@ mod tests {
     }
 
     #[test]
+    fn with_on_failure_container_restarts_count_against_the_backoff_limit() {
+        let mut j = job(Some(1), 1);
+        j["spec"]["template"]["spec"]["restartPolicy"] = json!("OnFailure");
+        let mut running = pod("a", "Running");
+        running["status"]["containerStatuses"] = json!([{"restartCount": 1}]);
+        assert!(plan(&j, &[&running], now())
+            .status
+            .get("conditions")
+            .is_none());
+        running["status"]["containerStatuses"] = json!([{"restartCount": 2}]);
+        let p = plan(&j, &[&running], now());
+        assert_eq!(p.status["conditions"][0]["reason"], "BackoffLimitExceeded");
+        assert_eq!(p.delete, ["a"]);
+    }
+
+    #[test]
     fn a_work_queue_finishes_when_one_succeeded_and_the_rest_stopped() {
         let j = job(None, 2);
         assert_eq!(plan(&j, &[], now()).create, 2);
