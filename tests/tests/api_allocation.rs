@@ -167,3 +167,62 @@ async fn requested_values_are_honoured_refused_kept_and_released() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_namespace_of_many_services_releases_every_address() {
+    // More Services than one store transaction could release (128 operations).
+    let cluster = tests::cluster::Cluster::start_with(3, tests::cluster::STORE_ONLY).await;
+    let client = std::sync::Arc::new(Client::new(&cluster.client_urls()).unwrap());
+    let mut etcd = cluster.client_for(&[0, 1, 2]).await;
+    let ranges = || {
+        etcd_client::GetOptions::new()
+            .with_prefix()
+            .with_count_only()
+    };
+    let before = etcd
+        .get("/registry/ranges/", Some(ranges()))
+        .await
+        .unwrap()
+        .count();
+    client
+        .create(
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "many"}}),
+            "",
+        )
+        .await
+        .unwrap();
+    let mut creators = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let client = client.clone();
+        creators.spawn(async move {
+            for i in (w..150).step_by(8) {
+                let svc = service(&format!("s{i}"), "ClusterIP", None, None);
+                client.create(&svc, "many").await.unwrap();
+            }
+        });
+    }
+    while let Some(done) = creators.join_next().await {
+        done.unwrap();
+    }
+    let held = etcd
+        .get("/registry/ranges/", Some(ranges()))
+        .await
+        .unwrap()
+        .count();
+    assert_eq!(held, before + 150);
+    let namespaces = Kind::named("namespaces").unwrap();
+    client.delete(&namespaces, "", "many").await.unwrap();
+    let services = Kind::named("services").unwrap();
+    assert!(client
+        .list(&services, Some("many"), "", "")
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    let after = etcd
+        .get("/registry/ranges/", Some(ranges()))
+        .await
+        .unwrap()
+        .count();
+    assert_eq!(after, before);
+}

@@ -466,9 +466,32 @@ impl ApiService {
     ) -> Result<i64, WriteError> {
         if kind.kind == "Namespace" {
             let name = object::name(&live.object);
+            // Services go first, each with its addresses and ports, so that the transaction
+            // removing the namespace stays within the store's limit of operations however
+            // many Services it held (it releases only what was created meanwhile).
+            let services = Kind::named("services").expect("Service is served");
+            if let Ok((items, _)) = self.registry.list(&services.prefix(Some(name))).await {
+                for svc in items {
+                    let key = services.key(name, object::name(&svc.object));
+                    if let Err(e) = self.remove_one(&services, &key, &svc, fence).await {
+                        tracing::debug!(?e, %key, "service left to the namespace's removal");
+                    }
+                }
+            }
             return namespaces::delete_with_contents(&self.registry, name, live.revision, fence)
                 .await;
         }
+        self.remove_one(kind, key, live, fence).await
+    }
+
+    /// Removes one object that is not a namespace (a Service with its addresses and ports).
+    async fn remove_one(
+        &self,
+        kind: &Kind,
+        key: &str,
+        live: &Stored,
+        fence: &Also,
+    ) -> Result<i64, WriteError> {
         let mut also = if kind.kind == "Service" {
             allocate::release_all(&live.object)
         } else {
