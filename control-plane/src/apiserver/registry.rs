@@ -256,8 +256,9 @@ impl Registry {
     }
 
     /// Up to `batch` objects under `prefix` from key `start` on (inclusive), at `revision`
-    /// (None: now, after a linearization), with their keys; also the revision read at and
-    /// whether more follow. A compacted revision is `Expired`.
+    /// (None: now), with their keys; also the revision read at and whether more follow. A
+    /// compacted revision is `Expired`. Every page linearizes first, so that a replica behind
+    /// the one that served the first page has caught up with it (and with any compaction).
     pub async fn list_from(
         &self,
         prefix: &str,
@@ -265,9 +266,7 @@ impl Registry {
         revision: Option<i64>,
         batch: usize,
     ) -> Result<(Vec<(String, Stored)>, i64, bool), ApiError> {
-        if revision.is_none() {
-            self.replica.linearize().await.map_err(unavailable)?;
-        }
+        self.replica.linearize().await.map_err(unavailable)?;
         let resp = self
             .replica
             .sm
