@@ -66,18 +66,9 @@ async fn pods_of_a_dead_node_are_replaced_and_the_node_recovers() {
             (ready.len() == 6 && ready.iter().all(|p| node_of(p).starts_with(on))).then_some(ready)
         }
     };
-    let spread = wait::until(
-        "6 pods on the four nodes",
-        Duration::from_secs(30),
-        || async {
-            let list = client
-                .list(&pods, Some("default"), "app=web", "")
-                .await
-                .ok()?;
-            let ready: Vec<Value> = list.items.into_iter().filter(is_ready).collect();
-            (ready.len() == 6).then_some(ready)
-        },
-    )
+    let spread = wait::until("6 pods on the four nodes", Duration::from_secs(30), || {
+        running("")
+    })
     .await;
     let on_doomed: Vec<String> = spread
         .iter()

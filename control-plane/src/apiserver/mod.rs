@@ -360,6 +360,9 @@ impl ApiService {
         let mut items = Vec::new();
         let mut bytes = 0;
         let mut continue_token = String::new();
+        // Once per request: a continue page served by a replica behind the one that served the
+        // first page then sees what the first did (and any compaction since).
+        self.registry.linearize().await?;
         'pages: loop {
             let (page, read_at, more) = self
                 .registry

@@ -257,8 +257,7 @@ impl Registry {
 
     /// Up to `batch` objects under `prefix` from key `start` on (inclusive), at `revision`
     /// (None: now), with their keys; also the revision read at and whether more follow. A
-    /// compacted revision is `Expired`. Every page linearizes first, so that a replica behind
-    /// the one that served the first page has caught up with it (and with any compaction).
+    /// compacted revision is `Expired`. Reads this replica as it is: call `linearize` first.
     pub async fn list_from(
         &self,
         prefix: &str,
@@ -266,7 +265,6 @@ impl Registry {
         revision: Option<i64>,
         batch: usize,
     ) -> Result<(Vec<(String, Stored)>, i64, bool), ApiError> {
-        self.replica.linearize().await.map_err(unavailable)?;
         let resp = self
             .replica
             .sm
@@ -300,6 +298,11 @@ impl Registry {
             })
             .collect::<Result<_, ApiError>>()?;
         Ok((items, read_at, resp.more))
+    }
+
+    /// Waits until this replica holds every write acknowledged before the call.
+    pub async fn linearize(&self) -> Result<(), ApiError> {
+        self.replica.linearize().await.map_err(unavailable)
     }
 
     /// The keys under `prefix` (linearizable).
