@@ -95,13 +95,35 @@ pub struct Args {
     /// say otherwise in a toleration (Kubernetes: 300).
     #[arg(long, env = "SKIFF_POD_EVICTION_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..))]
     pub pod_eviction_timeout: u64,
+    /// How the leader compacts history on its own: `periodic` (keep
+    /// `--auto-compaction-retention` of time) or `revision` (keep that many revisions).
+    #[arg(long, env = "SKIFF_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    pub auto_compaction_mode: String,
+    /// History to keep: a duration such as `5m` or `1h` (a bare number counts hours) for
+    /// `periodic`, a number of revisions for `revision`; 0 turns automatic compaction off.
+    #[arg(long, env = "SKIFF_AUTO_COMPACTION_RETENTION", default_value = "5m")]
+    pub auto_compaction_retention: String,
+    /// How long Events are kept (a duration such as `1h` or `30m`): each is stored with a store
+    /// lease that removes it after this time.
+    #[arg(long, env = "SKIFF_EVENT_TTL", default_value = "1h", value_parser = parse_event_ttl)]
+    pub event_ttl: Duration,
     /// The pod network, one /24 per node (a /16 holds 256 nodes, a /14 1,024).
     #[arg(long, env = "SKIFF_CLUSTER_CIDR", default_value = crate::controllers::ipam::CLUSTER_CIDR, value_parser = crate::controllers::ipam::PodNetwork::parse)]
     pub cluster_cidr: crate::controllers::ipam::PodNetwork,
 }
 
+fn parse_event_ttl(s: &str) -> Result<Duration, String> {
+    match raft_store::auto_compact::parse_go_duration(s) {
+        Some(d) if d >= Duration::from_secs(1) => Ok(d),
+        Some(_) => Err(format!("{s:?} is shorter than one second")),
+        None => Err(format!("{s:?} is not a duration such as 1h or 30m")),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    #[error(transparent)]
+    Retention(#[from] raft_store::auto_compact::RetentionError),
     #[error("{flag}: {value:?} is not a URL: {reason}")]
     BadUrl {
         flag: &'static str,
@@ -240,6 +262,10 @@ impl Args {
             election_ms: self.election_timeout,
             restore_from: self.restore_from.clone(),
             watch_progress_every: Duration::from_secs(self.watch_progress_notify_interval.max(1)),
+            auto_compaction: raft_store::auto_compact::AutoCompaction::parse(
+                &self.auto_compaction_mode,
+                &self.auto_compaction_retention,
+            )?,
         })
     }
 }
@@ -267,6 +293,49 @@ mod tests {
             vec!["http://127.0.0.1:2379".to_string()]
         );
         assert_eq!(cfg.data_dir, PathBuf::from("./skiff-data"));
+        assert_eq!(
+            cfg.auto_compaction,
+            raft_store::auto_compact::AutoCompaction::Periodic(Duration::from_secs(300))
+        );
+        assert_eq!(args(&[]).event_ttl, Duration::from_secs(3600));
+    }
+
+    #[tokio::test]
+    async fn compaction_and_event_flags_name_what_is_wrong() {
+        let e = args(&["--auto-compaction-retention", "5x"])
+            .store_config()
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--auto-compaction-retention \"5x\""),
+            "{e}"
+        );
+        let e = args(&[
+            "--auto-compaction-mode",
+            "revision",
+            "--auto-compaction-retention",
+            "1h",
+        ])
+        .store_config()
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("number of revisions"), "{e}");
+        let cfg = args(&[
+            "--auto-compaction-mode",
+            "revision",
+            "--auto-compaction-retention",
+            "1000",
+        ])
+        .store_config()
+        .await
+        .unwrap();
+        assert_eq!(
+            cfg.auto_compaction,
+            raft_store::auto_compact::AutoCompaction::Revision(1000)
+        );
+        let e = Args::try_parse_from(["skiff-server", "--event-ttl", "60"]).unwrap_err();
+        assert!(e.to_string().contains("not a duration"), "{e}");
     }
 
     #[tokio::test]

@@ -34,7 +34,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(async move { namespaces::ensure_built_in(&registry).await })
     };
     let (leading, leadership) = tokio::sync::watch::channel(None);
-    let api_service = Arc::new(ApiService::new(registry.clone(), leadership.clone()));
+    let api_service = Arc::new(ApiService::new(
+        registry.clone(),
+        leadership.clone(),
+        args.event_ttl,
+    ));
     let election = args.controllers.then(|| {
         tokio::spawn(crate::controllers::election::run(
             store.replica.clone(),
@@ -45,7 +49,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let ctx = crate::controllers::Context {
         api: api_service.clone(),
         cache: Cache::start(store.replica.clone()),
-        leadership,
+        leadership: leadership.clone(),
         node_lifecycle: crate::controllers::nodelifecycle::Settings {
             grace: std::time::Duration::from_secs(args.node_monitor_grace_period),
             eviction: std::time::Duration::from_secs(args.pod_eviction_timeout),
@@ -91,6 +95,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(election) = election {
         election.abort();
+        crate::controllers::election::resign(&store.replica, &leadership).await;
     }
     store.shutdown().await;
     for s in servers {

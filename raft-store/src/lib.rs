@@ -1,5 +1,7 @@
 //! Skiff's replicated store: an MVCC key space with etcd's semantics, replicated by openraft over
 //! tonic, persisted in sled, and served through the etcd v3 gRPC API.
+pub mod authority;
+pub mod auto_compact;
 pub mod backup;
 pub mod codec;
 pub mod error;

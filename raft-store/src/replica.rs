@@ -4,7 +4,8 @@
 //! answers its client as if the leader had been called.
 //!
 //! The leader also runs the duties loop: it expires leases (deadlines restart from the full TTL
-//! whenever leadership changes, as etcd does), fixes the cluster ID once, and every replica
+//! whenever leadership changes, as etcd does), compacts history automatically (`auto_compact`),
+//! fixes the cluster ID once, and every replica
 //! publishes its own name and client URLs through the log. Every replica also asks the leader
 //! now and then whether it is still a member; one that was removed shuts down, as etcd's does.
 
@@ -15,9 +16,11 @@ use std::time::{Duration, Instant};
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{ChangeMembers, ReadPolicy, ServerState};
 
+use crate::auto_compact::{AutoCompaction, AutoCompactor};
 use crate::error::StoreError;
 use crate::forward::{ForwardError, ForwardResult, LeaderRequest, LeaderResponse};
 use crate::machine::command::{Command, CommandResult};
+use crate::pb::etcdserverpb::{CompactionRequest, LeaseGrantResponse};
 use crate::raft::network::Peers;
 use crate::raft::state_machine::Shared;
 use crate::raft::{PeerNode, Raft};
@@ -44,6 +47,24 @@ pub struct RaftStatus {
     pub is_learner: bool,
 }
 
+/// Sizes and positions of a replica's store, for status reports and benchmarks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    pub revision: i64,
+    pub compact_revision: i64,
+    /// The database's files.
+    pub db_bytes: u64,
+    /// The part of them holding live data.
+    pub db_bytes_in_use: u64,
+    /// Entries kept in the Raft log (behind and after the last snapshot).
+    pub log_entries: u64,
+    /// The current snapshot's body.
+    pub snapshot_bytes: u64,
+}
+
+/// How long a database usage reading is reused (it walks every page).
+const USAGE_FRESH_FOR: Duration = Duration::from_secs(2);
+
 /// One member of the membership, as reported by MemberList.
 #[derive(Clone, Debug)]
 pub struct MemberInfo {
@@ -64,13 +85,34 @@ pub struct Identity {
     pub bootstrap_cluster_id: u64,
 }
 
+/// How a replica runs its duties (from the flags).
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Shortest lease TTL granted, in seconds (etcd: 1.5 election timeouts, rounded up).
+    pub min_lease_ttl: i64,
+    /// What the leader compacts on its own.
+    pub auto_compaction: AutoCompaction,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            min_lease_ttl: 1,
+            auto_compaction: AutoCompaction::Off,
+        }
+    }
+}
+
 pub struct Replica {
     pub id: u64,
     pub identity: Identity,
     pub raft: Raft,
     pub sm: Arc<Shared>,
     pub peers: Peers,
+    pub settings: Settings,
     leases: Mutex<LeaseClock>,
+    compaction: Mutex<AutoCompactor>,
+    usage: Mutex<Option<(Instant, crate::mvcc::backend::Usage)>>,
 }
 
 /// The current leader and its peer URL, if it is known and still a member (a leader that has
@@ -102,14 +144,94 @@ fn never_delivered(status: &tonic::Status) -> bool {
 }
 
 impl Replica {
-    pub fn new(identity: Identity, raft: Raft, sm: Arc<Shared>, peers: Peers) -> Self {
+    pub fn new(
+        identity: Identity,
+        raft: Raft,
+        sm: Arc<Shared>,
+        peers: Peers,
+        settings: Settings,
+    ) -> Self {
         Self {
             id: identity.id,
             identity,
             raft,
             sm,
             peers,
+            settings,
             leases: Mutex::new(LeaseClock::default()),
+            compaction: Mutex::new(AutoCompactor::new(settings.auto_compaction)),
+            usage: Mutex::new(None),
+        }
+    }
+
+    /// What this replica's store holds and takes (database usage is read at most every two
+    /// seconds).
+    pub async fn store_stats(&self) -> StoreStats {
+        let cached = *self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let usage = match cached {
+            Some((at, u)) if at.elapsed() < USAGE_FRESH_FOR => u,
+            _ => {
+                let backend = self.sm.read().backend().clone();
+                let u = tokio::task::spawn_blocking(move || backend.usage())
+                    .await
+                    .unwrap_or_default();
+                *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), u));
+                u
+            }
+        };
+        let (revision, compact_revision) = {
+            let m = self.sm.read();
+            (m.kv.current_rev(), m.kv.compact_rev())
+        };
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let last = metrics.last_log_index.unwrap_or(0);
+        let purged = metrics.purged.map_or(0, |l| l.index + 1);
+        StoreStats {
+            revision,
+            compact_revision,
+            db_bytes: usage.on_disk,
+            db_bytes_in_use: usage.in_use,
+            log_entries: (last + 1).saturating_sub(purged),
+            snapshot_bytes: self.sm.snapshot_bytes(),
+        }
+    }
+
+    /// Grants a lease of at least `ttl` seconds (raised to the minimum TTL) with ID `id`, or a
+    /// random one when `id` is 0. The ID and TTL are fixed before proposing, so every replica
+    /// applies the same lease.
+    pub async fn grant_lease(&self, id: i64, ttl: i64) -> Result<LeaseGrantResponse, StoreError> {
+        let id = if id == 0 {
+            rand::Rng::gen_range(&mut rand::thread_rng(), 1..i64::MAX)
+        } else {
+            id
+        };
+        let ttl = ttl.max(self.settings.min_lease_ttl);
+        match self.write(Command::LeaseGrant { id, ttl }).await? {
+            CommandResult::LeaseGrant(r) => Ok(r),
+            other => Err(StoreError::Internal(format!(
+                "unexpected result for lease grant: {other:?}"
+            ))),
+        }
+    }
+
+    /// Revokes a lease, deleting its keys.
+    pub async fn revoke_lease(&self, id: i64) -> Result<(), StoreError> {
+        self.write(Command::LeaseRevoke { id }).await.map(|_| ())
+    }
+
+    /// Renews a lease on the leader: its TTL, or 0 when the lease does not exist. The leader
+    /// answers only after a quorum confirmed it still leads, so a renewal that succeeded was
+    /// seen by the leader every later leader succeeds: the lease cannot expire earlier than
+    /// its TTL after the call was made.
+    pub async fn keep_alive(&self, id: i64) -> Result<i64, StoreError> {
+        match self
+            .leader_call(LeaderRequest::LeaseKeepAlive(id), true)
+            .await?
+        {
+            LeaderResponse::LeaseTtl(ttl) => Ok(ttl),
+            other => Err(StoreError::Internal(format!(
+                "unexpected keep-alive answer {other:?}"
+            ))),
         }
     }
 
@@ -275,6 +397,12 @@ impl Replica {
                 let Some(ttl) = ttl else {
                     return Ok(LeaderResponse::LeaseTtl(0));
                 };
+                // A deposed leader that has not noticed yet must not renew: a quorum confirms
+                // this replica still leads (as etcd does since 3.5.11).
+                self.raft
+                    .get_read_log_id(ReadPolicy::ReadIndex)
+                    .await
+                    .map_err(|_| ForwardError::NotLeader)?;
                 let term = self.term();
                 let mut clock = self.lease_clock(term);
                 clock
@@ -444,9 +572,41 @@ impl Replica {
         None
     }
 
+    /// Automatic compaction on the leader (see `auto_compact`).
+    async fn auto_compact(&self, leading: bool) {
+        let due = {
+            let mut c = self.compaction.lock().unwrap_or_else(|p| p.into_inner());
+            if !leading {
+                c.reset();
+                return;
+            }
+            let (current, compacted) = {
+                let m = self.sm.read();
+                (m.kv.current_rev(), m.kv.compact_rev())
+            };
+            c.due(Instant::now(), current, compacted)
+        };
+        let Some(revision) = due else {
+            return;
+        };
+        let cmd = Command::Compact(CompactionRequest {
+            revision,
+            physical: false,
+        });
+        match self.raft.client_write(cmd).await {
+            Ok(r) => match r.data.0 {
+                Ok(_) => tracing::info!(revision, "compacted history (automatic)"),
+                Err(e) => tracing::debug!(%e, revision, "automatic compaction refused"),
+            },
+            Err(e) => tracing::debug!(%e, "automatic compaction not written"),
+        }
+    }
+
     /// One round of the periodic duties; see the module comment.
     pub async fn run_duties(&self) {
         let metrics = self.raft.metrics().borrow_watched().clone();
+        self.auto_compact(metrics.state == ServerState::Leader)
+            .await;
         if metrics.state == ServerState::Leader {
             for id in self.expired_leases(metrics.current_term) {
                 match self.raft.client_write(Command::LeaseRevoke { id }).await {

@@ -68,6 +68,15 @@ pub struct StoreConfig {
     /// Start a new cluster from this backup (made by Maintenance.Snapshot / `etcdctl snapshot save`).
     pub restore_from: Option<PathBuf>,
     pub watch_progress_every: Duration,
+    /// What the leader compacts on its own (`--auto-compaction-mode`/`-retention`).
+    pub auto_compaction: crate::auto_compact::AutoCompaction,
+}
+
+/// etcd's shortest lease TTL: one and a half election timeouts, in whole seconds rounded up, so
+/// that a lease outlives a leader election.
+fn min_lease_ttl(cfg: &StoreConfig) -> i64 {
+    let ms = election_timeouts(cfg).1 * 3 / 2;
+    ms.div_ceil(1000).max(1) as i64
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +236,10 @@ impl StoreServer {
             raft.clone(),
             sm.shared.clone(),
             peers,
+            crate::replica::Settings {
+                min_lease_ttl: min_lease_ttl(&cfg),
+                auto_compaction: cfg.auto_compaction,
+            },
         ));
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -277,7 +290,9 @@ impl StoreServer {
         let duties_replica = replica.clone();
         let mut rx = shutdown_rx.clone();
         let duties = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            // Often enough that a one-second lease expires within a tenth of its TTL.
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     _ = tick.tick() => duties_replica.run_duties().await,
@@ -366,9 +381,18 @@ impl StoreServer {
 
 /// Accepted connections with TCP_NODELAY: small gRPC messages (Raft heartbeats, acks, watch
 /// events) must not wait for Nagle's algorithm (about 40 ms stalls otherwise). Both the client
-/// and the peer port use this.
-pub fn accept_nodelay(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
-    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
+/// and the peer port use this. Each connection's requests get a `:authority` the HTTP/2 server
+/// accepts, whatever etcd's clients sent (see `authority`).
+pub fn accept_nodelay(
+    listener: TcpListener,
+) -> impl futures::Stream<
+    Item = std::io::Result<crate::authority::LenientAuthority<tokio::net::TcpStream>>,
+> + Send
+       + 'static {
+    use futures::StreamExt;
+    tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(|conn| conn.map(crate::authority::LenientAuthority::new))
 }
 
 /// A joining replica learns its member ID from the existing members (the ID was assigned by

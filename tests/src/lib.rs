@@ -11,5 +11,6 @@ pub mod history;
 pub mod hollow;
 pub mod netns;
 pub mod pod_tracker;
+pub mod soak;
 pub mod wait;
 pub mod workload;

@@ -1,7 +1,8 @@
-//! The replica that runs the controllers is elected through the store: one holder at a time, a
-//! new one soon after the holder dies, and a deposed holder's writes are fenced (here: the
-//! garbage collector, which stops collecting while an impostor holds the election and resumes
-//! once a real replica holds it again).
+//! The replica that runs the controllers is elected through the store: one holder at a time,
+//! kept with a store lease (no writes while nothing changes), a new one soon after the holder
+//! dies, and a deposed holder's writes are fenced (here: the garbage collector, which stops
+//! collecting while an impostor holds the election and resumes once a real replica holds it
+//! again).
 
 use std::time::{Duration, Instant};
 
@@ -11,7 +12,6 @@ use tests::cluster::Cluster;
 use tests::wait;
 
 const TERM_KEY: &str = "/skiff/controllers/term";
-const RENEW_KEY: &str = "/skiff/controllers/renew";
 
 async fn holder(client: &mut etcd_client::Client) -> Option<String> {
     let r = client.get(TERM_KEY, None).await.ok()?;
@@ -35,20 +35,26 @@ async fn a_dead_holder_is_replaced_and_one_replica_holds_at_a_time() {
         .position(|m| m.name == first)
         .expect("the holder is a member");
     // Exactly one holder: the term key changes hands only on takeover, so it stays put while
-    // the holder lives.
-    let revision = etcd.get(TERM_KEY, None).await.unwrap().kvs()[0].mod_revision();
-    let renewed = etcd.get(RENEW_KEY, None).await.unwrap().kvs()[0].mod_revision();
-    wait::until("the holder to renew", Duration::from_secs(10), || {
-        let mut etcd = etcd.clone();
-        async move {
-            let r = etcd.get(RENEW_KEY, None).await.ok()?;
-            (r.kvs()[0].mod_revision() > renewed).then_some(())
-        }
-    })
+    // the holder lives, held by a lease the holder keeps alive past its TTL.
+    let term = etcd.get(TERM_KEY, None).await.unwrap().kvs()[0].clone();
+    assert_ne!(term.lease(), 0, "the term key is held by a lease");
+    let granted = etcd
+        .lease_time_to_live(term.lease(), None)
+        .await
+        .unwrap()
+        .granted_ttl();
+    let alive_until = Instant::now() + Duration::from_secs(granted as u64 * 3);
+    wait::until(
+        "three lease TTLs to pass",
+        Duration::from_secs(30),
+        || async { (Instant::now() >= alive_until).then_some(()) },
+    )
     .await;
+    let ttl = etcd.lease_time_to_live(term.lease(), None).await.unwrap();
+    assert!(ttl.ttl() >= 0, "the holder's lease expired: {ttl:?}");
     assert_eq!(
         etcd.get(TERM_KEY, None).await.unwrap().kvs()[0].mod_revision(),
-        revision
+        term.mod_revision()
     );
 
     let killed_at = Instant::now();
@@ -75,14 +81,26 @@ async fn a_deposed_holder_cannot_write() {
         async move { holder(&mut etcd).await }
     })
     .await;
-    // An impostor takes the election over and keeps renewing it.
-    etcd.put(TERM_KEY, "impostor", None).await.unwrap();
+    // An impostor takes the election over with a lease of its own and keeps it alive.
+    let lease = etcd.lease_grant(2, None).await.unwrap().id();
+    etcd.put(
+        TERM_KEY,
+        "impostor",
+        Some(etcd_client::PutOptions::new().with_lease(lease)),
+    )
+    .await
+    .unwrap();
     let renewing = {
         let mut etcd = etcd.clone();
         tokio::spawn(async move {
+            let Ok((mut keeper, mut answers)) = etcd.lease_keep_alive(lease).await else {
+                return;
+            };
             loop {
-                let _ = etcd.put(RENEW_KEY, "impostor", None).await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                if keeper.keep_alive().await.is_err() || answers.message().await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
             }
         })
     };
@@ -115,7 +133,7 @@ async fn a_deposed_holder_cannot_write() {
     );
     assert_eq!(holder(&mut etcd).await.as_deref(), Some("impostor"));
 
-    // The impostor goes silent: a real replica takes over and collects.
+    // The impostor goes silent: its lease expires, a real replica takes over and collects.
     renewing.abort();
     let _ = renewing.await;
     wait::until(
@@ -142,6 +160,45 @@ async fn a_deposed_holder_cannot_write() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_cluster_writes_nothing() {
+    let cluster = Cluster::start(3).await;
+    let mut etcd = cluster.client_for(&[0, 1, 2]).await;
+    wait::until("a controller leader", Duration::from_secs(20), || {
+        let mut etcd = etcd.clone();
+        async move { holder(&mut etcd).await }
+    })
+    .await;
+    let revision = |etcd: &mut etcd_client::Client| {
+        let mut etcd = etcd.clone();
+        async move {
+            etcd.get("any", None)
+                .await
+                .unwrap()
+                .header()
+                .unwrap()
+                .revision()
+        }
+    };
+    // The store's revision over an observation window of three seconds: nothing writes while
+    // nothing changes (the controller election is kept by lease keep-alives, which write
+    // nothing). The same window with one write in it counts exactly that write.
+    let window = Duration::from_secs(3);
+    let before = revision(&mut etcd).await;
+    tokio::time::sleep(window).await;
+    let idle = revision(&mut etcd).await - before;
+    etcd.put("/test/one-write", "x", None).await.unwrap();
+    let before = revision(&mut etcd).await;
+    etcd.put("/test/one-write", "y", None).await.unwrap();
+    tokio::time::sleep(window).await;
+    let one = revision(&mut etcd).await - before;
+    assert_eq!(
+        (idle, one),
+        (0, 1),
+        "revisions written in {window:?}: idle, with one put"
+    );
 }
 
 /// Which replicas say they run the controllers right now (by their own reckoning).

@@ -369,3 +369,121 @@ async fn snapshot_save_and_restore_into_a_new_cluster() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("checksum mismatch"), "{err}");
 }
+
+/// Every etcdctl command the README shows, with each endpoint form etcdctl accepts (plain
+/// `host:port`, `http://` URLs, `localhost`, a list of all members) and with `--cluster`, which
+/// makes etcdctl dial every member by the client URL it published: etcd's Go client then sends
+/// the whole URL as the HTTP/2 `:authority`, which the server must accept as etcd does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_readme_command_with_every_endpoint_form() {
+    let cluster = Cluster::start(3).await;
+    let m = &cluster.members[1];
+    let urls = cluster.client_urls().join(",");
+    let forms = [
+        m.endpoint(),
+        m.client_url(),
+        format!("localhost:{}", m.client_port),
+        format!("http://localhost:{}", m.client_port),
+        urls.clone(),
+        cluster.endpoints(),
+    ];
+    for (i, ep) in forms.iter().enumerate() {
+        let key = format!("greeting{i}");
+        assert_eq!(ok(ep, &["put", &key, "hello"]).trim(), "OK", "{ep}");
+        let json = ok(ep, &["get", &key, "-w", "json"]);
+        assert!(json.contains("\"mod_revision\""), "{ep}: {json}");
+        assert_eq!(
+            lines(&ok(ep, &["get", &key, "--consistency=s"])),
+            [key.clone(), "hello".into()],
+            "{ep}"
+        );
+        // A watch from the put's revision replays it, then is stopped.
+        let rev = json
+            .split("\"mod_revision\":")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .expect("mod_revision")
+            .to_string();
+        let watched = Command::new("timeout")
+            .args(["3", "etcdctl", &format!("--endpoints={ep}")])
+            .args(["watch", "--prefix", &key, &format!("--rev={rev}")])
+            .env("ETCDCTL_API", "3")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(
+            lines(&String::from_utf8_lossy(&watched.stdout)),
+            ["PUT", &key, "hello"],
+            "watch through {ep}: {}",
+            String::from_utf8_lossy(&watched.stderr)
+        );
+        let members = ok(ep, &["member", "list", "-w", "table"]);
+        assert_eq!(members.matches("started").count(), 3, "{ep}: {members}");
+        let status = ok(ep, &["endpoint", "status", "-w", "table"]);
+        assert!(status.contains("3.5.0"), "{ep}: {status}");
+        // --cluster: every member, by the URL it published.
+        let status = ok(ep, &["endpoint", "status", "--cluster", "-w", "table"]);
+        for member in &cluster.members {
+            assert!(status.contains(&member.client_url()), "{ep}: {status}");
+        }
+        // etcdctl 3.4 prints health to stderr.
+        let out = run(ep, &["endpoint", "health", "--cluster"]);
+        let health = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{ep}: {health}");
+        assert_eq!(health.matches("is healthy").count(), 3, "{ep}: {health}");
+    }
+    // The three replicas hold the same data: one hash, at one revision.
+    let revision = ok(&urls, &["get", "greeting0", "-w", "json"]);
+    let rev = revision
+        .split("\"revision\":")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .expect("revision")
+        .to_string();
+    let hashes = ok(
+        &m.client_url(),
+        &["endpoint", "hashkv", "--cluster", &format!("--rev={rev}")],
+    );
+    let distinct: std::collections::BTreeSet<&str> = hashes
+        .lines()
+        .filter_map(|l| l.split(", ").nth(1))
+        .collect();
+    assert_eq!(hashes.lines().count(), 3, "{hashes}");
+    assert_eq!(distinct.len(), 1, "{hashes}");
+
+    // Membership, backups and defrag through an http:// endpoint too.
+    let added = ok(
+        &m.client_url(),
+        &[
+            "member",
+            "add",
+            "s4",
+            "--learner",
+            &format!(
+                "--peer-urls=http://127.0.0.1:{}",
+                tests::cluster::free_port()
+            ),
+        ],
+    );
+    let id = added
+        .split("Member ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("the new member's ID")
+        .to_string();
+    ok(&m.client_url(), &["member", "remove", &id]);
+    let file = cluster.root().join("http-backup.db");
+    let saved = ok(
+        &m.client_url(),
+        &["snapshot", "save", file.to_str().unwrap()],
+    );
+    assert!(saved.contains("Snapshot saved"), "{saved}");
+    let defrag = ok(&urls, &["defrag", "--cluster"]);
+    assert_eq!(
+        defrag.matches("Finished defragmenting").count(),
+        3,
+        "{defrag}"
+    );
+}

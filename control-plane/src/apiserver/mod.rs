@@ -6,6 +6,7 @@ pub mod admission;
 pub mod allocate;
 pub mod defaults;
 pub mod deletion;
+pub mod expiry;
 pub mod namespaces;
 pub mod paging;
 pub mod registry;
@@ -36,6 +37,8 @@ const WRITE_ATTEMPTS: usize = 5;
 
 pub struct ApiService {
     registry: Arc<Registry>,
+    /// Leases for the objects that expire (Events).
+    expiry: expiry::Expiry,
     /// Whether this replica runs the controllers (reported by ClusterStatus).
     leadership: crate::controllers::election::Leadership,
 }
@@ -84,7 +87,7 @@ fn store_error(e: WriteError, kind: &Kind, name: &str) -> ApiError {
     match e {
         WriteError::Exists => already_exists(kind, name),
         WriteError::Missing => not_found(kind, name),
-        WriteError::Stale | WriteError::Taken => conflict(kind, name),
+        WriteError::Stale | WriteError::Taken | WriteError::LeaseGone => conflict(kind, name),
         WriteError::Store(e) => e,
     }
 }
@@ -93,8 +96,10 @@ impl ApiService {
     pub fn new(
         registry: Arc<Registry>,
         leadership: crate::controllers::election::Leadership,
+        event_ttl: std::time::Duration,
     ) -> Self {
         Self {
+            expiry: expiry::Expiry::new(registry.replica().clone(), event_ttl),
             registry,
             leadership,
         }
@@ -168,9 +173,11 @@ impl ApiService {
             let mut object = inc.object.clone();
             let mut also = self.allocations(&inc.kind, &mut object, None).await?;
             also.extend(fence);
+            also.extend(&self.expiry.also_for(&inc.kind).await?);
             match self.registry.create(&inc.key(), &object, &also).await {
                 // Another Service claimed the same address or port first: choose again.
                 Err(WriteError::Taken) => continue,
+                Err(WriteError::LeaseGone) => self.expiry.forget(also.lease()).await,
                 other => return other.map_err(|e| store_error(e, &inc.kind, inc.name())),
             }
         }
@@ -520,7 +527,28 @@ impl ApiService {
                 revision: live.revision,
             });
         }
-        self.registry.update(key, object, live.revision, also).await
+        // An expiring object is written with a lease every time: its TTL runs from its last
+        // write, and a write without one would keep it for ever.
+        let mut also = also.clone();
+        also.extend(
+            &self
+                .expiry
+                .also_for(kind)
+                .await
+                .map_err(WriteError::Store)?,
+        );
+        match self
+            .registry
+            .update(key, object, live.revision, &also)
+            .await
+        {
+            Err(WriteError::LeaseGone) => {
+                self.expiry.forget(also.lease()).await;
+                // The callers write again on Taken.
+                Err(WriteError::Taken)
+            }
+            other => other,
+        }
     }
 }
 
@@ -545,6 +573,7 @@ impl Api for ApiService {
     ) -> Result<Response<ClusterStatusResponse>, Status> {
         let replica = self.registry.replica();
         let st = replica.status();
+        let stats = replica.store_stats().await;
         let members = replica
             .members()
             .into_iter()
@@ -566,6 +595,12 @@ impl Api for ApiService {
             members,
             controller_leader: crate::controllers::election::holder(replica),
             leads_controllers: self.leadership.borrow().is_some(),
+            revision: stats.revision,
+            compact_revision: stats.compact_revision,
+            db_bytes: stats.db_bytes,
+            db_bytes_in_use: stats.db_bytes_in_use,
+            log_entries: stats.log_entries,
+            snapshot_bytes: stats.snapshot_bytes,
         }))
     }
 

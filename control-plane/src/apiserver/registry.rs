@@ -35,6 +35,8 @@ pub enum WriteError {
     Stale,
     /// The object was as expected, but a key claimed alongside it was taken meanwhile.
     Taken,
+    /// The store lease the object was to be written with no longer exists.
+    LeaseGone,
     Store(ApiError),
 }
 
@@ -44,9 +46,21 @@ pub enum WriteError {
 pub struct Also {
     compares: Vec<Compare>,
     ops: Vec<RequestOp>,
+    /// The store lease the object itself is written with (0: none), so that it expires.
+    lease: i64,
 }
 
 impl Also {
+    /// Writes the object with store lease `id`: the store deletes it when the lease expires.
+    pub fn expire_with(&mut self, id: i64) {
+        self.lease = id;
+    }
+
+    /// The store lease the object is written with (0: none).
+    pub fn lease(&self) -> i64 {
+        self.lease
+    }
+
     /// Creates `key` with `value`; the whole write fails with `Taken` if `key` exists.
     pub fn claim(&mut self, key: &str, value: &str) {
         self.compares
@@ -70,6 +84,9 @@ impl Also {
     pub fn extend(&mut self, other: &Also) {
         self.compares.extend(other.compares.iter().cloned());
         self.ops.extend(other.ops.iter().cloned());
+        if other.lease != 0 {
+            self.lease = other.lease;
+        }
     }
 
     /// Deletes every key under `prefix`.
@@ -177,10 +194,16 @@ pub fn cmp_key(key: &str, target: compare::CompareTarget, value: i64) -> Compare
 
 /// A Put of `key`.
 pub fn put_op(key: &str, value: Vec<u8>) -> RequestOp {
+    leased_put_op(key, value, 0)
+}
+
+/// A Put of `key` attached to store lease `lease` (0: none).
+fn leased_put_op(key: &str, value: Vec<u8>, lease: i64) -> RequestOp {
     RequestOp {
         request: Some(request_op::Request::RequestPut(PutRequest {
             key: key.as_bytes().to_vec(),
             value,
+            lease,
             ..Default::default()
         })),
     }
@@ -355,7 +378,10 @@ impl Registry {
             .replica
             .write(Command::Txn(req))
             .await
-            .map_err(|e| WriteError::Store(unavailable(e)))?;
+            .map_err(|e| match e {
+                StoreError::LeaseNotFound => WriteError::LeaseGone,
+                e => WriteError::Store(unavailable(e)),
+            })?;
         let CommandResult::Txn(resp) = result else {
             return Err(WriteError::Store(ApiError::new(
                 Reason::Internal,
@@ -387,7 +413,7 @@ impl Registry {
             .txn(
                 key,
                 vec![cmp_key(key, compare::CompareTarget::Create, 0)],
-                vec![put_op(key, value)],
+                vec![leased_put_op(key, value, also.lease)],
                 also,
             )
             .await?;
@@ -417,7 +443,7 @@ impl Registry {
             .txn(
                 key,
                 vec![cmp_key(key, compare::CompareTarget::Mod, expected)],
-                vec![put_op(key, value)],
+                vec![leased_put_op(key, value, also.lease)],
                 also,
             )
             .await?;

@@ -14,7 +14,6 @@
 use std::sync::Arc;
 
 use prost::Message;
-use rand::Rng;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -277,21 +276,7 @@ impl ElectionService {
         if lease != 0 {
             return Ok(lease);
         }
-        let id = rand::thread_rng().gen_range(1..i64::MAX);
-        match self
-            .replica
-            .write(Command::LeaseGrant {
-                id,
-                ttl: SESSION_TTL,
-            })
-            .await?
-        {
-            CommandResult::LeaseGrant(r) => Ok(r.id),
-            other => Err(StoreError::Internal(format!(
-                "unexpected result for lease grant: {other:?}"
-            ))
-            .into()),
-        }
+        Ok(self.replica.grant_lease(0, SESSION_TTL).await?.id)
     }
 
     async fn do_campaign(&self, req: CampaignRequest) -> Result<CampaignResponse, ElectionError> {

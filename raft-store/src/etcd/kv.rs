@@ -3,6 +3,7 @@
 use tonic::{Request, Response, Status};
 
 use super::{check_size, complete, status_of, Shared};
+use crate::error::StoreError;
 use crate::machine::command::{Command, CommandResult};
 use crate::pb::etcdserverpb::kv_server::Kv;
 use crate::pb::etcdserverpb::*;
@@ -79,8 +80,20 @@ impl Kv for KvService {
         &self,
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
-        match self.write(Command::Compact(request.into_inner())).await? {
+        let req = request.into_inner();
+        let (rev, physical) = (req.revision, req.physical);
+        match self.write(Command::Compact(req)).await? {
             CommandResult::Compact(mut r) => {
+                if physical {
+                    // As etcd: answer once this replica's database no longer holds what was
+                    // compacted.
+                    let mut done = self.replica.sm.compactor.physically_compacted();
+                    let wait = done.wait_for(|d| *d >= rev);
+                    tokio::time::timeout(crate::replica::REQUEST_TIMEOUT, wait)
+                        .await
+                        .map_err(|_| status_of(StoreError::Timeout))?
+                        .map_err(|_| status_of(StoreError::Timeout))?;
+                }
                 complete(&self.replica, &mut r.header);
                 Ok(Response::new(r))
             }

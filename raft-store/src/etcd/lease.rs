@@ -4,7 +4,6 @@
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
-use rand::Rng;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{complete, header, status_of, Shared};
@@ -26,24 +25,13 @@ impl Lease for LeaseService {
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let req = request.into_inner();
-        // IDs are chosen before proposing so that every replica applies the same one.
-        let id = if req.id == 0 {
-            rand::thread_rng().gen_range(1..i64::MAX)
-        } else {
-            req.id
-        };
-        match self
+        let mut r = self
             .replica
-            .write(Command::LeaseGrant { id, ttl: req.ttl })
+            .grant_lease(req.id, req.ttl)
             .await
-            .map_err(status_of)?
-        {
-            CommandResult::LeaseGrant(mut r) => {
-                complete(&self.replica, &mut r.header);
-                Ok(Response::new(r))
-            }
-            _ => Err(Status::internal("unexpected result for lease grant")),
-        }
+            .map_err(status_of)?;
+        complete(&self.replica, &mut r.header);
+        Ok(Response::new(r))
     }
 
     async fn lease_revoke(
@@ -76,13 +64,7 @@ impl Lease for LeaseService {
             let replica = replica.clone();
             async move {
                 let id = req?.id;
-                let resp = replica
-                    .leader_call(LeaderRequest::LeaseKeepAlive(id), true)
-                    .await
-                    .map_err(status_of)?;
-                let LeaderResponse::LeaseTtl(ttl) = resp else {
-                    return Err(Status::internal("unexpected keep-alive answer"));
-                };
+                let ttl = replica.keep_alive(id).await.map_err(status_of)?;
                 let revision = replica.sm.read().kv.current_rev();
                 Ok(LeaseKeepAliveResponse {
                     header: header(&replica, revision),

@@ -1,5 +1,6 @@
 //! etcd's Maintenance service: Status, Alarm (always healthy: Skiff raises no alarms yet),
-//! Defragment (a no-op: sled compacts itself), HashKV (to compare replicas), Snapshot (a backup
+//! Defragment (a no-op: sled reuses and gives back freed space by itself; see
+//! docs/architecture.md), HashKV (to compare replicas), Snapshot (a backup
 //! stream) and MoveLeader.
 
 use std::pin::Pin;
@@ -42,17 +43,17 @@ impl Maintenance for MaintenanceService {
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let st = self.replica.status();
-        let db_size = self.replica.sm.read().backend().size_on_disk() as i64;
+        let stats = self.replica.store_stats().await;
         Ok(Response::new(StatusResponse {
             header: header(&self.replica, revision(&self.replica)),
             version: ETCD_API_VERSION.to_string(),
-            db_size,
+            db_size: stats.db_bytes as i64,
             leader: st.leader.unwrap_or(0),
             raft_index: st.last_log_index,
             raft_term: st.term,
             raft_applied_index: st.applied_index,
             errors: Vec::new(),
-            db_size_in_use: db_size,
+            db_size_in_use: stats.db_bytes_in_use as i64,
             is_learner: st.is_learner,
         }))
     }

@@ -10,8 +10,10 @@ use crate::error::StoreError;
 use crate::mvcc::backend::{Backend, Batch};
 
 const LEASE_PREFIX: u8 = b'l';
-/// Shortest TTL granted, in seconds (etcd's minimum for its default election timeout).
-pub const MIN_LEASE_TTL: i64 = 2;
+/// Shortest TTL the state machine grants, in seconds. The replica that receives a grant raises
+/// the TTL to its own minimum (from the election timeout, as etcd) before proposing, so that
+/// every replica applies the same TTL.
+pub const MIN_LEASE_TTL: i64 = 1;
 
 fn lease_key(id: i64) -> Vec<u8> {
     let mut k = vec![LEASE_PREFIX];

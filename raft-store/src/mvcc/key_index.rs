@@ -107,27 +107,33 @@ impl KeyIndex {
         self.generations.last().is_some_and(|g| !g.tombstoned)
     }
 
-    /// Drops history older than `at`; returns the revisions that must be removed from the backend.
-    /// Afterwards the key reads the same at every revision `>= at`. An emptied index reports
-    /// [`KeyIndex::is_empty`].
-    pub fn compact(&mut self, at: i64) -> Vec<Revision> {
-        let mut removed = Vec::new();
-        let mut kept = Vec::with_capacity(self.generations.len());
-        for mut g in std::mem::take(&mut self.generations) {
+    /// Drops history older than `at`; returns how many revisions were dropped (their records may
+    /// be removed from the backend). Afterwards the key reads the same at every revision `>= at`.
+    /// An emptied index reports [`KeyIndex::is_empty`]. Compacting again at the same revision
+    /// drops nothing more.
+    pub fn compact(&mut self, at: i64) -> usize {
+        let mut removed = 0;
+        self.generations.retain_mut(|g| {
             let Some(newest_at) = g.revs.iter().rposition(|r| r.main <= at) else {
-                kept.push(g);
-                continue;
+                return true;
             };
-            let ends_here = g.tombstoned && newest_at == g.revs.len() - 1;
-            if ends_here {
-                removed.append(&mut g.revs);
-                continue;
+            if g.tombstoned && newest_at == g.revs.len() - 1 {
+                removed += g.revs.len();
+                return false;
             }
-            removed.extend(g.revs.drain(..newest_at));
-            kept.push(g);
-        }
-        self.generations = kept;
+            removed += newest_at;
+            g.revs.drain(..newest_at);
+            true
+        });
         removed
+    }
+
+    /// The revisions at or below main revision `at` that this index still holds (after
+    /// compacting at `at`: the ones whose records must stay).
+    pub fn kept_upto(&self, at: i64) -> impl Iterator<Item = Revision> + '_ {
+        self.generations
+            .iter()
+            .flat_map(move |g| g.revs.iter().copied().take_while(move |r| r.main <= at))
     }
 
     /// True when no revision of this key remains.
@@ -194,6 +200,7 @@ mod tests {
         for at in 1..=12 {
             let full = sample();
             let mut compacted = sample();
+            let before: Vec<Revision> = full.kept_upto(i64::MAX).collect();
             let removed = compacted.compact(at);
             for read in at..=12 {
                 assert_eq!(
@@ -202,23 +209,35 @@ mod tests {
                     "compact {at}, read {read}"
                 );
             }
-            assert!(removed.iter().all(|rev| rev.main <= at));
+            let after: Vec<Revision> = compacted.kept_upto(i64::MAX).collect();
+            assert_eq!(before.len() - after.len(), removed, "compact {at}");
+            // What went is all at or below the compact revision.
+            assert!(before
+                .iter()
+                .filter(|rev| !after.contains(rev))
+                .all(|rev| rev.main <= at));
+            assert_eq!(compacted.compact(at), 0, "compacting twice at {at}");
         }
     }
 
     #[test]
     fn compaction_drops_finished_generations_and_old_revisions() {
         let mut ki = sample();
-        assert_eq!(ki.compact(5), vec![r(2)]);
-        assert_eq!(ki.compact(7), vec![r(4), r(6)]);
-        assert_eq!(ki.compact(9), vec![]);
-        assert_eq!(ki.compact(10), vec![r(8)]);
+        let kept = |ki: &KeyIndex, at| ki.kept_upto(at).map(|r| r.main).collect::<Vec<_>>();
+        assert_eq!(ki.compact(5), 1);
+        assert_eq!(kept(&ki, 5), vec![4]);
+        assert_eq!(ki.compact(7), 2);
+        assert_eq!(kept(&ki, 7), Vec::<i64>::new());
+        assert_eq!(ki.compact(9), 0);
+        assert_eq!(kept(&ki, 9), vec![8]);
+        assert_eq!(ki.compact(10), 1);
+        assert_eq!(kept(&ki, 12), vec![10]);
         assert!(!ki.is_empty());
 
         let mut dead = KeyIndex::default();
         dead.put(r(1));
         dead.tombstone(r(2));
-        assert_eq!(dead.compact(2), vec![r(1), r(2)]);
+        assert_eq!(dead.compact(2), 2);
         assert!(dead.is_empty());
     }
 

@@ -4,8 +4,14 @@
 //! Backend layout (inside the state machine's tree): `r<revision>` → [`Record`], plus the meta keys
 //! [`META_CURRENT`] and [`META_COMPACT`]. Writes are gathered into a [`Batch`] that the caller
 //! commits together with its own bookkeeping, so one applied Raft entry is one atomic write.
+//!
+//! Compaction has two halves, as in etcd: [`KvStore::compact`] drops history from the in-memory
+//! index (cheap, done while applying the command) and schedules a [`CompactJob`]; the records
+//! the index no longer refers to are then deleted in batches by [`CompactJob::step`], off the
+//! apply path. A store reopened before a job finished (or loaded from a snapshot taken while
+//! one ran) finds the leftovers again and schedules a new job.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -122,6 +128,72 @@ pub struct KvStore {
     index: BTreeMap<Vec<u8>, KeyIndex>,
     current: i64,
     compacted: i64,
+    /// Records to delete after a compaction, for the caller to run (see [`CompactJob`]).
+    scheduled: Option<CompactJob>,
+}
+
+/// The physical half of a compaction at `rev`: every record at or below `rev` that the index no
+/// longer holds is deleted, a batch at a time.
+#[derive(Debug)]
+pub struct CompactJob {
+    pub rev: i64,
+    /// The records at or below `rev` that stay.
+    keep: HashSet<Revision>,
+    /// Where the next step starts.
+    cursor: Revision,
+    /// Records deleted so far.
+    pub deleted: usize,
+    /// The compaction dropped nothing from the index: no record needs deleting.
+    nothing: bool,
+}
+
+impl CompactJob {
+    /// A job with nothing to delete.
+    fn nothing(rev: i64) -> Self {
+        Self {
+            rev,
+            keep: HashSet::new(),
+            cursor: Revision::new(0, 0),
+            deleted: 0,
+            nothing: true,
+        }
+    }
+
+    /// Deletes up to `limit` records' worth of history in one backend batch; returns true when
+    /// nothing is left to delete. Records above `rev` are never touched, so the store may keep
+    /// writing meanwhile.
+    pub fn step(&mut self, backend: &dyn Backend, limit: usize) -> Result<bool, StoreError> {
+        if self.nothing {
+            return Ok(true);
+        }
+        let start = rev_key(self.cursor);
+        let end = rev_key(Revision::new(self.rev.saturating_add(1), 0));
+        let mut batch = Batch::default();
+        let mut seen = 0;
+        let mut last = None;
+        backend.scan(&start, &end, &mut |k, _| {
+            let Some(rev) = Revision::from_bytes(&k[1..]) else {
+                return true;
+            };
+            if !self.keep.contains(&rev) {
+                batch.delete(k.to_vec());
+            }
+            last = Some(rev);
+            seen += 1;
+            seen < limit
+        })?;
+        self.deleted += batch.ops.len();
+        if !batch.is_empty() {
+            backend.write(batch)?;
+        }
+        match last {
+            Some(rev) if seen >= limit => {
+                self.cursor = Revision::new(rev.main, rev.sub.saturating_add(1));
+                Ok(false)
+            }
+            _ => Ok(true),
+        }
+    }
 }
 
 impl KvStore {
@@ -132,6 +204,9 @@ impl KvStore {
         let compacted = read_i64(&*backend, META_COMPACT, -1)?;
         let mut index: BTreeMap<Vec<u8>, KeyIndex> = BTreeMap::new();
         let mut failure = None;
+        // Records a compaction left behind that the index cannot hold (a tombstone whose
+        // generation's puts are already gone).
+        let mut orphans = 0;
         backend.scan(&[REV_PREFIX], &[REV_PREFIX + 1], &mut |k, v| {
             let (Some(rev), Ok(rec)) = (Revision::from_bytes(&k[1..]), codec::decode::<Record>(v))
             else {
@@ -140,7 +215,9 @@ impl KvStore {
             };
             let ki = index.entry(rec.key.clone()).or_default();
             if rec.tombstone {
-                ki.tombstone(rev);
+                if !ki.tombstone(rev) {
+                    orphans += 1;
+                }
             } else {
                 ki.restore(rev, rec.create_revision, rec.version);
             }
@@ -149,12 +226,54 @@ impl KvStore {
         if let Some(e) = failure {
             return Err(e);
         }
-        Ok(Self {
+        let mut store = Self {
             backend,
             index,
             current,
             compacted,
-        })
+            scheduled: None,
+        };
+        // Redo the index half of the last compaction: records it dropped may still be stored
+        // (the process stopped before its job finished, or a snapshot was taken meanwhile).
+        if compacted > 0 {
+            let dropped = store.compact_index(compacted);
+            if dropped + orphans > 0 {
+                store.scheduled = Some(store.job(compacted));
+            }
+        }
+        Ok(store)
+    }
+
+    /// Compacts every key's index at `rev`; returns how many revisions were dropped.
+    fn compact_index(&mut self, rev: i64) -> usize {
+        let mut dropped = 0;
+        self.index.retain(|_, ki| {
+            dropped += ki.compact(rev);
+            !ki.is_empty()
+        });
+        dropped
+    }
+
+    /// The physical half of a compaction at `rev` whose index half is done.
+    fn job(&self, rev: i64) -> CompactJob {
+        let keep = self
+            .index
+            .values()
+            .flat_map(|ki| ki.kept_upto(rev))
+            .collect();
+        CompactJob {
+            rev,
+            keep,
+            cursor: Revision::new(0, 0),
+            deleted: 0,
+            nothing: false,
+        }
+    }
+
+    /// The records left to delete after the last compaction, if any; the caller runs the job
+    /// once the compaction's batch is written.
+    pub fn take_compaction(&mut self) -> Option<CompactJob> {
+        self.scheduled.take()
     }
 
     pub fn current_rev(&self) -> i64 {
@@ -269,7 +388,9 @@ impl KvStore {
         }
     }
 
-    /// Drops history before `rev`; reads at `rev` and later are unaffected.
+    /// Drops history before `rev`; reads at `rev` and later are unaffected. Only the index
+    /// changes here; the dropped records are deleted by the job [`KvStore::take_compaction`]
+    /// hands out.
     pub fn compact(&mut self, rev: i64, batch: &mut Batch) -> Result<(), StoreError> {
         if rev <= self.compacted {
             return Err(StoreError::Compacted);
@@ -277,15 +398,27 @@ impl KvStore {
         if rev > self.current {
             return Err(StoreError::FutureRev);
         }
-        self.index.retain(|_, ki| {
-            for gone in ki.compact(rev) {
-                batch.delete(rev_key(gone));
-            }
-            !ki.is_empty()
+        // A job is scheduled even when nothing was dropped, so that its end marks the
+        // compaction as physically done.
+        let dropped = self.compact_index(rev);
+        self.scheduled = Some(if dropped > 0 {
+            self.job(rev)
+        } else {
+            CompactJob::nothing(rev)
         });
         self.compacted = rev;
         batch.put(META_COMPACT, codec::encode(&rev));
         Ok(())
+    }
+
+    /// Runs a compaction's job to its end at once (tests and tools; the replica runs jobs in
+    /// batches off the apply path).
+    pub fn finish_compaction(&mut self) -> Result<usize, StoreError> {
+        let Some(mut job) = self.take_compaction() else {
+            return Ok(0);
+        };
+        while !job.step(&*self.backend, 1000)? {}
+        Ok(job.deleted)
     }
 }
 
@@ -591,8 +724,19 @@ pub(crate) mod tests {
             Err(StoreError::FutureRev)
         );
 
-        let reopened = KvStore::open(b.clone()).unwrap();
+        // Reopened before the job ran, the store finds the leftovers and schedules it again.
+        let mut reopened = KvStore::open(b.clone()).unwrap();
         assert_eq!((reopened.current_rev(), reopened.compact_rev()), (6, 3));
+        assert_eq!(
+            reopened.finish_compaction().unwrap(),
+            2,
+            "revisions 1 and 2 of a"
+        );
+        assert_eq!(s.finish_compaction().unwrap(), 0, "already deleted");
+        assert!(KvStore::open(b.clone())
+            .unwrap()
+            .take_compaction()
+            .is_none());
         for at in 3..=6 {
             assert_eq!(
                 reopened.range(&KeyRange::new(b"a", b"\0"), at, 0, false),
@@ -612,7 +756,84 @@ pub(crate) mod tests {
         let mut s = reopened;
         s.compact(6, &mut batch).unwrap();
         b.write(batch).unwrap();
+        assert_eq!(s.finish_compaction().unwrap(), 4, "revisions 3 to 6 of a");
         assert!(s.changes(0, 6, &single("a")).unwrap().is_empty());
         assert_eq!(s.range(&single("b"), 0, 0, false).unwrap().count, 1);
+    }
+
+    fn stored_revisions(b: &MemBackend) -> Vec<i64> {
+        let mut out = Vec::new();
+        b.scan(&[REV_PREFIX], &[REV_PREFIX + 1], &mut |k, _| {
+            out.push(Revision::from_bytes(&k[1..]).unwrap().main);
+            true
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_compaction_job_deletes_only_dropped_records_while_writes_go_on() {
+        let (mut s, b) = open();
+        for v in 1..=50 {
+            commit(&mut s, &b, |t| {
+                t.put(
+                    format!("k{}", v % 5).as_bytes(),
+                    v.to_string().into_bytes(),
+                    0,
+                )
+                .unwrap();
+            });
+        }
+        let mut batch = Batch::default();
+        s.compact(40, &mut batch).unwrap();
+        b.write(batch).unwrap();
+        let mut job = s.take_compaction().expect("a job");
+        let mut steps = 0;
+        loop {
+            steps += 1;
+            // Writes between the steps are never touched.
+            commit(&mut s, &b, |t| {
+                t.put(b"live", b"x".to_vec(), 0).unwrap();
+            });
+            if job.step(&*b, 3).unwrap() {
+                break;
+            }
+        }
+        assert!(steps > 10, "took {steps} steps of 3");
+        // k0..k4 keep their newest revision at or below 40 (36..=40), then everything after.
+        let stored = stored_revisions(&b);
+        let expected: Vec<i64> = (36..=50).chain(51..51 + steps).collect();
+        assert_eq!(stored, expected);
+        assert_eq!(job.deleted, 35);
+        for at in 40..=s.current_rev() {
+            for k in 0..5 {
+                let key = format!("k{k}");
+                assert!(s.range(&single(&key), at, 0, false).unwrap().count == 1);
+            }
+        }
+    }
+
+    #[test]
+    fn an_orphaned_tombstone_left_by_an_interrupted_job_is_found_at_reopen() {
+        let (mut s, b) = open();
+        commit(&mut s, &b, |t| {
+            t.put(b"a", b"1".to_vec(), 0).unwrap();
+        });
+        commit(&mut s, &b, |t| {
+            t.delete_range(&single("a")).unwrap();
+        });
+        commit(&mut s, &b, |t| {
+            t.put(b"b", b"1".to_vec(), 0).unwrap();
+        });
+        let mut batch = Batch::default();
+        s.compact(2, &mut batch).unwrap();
+        b.write(batch).unwrap();
+        // The job stops after deleting the put, before the tombstone.
+        let mut job = s.take_compaction().unwrap();
+        assert!(!job.step(&*b, 1).unwrap());
+        assert_eq!(stored_revisions(&b), vec![2, 3]);
+        let mut reopened = KvStore::open(b.clone()).unwrap();
+        assert_eq!(reopened.finish_compaction().unwrap(), 1);
+        assert_eq!(stored_revisions(&b), vec![3]);
     }
 }

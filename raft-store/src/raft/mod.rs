@@ -1,6 +1,7 @@
 //! Raft replication with openraft: the type configuration (declared once), the sled log store, the
 //! state-machine store, the tonic network and the peer service that receives its calls.
 
+pub mod compactor;
 pub mod log_store;
 pub mod network;
 pub mod peer_service;

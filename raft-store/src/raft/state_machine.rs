@@ -6,12 +6,14 @@
 //! installed a snapshot can still replay uncompacted revisions), encoded with `codec`.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::{Stream, TryStreamExt};
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::EntryPayload;
 
+use super::compactor::Compactor;
 use super::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::codec;
 use crate::error::StoreError;
@@ -45,9 +47,34 @@ pub struct Shared {
     machine: RwLock<Machine>,
     snapshots: sled::Tree,
     pub hub: WatchHub,
+    /// Deletes compacted records off the apply path.
+    pub compactor: Compactor,
+    /// Bumped whenever the whole state is replaced (snapshot install), so that work scheduled
+    /// for the old state is dropped.
+    epoch: AtomicU64,
+    /// Size of the current snapshot's body.
+    snapshot_bytes: AtomicU64,
 }
 
 impl Shared {
+    /// Size of the current snapshot's body in bytes (0 before the first).
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.snapshot_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The current state's epoch (see `epoch`).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Hands the physical half of a compaction just applied (or found at load) to the
+    /// compaction thread.
+    fn schedule_compaction(&self, m: &mut Machine) {
+        if let Some(job) = m.kv.take_compaction() {
+            self.compactor.schedule(job, self.epoch());
+        }
+    }
+
     /// Read access for serving clients. Never hold it across an await.
     pub fn read(&self) -> RwLockReadGuard<'_, Machine> {
         self.machine.read().unwrap_or_else(|p| p.into_inner())
@@ -121,6 +148,8 @@ impl Shared {
         b.insert(SNAPSHOT_DATA, data);
         self.snapshots.apply_batch(b).map_err(io_err)?;
         self.snapshots.flush().map_err(io_err)?;
+        self.snapshot_bytes
+            .store(data.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -136,13 +165,21 @@ impl StateMachineStore {
         let tree = db.open_tree("state").map_err(io_err)?;
         let backend: Arc<dyn Backend> = Arc::new(SledBackend::new(db.clone(), tree));
         let machine = Machine::open(backend).map_err(io_err)?;
-        Ok(Self {
-            shared: Arc::new(Shared {
-                machine: RwLock::new(machine),
-                snapshots: db.open_tree("snapshot").map_err(io_err)?,
-                hub: WatchHub::new(),
-            }),
-        })
+        let snapshots = db.open_tree("snapshot").map_err(io_err)?;
+        let snapshot_bytes = snapshots
+            .get(SNAPSHOT_DATA)
+            .map_err(io_err)?
+            .map_or(0, |d| d.len() as u64);
+        let shared = Arc::new_cyclic(|weak| Shared {
+            machine: RwLock::new(machine),
+            snapshots,
+            hub: WatchHub::new(),
+            compactor: Compactor::spawn(weak.clone()),
+            epoch: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(snapshot_bytes),
+        });
+        shared.schedule_compaction(&mut shared.write());
+        Ok(Self { shared })
     }
 
     /// Starts a new cluster's state from a backup body: the key space and leases, without the old
@@ -170,6 +207,8 @@ impl StateMachineStore {
             backend.write(batch).map_err(io_err)?;
             backend.flush().map_err(io_err)?;
             *m = Machine::open(backend).map_err(io_err)?;
+            self.shared.epoch.fetch_add(1, Ordering::AcqRel);
+            self.shared.schedule_compaction(&mut m);
         }
         self.shared.hub.reset();
         Ok(())
@@ -224,6 +263,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 };
                 batch.put(META_APPLIED, codec::encode(&Some(entry.log_id)));
                 m.backend().write(batch).map_err(io_err)?;
+                self.shared.schedule_compaction(&mut m);
                 (outcome, events, m.kv.current_rev())
             };
             if !events.is_empty() {

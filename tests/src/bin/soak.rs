@@ -1,0 +1,98 @@
+//! `soak`: three replicas, 100 hollow nodes and a Deployment scaled between 50 and 150 pods
+//! every 10 s for 30 minutes, with Skiff's default compaction (periodic, 5 minutes). Every
+//! 5 minutes it prints each replica's revision rate, compacted revision, database size, Raft
+//! log length, snapshot size and resident memory; at the end, how each of them moved between
+//! minute 10 and minute 30 (a plateau is within ±20%). Results: docs/benchmarks.md.
+//!
+//! ```sh
+//! cargo build --release --bins && cargo run --release -p tests --bin soak
+//! ```
+//!
+//! `SOAK_MINUTES` shortens or lengthens the run (samples stay every fifth of it, at most every
+//! 5 minutes).
+
+use std::time::Duration;
+
+use tests::soak::{self, Sample, Settings};
+
+fn change(
+    samples: &[Sample],
+    from_min: f64,
+    metric: impl Fn(&soak::ReplicaSample) -> f64,
+) -> String {
+    let at = |min: f64| {
+        samples
+            .iter()
+            .min_by(|a, b| {
+                let da = (a.at.as_secs_f64() / 60.0 - min).abs();
+                let db = (b.at.as_secs_f64() / 60.0 - min).abs();
+                da.total_cmp(&db)
+            })
+            .cloned()
+    };
+    let (Some(first), Some(last)) = (at(from_min), samples.last().cloned()) else {
+        return "-".into();
+    };
+    first
+        .replicas
+        .iter()
+        .zip(&last.replicas)
+        .map(|(a, b)| {
+            let (a, b) = (metric(a), metric(b));
+            if a == 0.0 {
+                format!("{}: -", b)
+            } else {
+                format!("{:+.0}%", (b - a) / a * 100.0)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let minutes: f64 = std::env::var("SOAK_MINUTES")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(30.0);
+    let duration = Duration::from_secs_f64(minutes * 60.0);
+    let settings = Settings {
+        duration,
+        sample_every: (duration / 6).min(Duration::from_secs(300)),
+        nodes: 100,
+        low: 50,
+        high: 150,
+        scale_every: Duration::from_secs(10),
+        server_args: Vec::new(),
+    };
+    eprintln!("soak: {settings:?}");
+    println!("{}", soak::header());
+    let samples = soak::run(&settings, |s| println!("{}", soak::rows(s))).await?;
+    let from = minutes / 3.0;
+    println!();
+    println!("Change from minute {from:.0} to the end (replica by replica):");
+    println!();
+    println!("| metric | change |");
+    println!("|---|---|");
+    println!(
+        "| db size | {} |",
+        change(&samples, from, |r| r.db_bytes as f64)
+    );
+    println!(
+        "| db in use | {} |",
+        change(&samples, from, |r| r.db_bytes_in_use as f64)
+    );
+    println!(
+        "| log entries | {} |",
+        change(&samples, from, |r| r.log_entries as f64)
+    );
+    println!(
+        "| snapshot | {} |",
+        change(&samples, from, |r| r.snapshot_bytes as f64)
+    );
+    println!(
+        "| RSS | {} |",
+        change(&samples, from, |r| r.rss_bytes as f64)
+    );
+    Ok(())
+}
