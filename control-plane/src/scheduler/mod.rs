@@ -6,6 +6,7 @@
 //! the reason changes.
 
 pub mod plan;
+pub mod predicates;
 pub mod quantity;
 
 use std::collections::BTreeMap;
