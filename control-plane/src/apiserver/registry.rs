@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use raft_store::error::StoreError;
 use raft_store::machine::command::{Command, CommandResult};
+use raft_store::mvcc::key_range::prefix_end;
 use raft_store::pb::etcdserverpb::{
     compare, request_op, response_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
     RequestOp, TxnRequest,
@@ -74,7 +75,8 @@ impl Also {
 
     /// Deletes every key under `prefix`.
     pub fn release_prefix(&mut self, prefix: &str) {
-        self.ops.push(delete_op(prefix, prefix_end(prefix)));
+        self.ops
+            .push(delete_op(prefix, prefix_end(prefix.as_bytes())));
     }
 }
 
@@ -102,15 +104,6 @@ pub fn unavailable(e: StoreError) -> ApiError {
 
 pub struct Registry {
     replica: Arc<Replica>,
-}
-
-/// The end of the key range holding every key that starts with `prefix`.
-pub fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    end
 }
 
 /// Why a write conditional on the key being at revision `expected` was refused, given the
@@ -243,7 +236,7 @@ impl Registry {
     fn list_local(&self, prefix: &str) -> Result<(Vec<Stored>, i64), ApiError> {
         let resp = self.range(&RangeRequest {
             key: prefix.as_bytes().to_vec(),
-            range_end: prefix_end(prefix),
+            range_end: prefix_end(prefix.as_bytes()),
             ..Default::default()
         })?;
         let revision = resp.header.map(|h| h.revision).unwrap_or_default();
@@ -271,7 +264,7 @@ impl Registry {
             .read()
             .range(&RangeRequest {
                 key: start.as_bytes().to_vec(),
-                range_end: prefix_end(prefix),
+                range_end: prefix_end(prefix.as_bytes()),
                 revision: revision.unwrap_or(0),
                 limit: batch as i64,
                 ..Default::default()
@@ -320,7 +313,7 @@ impl Registry {
         self.replica.linearize().await.map_err(unavailable)?;
         let resp = self.range(&RangeRequest {
             key: prefix.as_bytes().to_vec(),
-            range_end: prefix_end(prefix),
+            range_end: prefix_end(prefix.as_bytes()),
             ..Default::default()
         })?;
         Ok(resp
