@@ -7,7 +7,6 @@
 
 pub mod plan;
 pub mod predicates;
-pub mod quantity;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -1,13 +1,14 @@
 //! Resources (Kubernetes' NodeResourcesFit filter): what a pod requests, what a node can give,
 //! and the first resource that does not fit in what is left. A pod requests, per resource, the
 //! larger of its containers' sum and any one init container's request (init containers run one
-//! at a time, before the others), and one pod slot.
+//! at a time, before the others), and one pod slot. Quantities are read by `crate::quantity`
+//! (admission has refused any that do not parse; a node's that do not count as zero).
 
 use serde_json::Value;
 use skiff_api::object;
 
 use super::list;
-use crate::scheduler::quantity::{cpu_millis, units};
+use crate::quantity;
 
 /// Amounts of the resources the scheduler counts.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,10 +28,10 @@ impl Resources {
     pub fn requested(pod_spec: &Value) -> Resources {
         let of = |c: &Value| {
             let r = object::field(c, "resources.requests");
-            let q = |k: &str| r.and_then(|r| r.get(k)).and_then(Value::as_str);
+            let q = |k: &str| r.and_then(|r| r.get(k)).and_then(quantity::of_value);
             (
-                q("cpu").and_then(cpu_millis).unwrap_or(0),
-                q("memory").and_then(units).unwrap_or(0),
+                q("cpu").map_or(0, |q| q.milli_value()),
+                q("memory").map_or(0, |q| q.value()),
             )
         };
         let (mut cpu, mut memory) = list(pod_spec, "containers")
@@ -53,11 +54,11 @@ impl Resources {
     /// What a Node can give (`status.allocatable`).
     pub fn allocatable(node: &Value) -> Resources {
         let alloc = object::field(node, "status.allocatable");
-        let q = |k: &str| alloc.and_then(|a| a.get(k)).and_then(Value::as_str);
+        let q = |k: &str| alloc.and_then(|a| a.get(k)).and_then(quantity::of_value);
         Resources {
-            cpu: q("cpu").and_then(cpu_millis).unwrap_or(0),
-            memory: q("memory").and_then(units).unwrap_or(0),
-            pods: q("pods").and_then(units).unwrap_or(DEFAULT_PODS),
+            cpu: q("cpu").map_or(0, |q| q.milli_value()),
+            memory: q("memory").map_or(0, |q| q.value()),
+            pods: q("pods").map_or(DEFAULT_PODS, |q| q.value()),
         }
     }
 
