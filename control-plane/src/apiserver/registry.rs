@@ -217,6 +217,23 @@ impl Registry {
             .transpose()
     }
 
+    /// The objects at `keys` (None where there is none), after one linearization.
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Stored>>, ApiError> {
+        self.replica.linearize().await.map_err(unavailable)?;
+        keys.iter()
+            .map(|key| {
+                let resp = self.range(&RangeRequest {
+                    key: key.as_bytes().to_vec(),
+                    ..Default::default()
+                })?;
+                resp.kvs
+                    .first()
+                    .map(|kv| decode(&kv.value, kv.mod_revision))
+                    .transpose()
+            })
+            .collect()
+    }
+
     /// Every object under `prefix`, in key order, and the store revision they were read at.
     pub async fn list(&self, prefix: &str) -> Result<(Vec<Stored>, i64), ApiError> {
         self.replica.linearize().await.map_err(unavailable)?;
@@ -424,12 +441,13 @@ impl Registry {
     }
 
     /// Replaces several objects in one transaction, each only if its revision is still the
-    /// expected one; all or nothing (`Stale` if any changed, `Taken` if `also` failed).
-    pub async fn update_many(
+    /// expected one; all or nothing (`Stale` if any changed or `also` failed). Callers go
+    /// through `ApiService::update_many_fenced`, which admits each object first.
+    pub(super) async fn update_many(
         &self,
         items: &[(String, Value, i64)],
         also: &Also,
-    ) -> Result<i64, WriteError> {
+    ) -> Result<Vec<Stored>, WriteError> {
         let mut compares = Vec::new();
         let mut ops = Vec::new();
         for (key, object, expected) in items {
@@ -437,14 +455,19 @@ impl Registry {
             ops.push(put_op(key, encode(object).map_err(WriteError::Store)?));
         }
         let Some((first, _, _)) = items.first() else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
         let (ok, _, revision) = self.txn(first, compares, ops, also).await?;
-        if ok {
-            Ok(revision)
-        } else {
-            Err(WriteError::Stale)
+        if !ok {
+            return Err(WriteError::Stale);
         }
+        Ok(items
+            .iter()
+            .map(|(_, object, _)| Stored {
+                object: with_version(object.clone(), revision),
+                revision,
+            })
+            .collect())
     }
 
     /// Deletes the object at `key` if its revision is still `expected`.
