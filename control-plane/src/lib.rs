@@ -6,5 +6,6 @@ pub mod apiserver;
 pub mod config;
 pub mod controllers;
 pub mod cron;
+pub mod quantity;
 pub mod scheduler;
 pub mod serve;

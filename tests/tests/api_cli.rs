@@ -487,6 +487,14 @@ async fn bad_input_is_refused_naming_the_problem_and_nothing_is_stored() {
             "spec.replicas: invalid type: string \"four\", expected i32",
         ),
         (
+            "a CPU request that is not a quantity",
+            DEPLOYMENT.replace("name: web", "name: bad-cpu").replace(
+                "image: nginx:1.27",
+                "image: nginx:1.27\n          resources:\n            requests: {cpu: abc}",
+            ),
+            "Deployment \"bad-cpu\" is invalid: spec.template.spec.containers[0].resources.requests.cpu: Invalid value: \"abc\": must match the regex ^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$",
+        ),
+        (
             "not a DNS name",
             pod_manifest("Not_A_Name", "{}"),
             "metadata.name: Invalid value: \"Not_A_Name\"",

@@ -1,7 +1,8 @@
 //! Hollow nodes (`skiff-agent --hollow N`) against a three-replica cluster: they register Ready
 //! with capacity, the control plane gives each a distinct pod CIDR, pods bound to them run with
 //! an address from their node's CIDR, a deleted pod is confirmed gone, and stopping the process
-//! makes their leases go silent.
+//! makes their leases go silent. The scheduler against them: spreading, reasons for pods that
+//! fit nowhere, cordons and drains, batches, and bindings admitted like any update.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -512,6 +513,104 @@ async fn hundreds_of_pods_pending_at_once_are_all_bound() {
             .ok()?;
         (all.items.len() == 300 && unbound.items.is_empty()).then_some(())
     })
+    .await;
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+}
+
+/// The FailedScheduling Events about pod `name` in `default`.
+async fn failed_scheduling(client: &Client, name: &str) -> Option<Vec<String>> {
+    let events = Kind::named("events").unwrap();
+    let list = client.list(&events, Some("default"), "", "").await.ok()?;
+    Some(
+        list.items
+            .iter()
+            .filter(|e| e["involvedObject"]["name"] == name && e["reason"] == "FailedScheduling")
+            .filter_map(|e| e["message"].as_str().map(String::from))
+            .collect(),
+    )
+}
+
+async fn node_of(client: &Client, name: &str) -> Option<String> {
+    let pods = Kind::named("pods").unwrap();
+    let p = client.get(&pods, "default", name).await.ok()?;
+    p["spec"]["nodeName"].as_str().map(String::from)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_is_admitted_like_any_update_of_the_pod() {
+    // A binding is an update of the pod, so admission checks it: a pod stored before
+    // admission checked its CPU request (written here straight into the store) is not bound,
+    // an Event says why (once), pods beside it are bound, and once the pod is corrected it is.
+    let cluster = Cluster::start(3).await;
+    let mut agent = start_agent(&cluster, 1);
+    let client = Client::new(&cluster.client_urls()).unwrap();
+    let pods = Kind::named("pods").unwrap();
+    let nodes = Kind::named("nodes").unwrap();
+    wait::until(
+        "a node with a pod CIDR",
+        Duration::from_secs(30),
+        || async {
+            let n = client.get(&nodes, "", "hn-0").await.ok()?;
+            n["spec"]["podCIDR"].is_string().then_some(())
+        },
+    )
+    .await;
+    let legacy = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "legacy", "namespace": "default", "uid": "legacy-uid",
+                     "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"restartPolicy": "Always", "dnsPolicy": "ClusterFirst",
+                 "containers": [{"name": "c", "image": "busybox:1.36", "imagePullPolicy": "IfNotPresent",
+                                 "resources": {"requests": {"cpu": "abc"}}}]}
+    });
+    tests::etcdctl::ok(
+        &cluster.endpoints(),
+        &["put", "/registry/pods/default/legacy", &legacy.to_string()],
+    );
+    client
+        .create(&pending_pod("fresh", "100m"), "default")
+        .await
+        .unwrap();
+    let refusal = "Binding rejected: Pod \"legacy\" is invalid: spec.containers[0].resources.requests.cpu: Invalid value: \"abc\": must match the regex";
+    // Either the legacy pod is bound (its binding skipped admission) or its refusal is told.
+    let bound_anyway = wait::until(
+        "the legacy pod bound, or its binding refused",
+        Duration::from_secs(30),
+        || async {
+            if let Some(node) = node_of(&client, "legacy").await {
+                return Some(Some(node));
+            }
+            let told = failed_scheduling(&client, "legacy").await?;
+            let fresh = node_of(&client, "fresh").await;
+            (fresh.is_some() && told.iter().any(|m| m.starts_with(refusal))).then_some(None)
+        },
+    )
+    .await;
+    assert_eq!(bound_anyway, None, "an invalid pod was bound");
+
+    // A later pass binds a new pod and leaves the unchanged legacy pod alone: told once.
+    client
+        .create(&pending_pod("later", "100m"), "default")
+        .await
+        .unwrap();
+    wait::until("the later pod bound", Duration::from_secs(30), || async {
+        node_of(&client, "later").await
+    })
+    .await;
+    assert_eq!(node_of(&client, "legacy").await, None);
+    let told = failed_scheduling(&client, "legacy").await.unwrap();
+    assert_eq!(told.len(), 1, "{told:?}");
+
+    // Corrected (an update, admitted), it is bound.
+    let mut fixed = client.get(&pods, "default", "legacy").await.unwrap();
+    fixed["spec"]["containers"][0]["resources"]["requests"]["cpu"] = json!("100m");
+    client.update(&fixed, "default").await.unwrap();
+    wait::until(
+        "the corrected pod bound",
+        Duration::from_secs(30),
+        || async { node_of(&client, "legacy").await },
+    )
     .await;
     agent.kill().unwrap();
     agent.wait().unwrap();

@@ -11,6 +11,7 @@ pub mod namespaces;
 pub mod paging;
 pub mod registry;
 pub mod schema;
+pub mod update;
 pub mod validate;
 pub mod watch;
 
@@ -29,6 +30,7 @@ use tonic::{Request, Response, Status};
 
 use admission::{already_exists, conflict, not_found, Incoming};
 use registry::{Also, Registry, Stored, WriteError};
+use update::Part;
 
 /// The annotation holding the manifest applied last, for the next apply's three-way merge.
 pub const LAST_APPLIED: &str = "skiff.io/last-applied-configuration";
@@ -120,7 +122,7 @@ impl ApiService {
 
     /// Update as a client would, with `fence` checked in the same transaction (controllers).
     pub async fn update_fenced(&self, req: WriteRequest, fence: &Also) -> Result<Stored, ApiError> {
-        self.update(req, false, fence).await
+        self.update(req, Part::Main, fence).await
     }
 
     /// Status update as a client would, with `fence` checked in the same transaction.
@@ -129,7 +131,79 @@ impl ApiService {
         req: WriteRequest,
         fence: &Also,
     ) -> Result<Stored, ApiError> {
-        self.update(req, true, fence).await
+        self.update(req, Part::Status, fence).await
+    }
+
+    /// Updates of `part` of several objects, each admitted exactly as `update_fenced` admits
+    /// one, then written in one transaction with `fence` (all or nothing: if any object changed
+    /// meanwhile, every written one gets a conflict). An object admission refuses gets its own
+    /// error and is left out; one whose write needs more than a put (a Service's addresses and
+    /// ports, the removal of an object's last finalizer) is written on its own. One result per
+    /// request, in order. The caller keeps a batch within the store's 128 operations per
+    /// transaction.
+    pub async fn update_many_fenced(
+        &self,
+        reqs: &[WriteRequest],
+        part: Part,
+        fence: &Also,
+    ) -> Vec<Result<Stored, ApiError>> {
+        let mut results: Vec<Option<Result<Stored, ApiError>>> = vec![None; reqs.len()];
+        let mut decoded = Vec::new();
+        for (i, req) in reqs.iter().enumerate() {
+            match admission::decode(&req.object, &req.default_namespace) {
+                Ok(inc) if !inc.name().is_empty() => decoded.push((i, inc)),
+                Ok(inc) => results[i] = Some(Err(unnamed(&inc))),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let keys: Vec<String> = decoded.iter().map(|(_, inc)| inc.key()).collect();
+        let lives = match self.registry.get_many(&keys).await {
+            Ok(lives) => lives,
+            Err(e) => {
+                for (i, _) in &decoded {
+                    results[*i] = Some(Err(e.clone()));
+                }
+                return results.into_iter().flatten().collect();
+            }
+        };
+        let mut batch = Vec::new();
+        let mut written = Vec::new();
+        for ((i, inc), live) in decoded.into_iter().zip(lives) {
+            let Some(live) = live else {
+                results[i] = Some(Err(not_found(&inc.kind, inc.name())));
+                continue;
+            };
+            let next = match update::prepare(&inc, &live, part) {
+                Ok(next) => next,
+                Err(e) => {
+                    results[i] = Some(Err(e));
+                    continue;
+                }
+            };
+            if inc.kind.kind == "Service" || deletion::finished(&next) {
+                results[i] = Some(self.update(reqs[i].clone(), part, fence).await);
+                continue;
+            }
+            batch.push((inc.key(), next, live.revision));
+            written.push((i, inc));
+        }
+        match self.registry.update_many(&batch, fence).await {
+            Ok(stored) => {
+                for ((i, _), s) in written.iter().zip(stored) {
+                    results[*i] = Some(Ok(s));
+                }
+            }
+            Err(e) => {
+                for (i, inc) in &written {
+                    results[*i] = Some(Err(match &e {
+                        WriteError::Store(e) => e.clone(),
+                        // Some object changed meanwhile, or the fence moved.
+                        _ => conflict(&inc.kind, inc.name()),
+                    }));
+                }
+            }
+        }
+        results.into_iter().flatten().collect()
     }
 
     /// Create as a client would, with `fence` checked in the same transaction (controllers).
@@ -192,57 +266,21 @@ impl ApiService {
     async fn update(
         &self,
         req: WriteRequest,
-        status_only: bool,
+        part: Part,
         fence: &Also,
     ) -> Result<Stored, ApiError> {
         let inc = admission::decode(&req.object, &req.default_namespace)?;
         if inc.name().is_empty() {
-            return Err(ApiError::new(
-                Reason::Invalid,
-                format!(
-                    "{} \"\" is invalid: metadata.name: Required value",
-                    inc.kind.kind
-                ),
-            ));
+            return Err(unnamed(&inc));
         }
         let live = self
             .live(&inc)
             .await?
             .ok_or_else(|| not_found(&inc.kind, inc.name()))?;
-        let sent_version = object::resource_version(&inc.object);
-        if !sent_version.is_empty() && sent_version != live.revision.to_string() {
-            return Err(conflict(&inc.kind, inc.name()));
-        }
-        let mut next = if status_only {
-            let mut next = live.object.clone();
-            match inc.object.get("status") {
-                Some(s) => {
-                    next["status"] = s.clone();
-                }
-                None => {
-                    if let Some(m) = next.as_object_mut() {
-                        m.remove("status");
-                    }
-                }
-            }
-            next
-        } else {
-            let mut next = inc.object.clone();
-            match live.object.get("status") {
-                Some(s) => next["status"] = s.clone(),
-                None => {
-                    if let Some(m) = next.as_object_mut() {
-                        m.remove("status");
-                    }
-                }
-            }
-            next
-        };
-        admission::keep_server_metadata(&live.object, &mut next);
-        admission::admit(&inc.kind, &mut next)?;
+        let next = update::prepare(&inc, &live, part)?;
         for _ in 0..WRITE_ATTEMPTS {
             let mut object = next.clone();
-            let mut also = if status_only {
+            let mut also = if part == Part::Status {
                 Also::default()
             } else {
                 self.allocations(&inc.kind, &mut object, Some(&live.object))
@@ -552,6 +590,17 @@ impl ApiService {
     }
 }
 
+/// An update naming no object.
+fn unnamed(inc: &Incoming) -> ApiError {
+    ApiError::new(
+        Reason::Invalid,
+        format!(
+            "{} \"\" is invalid: metadata.name: Required value",
+            inc.kind.kind
+        ),
+    )
+}
+
 fn set_annotation(obj: &mut Value, key: &str, value: &str) {
     if let Some(m) = object::metadata_mut(obj) {
         let annotations = m
@@ -633,7 +682,7 @@ impl Api for ApiService {
     ) -> Result<Response<ObjectResponse>, Status> {
         respond(
             &self
-                .update(request.into_inner(), false, &Also::default())
+                .update(request.into_inner(), Part::Main, &Also::default())
                 .await?,
             Outcome::Configured,
         )
@@ -645,7 +694,7 @@ impl Api for ApiService {
     ) -> Result<Response<ObjectResponse>, Status> {
         respond(
             &self
-                .update(request.into_inner(), true, &Also::default())
+                .update(request.into_inner(), Part::Status, &Also::default())
                 .await?,
             Outcome::Configured,
         )

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use raft_store::error::StoreError;
 use raft_store::machine::command::{Command, CommandResult};
+use raft_store::mvcc::key_range::prefix_end;
 use raft_store::pb::etcdserverpb::{
     compare, request_op, response_op, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
     RequestOp, TxnRequest,
@@ -91,7 +92,8 @@ impl Also {
 
     /// Deletes every key under `prefix`.
     pub fn release_prefix(&mut self, prefix: &str) {
-        self.ops.push(delete_op(prefix, prefix_end(prefix)));
+        self.ops
+            .push(delete_op(prefix, prefix_end(prefix.as_bytes())));
     }
 }
 
@@ -119,15 +121,6 @@ pub fn unavailable(e: StoreError) -> ApiError {
 
 pub struct Registry {
     replica: Arc<Replica>,
-}
-
-/// The end of the key range holding every key that starts with `prefix`.
-pub fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last += 1;
-    }
-    end
 }
 
 /// Why a write conditional on the key being at revision `expected` was refused, given the
@@ -247,6 +240,23 @@ impl Registry {
             .transpose()
     }
 
+    /// The objects at `keys` (None where there is none), after one linearization.
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Stored>>, ApiError> {
+        self.replica.linearize().await.map_err(unavailable)?;
+        keys.iter()
+            .map(|key| {
+                let resp = self.range(&RangeRequest {
+                    key: key.as_bytes().to_vec(),
+                    ..Default::default()
+                })?;
+                resp.kvs
+                    .first()
+                    .map(|kv| decode(&kv.value, kv.mod_revision))
+                    .transpose()
+            })
+            .collect()
+    }
+
     /// Every object under `prefix`, in key order, and the store revision they were read at.
     pub async fn list(&self, prefix: &str) -> Result<(Vec<Stored>, i64), ApiError> {
         self.replica.linearize().await.map_err(unavailable)?;
@@ -266,7 +276,7 @@ impl Registry {
     fn list_local(&self, prefix: &str) -> Result<(Vec<Stored>, i64), ApiError> {
         let resp = self.range(&RangeRequest {
             key: prefix.as_bytes().to_vec(),
-            range_end: prefix_end(prefix),
+            range_end: prefix_end(prefix.as_bytes()),
             ..Default::default()
         })?;
         let revision = resp.header.map(|h| h.revision).unwrap_or_default();
@@ -294,7 +304,7 @@ impl Registry {
             .read()
             .range(&RangeRequest {
                 key: start.as_bytes().to_vec(),
-                range_end: prefix_end(prefix),
+                range_end: prefix_end(prefix.as_bytes()),
                 revision: revision.unwrap_or(0),
                 limit: batch as i64,
                 ..Default::default()
@@ -343,7 +353,7 @@ impl Registry {
         self.replica.linearize().await.map_err(unavailable)?;
         let resp = self.range(&RangeRequest {
             key: prefix.as_bytes().to_vec(),
-            range_end: prefix_end(prefix),
+            range_end: prefix_end(prefix.as_bytes()),
             ..Default::default()
         })?;
         Ok(resp
@@ -457,12 +467,13 @@ impl Registry {
     }
 
     /// Replaces several objects in one transaction, each only if its revision is still the
-    /// expected one; all or nothing (`Stale` if any changed, `Taken` if `also` failed).
-    pub async fn update_many(
+    /// expected one; all or nothing (`Stale` if any changed or `also` failed). Callers go
+    /// through `ApiService::update_many_fenced`, which admits each object first.
+    pub(super) async fn update_many(
         &self,
         items: &[(String, Value, i64)],
         also: &Also,
-    ) -> Result<i64, WriteError> {
+    ) -> Result<Vec<Stored>, WriteError> {
         let mut compares = Vec::new();
         let mut ops = Vec::new();
         for (key, object, expected) in items {
@@ -470,14 +481,19 @@ impl Registry {
             ops.push(put_op(key, encode(object).map_err(WriteError::Store)?));
         }
         let Some((first, _, _)) = items.first() else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
         let (ok, _, revision) = self.txn(first, compares, ops, also).await?;
-        if ok {
-            Ok(revision)
-        } else {
-            Err(WriteError::Stale)
+        if !ok {
+            return Err(WriteError::Stale);
         }
+        Ok(items
+            .iter()
+            .map(|(_, object, _)| Stored {
+                object: with_version(object.clone(), revision),
+                revision,
+            })
+            .collect())
     }
 
     /// Deletes the object at `key` if its revision is still `expected`.

@@ -1,12 +1,15 @@
 //! Validation after defaulting, with Kubernetes' messages: each problem names its field path
 //! (`spec.containers[0].image: Required value`), and an invalid object is refused whole as
-//! `Pod "web" is invalid: ...`.
+//! `Pod "web" is invalid: ...`. Pod specs are checked wherever they are (Pods and the templates
+//! of every workload kind), containers and init containers alike, resource quantities included.
 
 use std::collections::BTreeSet;
 
 use serde_json::Value;
 use skiff_api::object::string_map;
 use skiff_api::selector::{check_label_key, check_label_value, LabelSelector};
+
+use crate::quantity::{self, Quantity, QuantityError};
 
 /// One problem with one field.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -195,6 +198,36 @@ fn containers(spec: &Value, path: &str, key: &str, required: bool, errs: &mut Er
                 );
                 port_number(errs, format!("{pp}.hostPort"), p.get("hostPort"), false);
                 protocol(errs, &pp, p);
+            }
+        }
+        resources(errs, &cp, c.get("resources"));
+    }
+}
+
+/// A container's requests and limits: each a quantity (`crate::quantity`), none below zero.
+fn resources(errs: &mut Errors, path: &str, resources: Option<&Value>) {
+    for part in ["requests", "limits"] {
+        let Some(amounts) = resources
+            .and_then(|r| r.get(part))
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        for (name, v) in amounts {
+            let path = format!("{path}.resources.{part}.{name}");
+            let text = quantity::text(v).unwrap_or_else(|| v.to_string().into());
+            let shown = Value::String(text.to_string());
+            match Quantity::parse(&text) {
+                Err(QuantityError::Format) => errs.invalid(
+                    path,
+                    &shown,
+                    format!("must match the regex {}", quantity::PATTERN),
+                ),
+                Err(e) => errs.invalid(path, &shown, e.to_string()),
+                Ok(q) if q.is_negative() => {
+                    errs.invalid(path, &shown, "must be greater than or equal to 0")
+                }
+                Ok(_) => {}
             }
         }
     }
@@ -663,5 +696,116 @@ mod tests {
             errs.contains("spec.timeZone: Invalid value: \"Mars/Base\""),
             "{errs}"
         );
+    }
+
+    #[test]
+    fn resource_quantities_must_parse_and_not_be_negative() {
+        let pod = |resources: Value| {
+            json!({"metadata": {"name": "x"}, "spec": {"containers": [
+                {"name": "c", "image": "i", "resources": resources}
+            ]}})
+        };
+        let accepted = [
+            "1e3", "0.5", "500m", "1Ki", "1k", "1M", "1Gi", ".5", "+1", "1E2", "100n", "100u", "0",
+        ];
+        for q in accepted {
+            let errs = validate(
+                "Pod",
+                &pod(
+                    json!({"requests": {"cpu": q, "memory": q}, "limits": {"cpu": q, "memory": q}}),
+                ),
+            );
+            assert!(errs.is_empty(), "{q}: {errs:?}");
+        }
+        // Numbers, as YAML's `cpu: 2` arrives.
+        assert!(validate("Pod", &pod(json!({"requests": {"cpu": 2, "memory": 0.5}}))).is_empty());
+        let message =
+            |resources: Value| invalid_message("Pod", "x", &validate("Pod", &pod(resources)));
+        assert_eq!(
+            message(json!({"requests": {"cpu": "abc"}})),
+            "Pod \"x\" is invalid: spec.containers[0].resources.requests.cpu: Invalid value: \"abc\": must match the regex ^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+        );
+        // (requests.memory, the error)
+        let refused = [
+            ("1.2.3", "Invalid value: \"1.2.3\": must match the regex ^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"),
+            ("1KiB", "Invalid value: \"1KiB\": must match the regex ^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"),
+            ("--1", "Invalid value: \"--1\": must match the regex ^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"),
+            ("", "Invalid value: \"\": must match the regex ^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"),
+            ("1K", "Invalid value: \"1K\": unable to parse quantity's suffix"),
+            ("-1", "Invalid value: \"-1\": must be greater than or equal to 0"),
+            ("-500m", "Invalid value: \"-500m\": must be greater than or equal to 0"),
+        ];
+        for (q, detail) in refused {
+            let errs = validate("Pod", &pod(json!({"requests": {"memory": q}})));
+            assert_eq!(
+                errs.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                [format!(
+                    "spec.containers[0].resources.requests.memory: {detail}"
+                )],
+                "{q}"
+            );
+        }
+        assert_eq!(
+            validate("Pod", &pod(json!({"limits": {"cpu": -2}})))
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["spec.containers[0].resources.limits.cpu: Invalid value: \"-2\": must be greater than or equal to 0"]
+        );
+        // Init containers and the pod templates of every workload kind.
+        let bad = json!({"name": "c", "image": "i", "resources": {"requests": {"cpu": "abc"}}});
+        let good = json!({"name": "ok", "image": "i"});
+        let mut with_init = pod(json!({}));
+        with_init["spec"]["initContainers"] = json!([good, bad]);
+        assert_eq!(
+            validate("Pod", &with_init)[0].path,
+            "spec.initContainers[1].resources.requests.cpu"
+        );
+        let template = json!({"metadata": {"labels": {"app": "a"}},
+                              "spec": {"restartPolicy": "Always", "containers": [bad]}});
+        let mut job_template = template.clone();
+        job_template["spec"]["restartPolicy"] = json!("Never");
+        let selector = json!({"matchLabels": {"app": "a"}});
+        let workloads = [
+            (
+                "ReplicaSet",
+                json!({"selector": selector, "template": template}),
+                "spec.template.spec",
+            ),
+            (
+                "Deployment",
+                json!({"selector": selector, "template": template}),
+                "spec.template.spec",
+            ),
+            (
+                "DaemonSet",
+                json!({"selector": selector, "template": template}),
+                "spec.template.spec",
+            ),
+            (
+                "StatefulSet",
+                json!({"selector": selector, "template": template}),
+                "spec.template.spec",
+            ),
+            (
+                "Job",
+                json!({"template": job_template}),
+                "spec.template.spec",
+            ),
+            (
+                "CronJob",
+                json!({"schedule": "@hourly", "jobTemplate": {"spec": {"template": job_template}}}),
+                "spec.jobTemplate.spec.template.spec",
+            ),
+        ];
+        for (kind, spec, path) in workloads {
+            let obj = json!({"metadata": {"name": "w"}, "spec": spec});
+            let paths: Vec<String> = validate(kind, &obj).into_iter().map(|e| e.path).collect();
+            assert_eq!(
+                paths,
+                [format!("{path}.containers[0].resources.requests.cpu")],
+                "{kind}"
+            );
+        }
     }
 }

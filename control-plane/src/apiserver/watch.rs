@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_store::mvcc::key_range::KeyRange;
+use raft_store::mvcc::key_range::{prefix_end, KeyRange};
 use raft_store::mvcc::kvstore::{Event, EventKind, Record};
 use raft_store::watch::feed::{Feed, FeedError};
 use serde_json::{json, Value};
@@ -97,7 +97,7 @@ fn bookmark(kind: &Kind, revision: i64) -> Value {
 }
 
 fn prefix_range(prefix: &str) -> KeyRange {
-    KeyRange::new(prefix.as_bytes(), &super::registry::prefix_end(prefix))
+    KeyRange::new(prefix.as_bytes(), &prefix_end(prefix.as_bytes()))
 }
 
 /// Starts a watch for `req`; its events arrive on the returned channel.

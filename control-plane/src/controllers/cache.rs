@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use raft_store::mvcc::key_range::KeyRange;
+use raft_store::mvcc::key_range::{prefix_end, KeyRange};
 use raft_store::mvcc::kvstore::EventKind;
 use raft_store::pb::etcdserverpb::RangeRequest;
 use raft_store::replica::Replica;
@@ -15,7 +15,7 @@ use raft_store::watch::feed::{Feed, FeedError};
 use skiff_api::{ApiError, Kind, Reason};
 use tokio::sync::{broadcast, watch};
 
-use crate::apiserver::registry::{decode, prefix_end, unavailable, Stored};
+use crate::apiserver::registry::{decode, unavailable, Stored};
 
 /// The keys that changed at one or more revisions.
 pub type Changes = Arc<Vec<String>>;
@@ -56,7 +56,7 @@ impl Cache {
             .read()
             .range(&RangeRequest {
                 key: all.as_bytes().to_vec(),
-                range_end: prefix_end(all),
+                range_end: prefix_end(all.as_bytes()),
                 ..Default::default()
             })
             .map_err(unavailable)?;

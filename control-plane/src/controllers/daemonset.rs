@@ -2,7 +2,9 @@
 //! Kubernetes does.
 //!
 //! A node is eligible when the template's nodeSelector and required node affinity match it
-//! and it has no NoSchedule/NoExecute taint the pod does not tolerate. Daemon pods tolerate
+//! and it has no NoSchedule/NoExecute taint the pod does not tolerate: the scheduler's own
+//! predicates (`crate::scheduler::predicates`), so a daemon pod goes exactly where the
+//! scheduler's filters would let it. Daemon pods tolerate
 //! what Kubernetes gives them (not-ready, unreachable, unschedulable and the pressure taints),
 //! so they stay through cordons and outages. Each pod is pinned to its node by node affinity on
 //! `metadata.name` and placed by the scheduler. Pods on nodes that are no longer eligible, extra
@@ -20,6 +22,9 @@ use super::deployment::{int_or_percent, template_hash};
 use super::pods::{self, spec_int};
 use super::runner::{sooner, values, Again, Pass};
 use super::Context;
+use crate::scheduler::predicates::node_affinity::RequiredAffinity;
+use crate::scheduler::predicates::taints::{self, Toleration};
+use crate::scheduler::predicates::NodeInfo;
 
 pub const HASH_LABEL: &str = "controller-revision-hash";
 const BURST: usize = 500;
@@ -63,82 +68,30 @@ fn pod_template(ds: &Value) -> Value {
     template
 }
 
-fn label_matches(node: &Value, term: &Value) -> bool {
-    let labels = object::labels(node);
-    let exprs_ok = term
-        .get("matchExpressions")
-        .and_then(Value::as_array)
-        .map(|es| {
-            es.iter().all(|e| {
-                let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
-                let values: Vec<&str> = e
-                    .get("values")
-                    .and_then(Value::as_array)
-                    .map(|v| v.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                let label = labels.get(key).map(String::as_str);
-                match e
-                    .get("operator")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                {
-                    "In" => label.is_some_and(|l| values.contains(&l)),
-                    "NotIn" => label.is_none_or(|l| !values.contains(&l)),
-                    "Exists" => label.is_some(),
-                    "DoesNotExist" => label.is_none(),
-                    _ => false,
-                }
-            })
-        })
-        .unwrap_or(true);
-    let fields_ok = term
-        .get("matchFields")
-        .and_then(Value::as_array)
-        .map(|fs| {
-            fs.iter().all(|f| {
-                let values: Vec<&str> = f
-                    .get("values")
-                    .and_then(Value::as_array)
-                    .map(|v| v.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                let name = object::name(node);
-                f.get("key").and_then(Value::as_str) == Some("metadata.name")
-                    && match f.get("operator").and_then(Value::as_str) {
-                        Some("In") => values.contains(&name),
-                        Some("NotIn") => !values.contains(&name),
-                        _ => false,
-                    }
-            })
-        })
-        .unwrap_or(true);
-    exprs_ok && fields_ok
+/// What a daemon pod from a template requires of a node: the scheduler's own node affinity
+/// (nodeSelector, required affinity) and taint predicates, the two Kubernetes' DaemonSet
+/// controller checks too. Resources and host ports are left to the scheduler placing the pod.
+pub struct Eligibility {
+    affinity: RequiredAffinity,
+    tolerations: Vec<Toleration>,
 }
 
-/// Whether a daemon pod from `template` belongs on `node`.
-pub fn eligible(template: &Value, node: &Value) -> bool {
-    let spec = &template["spec"];
-    let labels = object::labels(node);
-    let selector_ok = object::string_map(spec.get("nodeSelector"))
-        .iter()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let terms: Vec<Value> = spec
-        .pointer("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let affinity_ok = terms.is_empty() || terms.iter().any(|t| label_matches(node, t));
-    let pod = json!({"spec": spec});
-    let taints_ok = object::field(node, "spec.taints")
-        .and_then(Value::as_array)
-        .map(|ts| {
-            ts.iter().all(|t| {
-                let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or_default();
-                !matches!(s("effect"), "NoSchedule" | "NoExecute")
-                    || pods::toleration(&pod, s("key"), s("value"), s("effect")).is_some()
-            })
-        })
-        .unwrap_or(true);
-    selector_ok && affinity_ok && taints_ok
+impl Eligibility {
+    /// Read once from `template` (as daemon pods get it: `pod_template`).
+    pub fn of(template: &Value) -> Eligibility {
+        let spec = template.get("spec").unwrap_or(&Value::Null);
+        Eligibility {
+            affinity: RequiredAffinity::of(spec),
+            tolerations: Toleration::of_spec(spec),
+        }
+    }
+
+    /// Whether a daemon pod belongs on `node`.
+    pub fn admits(&self, node: &Value) -> bool {
+        let node = NodeInfo::of(node);
+        self.affinity.matches(&node)
+            && taints::untolerated(&node.taints, &self.tolerations).is_none()
+    }
 }
 
 /// The node a daemon pod is for: its node, or the one its affinity pins it to.
@@ -184,7 +137,7 @@ pub struct Plan {
 }
 
 pub fn plan(ds: &Value, nodes: &[&Value], owned: &[&Value], now: jiff::Timestamp) -> Plan {
-    let template = pod_template(ds);
+    let eligibility = Eligibility::of(&pod_template(ds));
     let hash = template_hash(&ds["spec"]["template"], 0);
     let min_ready = spec_int(ds, "minReadySeconds", 0);
     let mut by_node: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
@@ -209,7 +162,7 @@ pub fn plan(ds: &Value, nodes: &[&Value], owned: &[&Value], now: jiff::Timestamp
     for node in nodes {
         let name = object::name(node).to_string();
         let mut here = by_node.remove(&name).unwrap_or_default();
-        if !eligible(&template, node) {
+        if !eligibility.admits(node) {
             misscheduled += usize::from(!here.is_empty());
             delete.extend(here.iter().map(|p| object::name(p).to_string()));
             continue;
@@ -431,9 +384,9 @@ mod tests {
         cordoned["spec"]["unschedulable"] = json!(true);
         cordoned["spec"]["taints"] =
             json!([{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]);
-        let template = pod_template(&d);
-        assert!(!eligible(&template, &tainted));
-        assert!(eligible(&template, &cordoned));
+        let eligibility = Eligibility::of(&pod_template(&d));
+        assert!(!eligibility.admits(&tainted));
+        assert!(eligibility.admits(&cordoned));
     }
 
     #[test]
@@ -451,5 +404,66 @@ mod tests {
         let mut onditor = d.clone();
         onditor["spec"]["updateStrategy"] = json!({"type": "OnDelete"});
         assert!(plan(&onditor, &refs, &old_refs, now()).delete.is_empty());
+    }
+
+    #[test]
+    fn daemon_pods_go_exactly_where_the_scheduler_would_place_them() {
+        use crate::scheduler::plan::{plan as schedule, Decision};
+        let mut d = ds(json!({}));
+        d["spec"]["template"]["spec"]["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "gen", "operator": "Gt", "values": ["2"]}]}
+        ]}}});
+        d["spec"]["template"]["spec"]["tolerations"] =
+            json!([{"key": "dedicated", "operator": "Exists"}]);
+        let ready = |name: &str, labels: Value, taints: Value| {
+            json!({"metadata": {"name": name, "labels": labels}, "spec": {"taints": taints},
+                   "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+                              "conditions": [{"type": "Ready", "status": "True"}]}})
+        };
+        let nodes = [
+            ready("gen1", json!({"gen": "1"}), json!([])),
+            ready("gen2", json!({"gen": "2"}), json!([])),
+            ready("gen3", json!({"gen": "3"}), json!([])),
+            ready("gen10", json!({"gen": "10"}), json!([])),
+            ready("unlabelled", json!({}), json!([])),
+            ready("not-a-number", json!({"gen": "new"}), json!([])),
+            ready(
+                "gen5-dedicated",
+                json!({"gen": "5"}),
+                json!([{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]),
+            ),
+            ready(
+                "gen5-gpu",
+                json!({"gen": "5"}),
+                json!([{"key": "gpu", "effect": "NoSchedule"}]),
+            ),
+        ];
+        // The scheduler's filters, asked about an unpinned pod of the template on each node.
+        let probe = json!({"metadata": {"name": "probe", "namespace": "kube-system"},
+                           "spec": pod_template(&d)["spec"]});
+        let accepted: Vec<String> = nodes
+            .iter()
+            .filter(|n| {
+                matches!(
+                    schedule(std::slice::from_ref(n), std::slice::from_ref(&probe))[..],
+                    [Decision::Bind { .. }]
+                )
+            })
+            .map(|n| object::name(n).to_string())
+            .collect();
+        assert_eq!(accepted, ["gen3", "gen10", "gen5-dedicated"]);
+        let refs: Vec<&Value> = nodes.iter().collect();
+        let p = plan(&d, &refs, &[], now());
+        assert_eq!(p.create, accepted);
+        assert_eq!(p.status["desiredNumberScheduled"], 3);
+        // Each daemon pod, pinned to its node, is placed there.
+        for node in &p.create {
+            let mut pod = pod_for(&d, node, "h");
+            object::set_meta(&mut pod, "name", json!(format!("agent-{node}")));
+            match &schedule(&nodes, std::slice::from_ref(&pod))[..] {
+                [Decision::Bind { node: placed, .. }] => assert_eq!(placed, node),
+                other => panic!("{node}: {other:?}"),
+            }
+        }
     }
 }

@@ -20,6 +20,7 @@ use skiff_api::{object, Kind};
 use super::pods;
 use super::runner::{values, Again, Pass};
 use super::Context;
+use crate::scheduler::predicates::taints::{self, Taint, Toleration};
 
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 
@@ -125,12 +126,10 @@ fn with_taints(node: &Value, taints: Vec<Value>) -> Value {
 /// How long after the taint `pod` may stay: its own tolerationSeconds, the default, or for
 /// ever (None) when it tolerates the taint without a limit.
 fn stay(pod: &Value, default: Duration) -> Option<Duration> {
-    match pods::toleration(pod, UNREACHABLE, "", "NoExecute") {
+    let tolerations = Toleration::of_spec(pod.get("spec").unwrap_or(&Value::Null));
+    match taints::toleration(&tolerations, &Taint::new(UNREACHABLE, "", "NoExecute")) {
         None => Some(default),
-        Some(t) => t
-            .get("tolerationSeconds")
-            .and_then(Value::as_i64)
-            .map(|s| Duration::from_secs(s.max(0) as u64)),
+        Some(t) => t.seconds.map(|s| Duration::from_secs(s.max(0) as u64)),
     }
 }
 

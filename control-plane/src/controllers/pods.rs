@@ -108,24 +108,6 @@ pub fn spec_int(obj: &Value, field: &str, default: i64) -> i64 {
         .unwrap_or(default)
 }
 
-/// The pod's toleration of the taint `key=value:effect`, if it has one. A toleration with an
-/// empty key and `Exists` tolerates everything; an empty effect matches every effect.
-pub fn toleration<'a>(pod: &'a Value, key: &str, value: &str, effect: &str) -> Option<&'a Value> {
-    object::field(pod, "spec.tolerations")
-        .and_then(Value::as_array)?
-        .iter()
-        .find(|t| {
-            let s = |k: &str| t.get(k).and_then(Value::as_str).unwrap_or_default();
-            let key_ok = s("key").is_empty() || s("key") == key;
-            let op_ok = match s("operator") {
-                "Exists" => true,
-                _ => s("value") == value,
-            };
-            let effect_ok = s("effect").is_empty() || s("effect") == effect;
-            key_ok && op_ok && effect_ok
-        })
-}
-
 /// Objects indexed by the uid of their controller, built once per pass so that each owner
 /// finds its dependents without scanning them all.
 #[derive(Default)]

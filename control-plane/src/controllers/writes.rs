@@ -1,6 +1,6 @@
 //! The writes a controller pass makes, each through the API's own paths (admission, defaults,
 //! allocation, deletion rules) with the election fence, and the Events that tell users what the
-//! controllers did.
+//! controllers did. The scheduler's bindings go through here too, batched by `update_many`.
 
 use serde_json::{json, Value};
 use skiff_api::pb::{DeleteRequest, WriteRequest};
@@ -9,6 +9,13 @@ use skiff_api::{object, ApiError, Kind, Reason};
 use super::runner::Pass;
 use crate::apiserver::admission::now;
 use crate::apiserver::registry::Stored;
+use crate::apiserver::update::Part;
+
+/// Objects written per transaction by `update_many`: one compare and one put each, plus the
+/// fence, within the store's limit of 128 operations per transaction (etcd's `--max-txn-ops`).
+pub const BATCH: usize = 120;
+/// Transactions of one `update_many` in flight at once (the store commits them together).
+pub const BATCHES_IN_FLIGHT: usize = 8;
 
 fn request(obj: &Value) -> Result<WriteRequest, ApiError> {
     let bytes = serde_json::to_vec(obj)
@@ -35,6 +42,41 @@ impl Pass {
         self.api
             .update_status_fenced(request(obj)?, &self.fence)
             .await
+    }
+
+    /// Replaces `part` of each of `objs` (resourceVersion as for `update`), each admitted as
+    /// `update` admits one: `BATCH` objects to a transaction (all or nothing),
+    /// `BATCHES_IN_FLIGHT` transactions at once. One result per object, in order.
+    pub async fn update_many(&self, objs: &[Value], part: Part) -> Vec<Result<Stored, ApiError>> {
+        let mut results = Vec::with_capacity(objs.len());
+        let batches: Vec<&[Value]> = objs.chunks(BATCH).collect();
+        for wave in batches.chunks(BATCHES_IN_FLIGHT) {
+            let mut done: Vec<Option<Vec<Result<Stored, ApiError>>>> = vec![None; wave.len()];
+            let mut writes = tokio::task::JoinSet::new();
+            for (n, batch) in wave.iter().enumerate() {
+                let reqs = match batch.iter().map(request).collect::<Result<Vec<_>, _>>() {
+                    Ok(reqs) => reqs,
+                    Err(e) => {
+                        done[n] = Some(vec![Err(e); batch.len()]);
+                        continue;
+                    }
+                };
+                let (api, fence) = (self.api.clone(), self.fence.clone());
+                writes.spawn(async move { (n, api.update_many_fenced(&reqs, part, &fence).await) });
+            }
+            while let Some(joined) = writes.join_next().await {
+                if let Ok((n, written)) = joined {
+                    done[n] = Some(written);
+                }
+            }
+            for (batch, written) in wave.iter().zip(done) {
+                results.extend(written.unwrap_or_else(|| {
+                    let e = ApiError::new(Reason::Internal, "the write task failed");
+                    vec![Err(e); batch.len()]
+                }));
+            }
+        }
+        results
     }
 
     /// Deletes `kind` `namespace/name` with its default grace period, in the background.

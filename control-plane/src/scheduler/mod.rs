@@ -1,30 +1,29 @@
 //! The scheduler: places pods that name no node, on the replica elected to run the controllers.
 //! Each pass lists Nodes and Pods, asks the pure `plan` where every pending pod goes, then binds
-//! in batches (one transaction per batch: each pod's resourceVersion and the election fence are
-//! compared, so a pod is never bound twice nor by a deposed scheduler) and marks pods that fit
-//! nowhere: a PodScheduled=False condition with the reason, and a FailedScheduling Event when
-//! the reason changes.
+//! through the controllers' own write path (`Pass::update_many`: every binding admitted like
+//! any update of the pod, then written in batches, one transaction per batch comparing each
+//! pod's resourceVersion and the election fence, so a pod is never bound twice nor by a deposed
+//! scheduler) and marks pods that fit nowhere: a PodScheduled=False condition with the reason
+//! (a status update), and a FailedScheduling Event when the reason changes. A binding that
+//! admission refuses gets a FailedScheduling Event and is not tried again until the pod
+//! changes.
 
 pub mod plan;
-pub mod quantity;
+pub mod predicates;
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use skiff_api::{object, Kind};
+use skiff_api::{object, Kind, Reason};
 
 use crate::apiserver::admission::now;
 use crate::apiserver::registry::Stored;
+use crate::apiserver::update::Part;
 use crate::controllers::runner::{Again, Pass};
 use crate::controllers::Context;
 use plan::Decision;
-
-/// Pods bound per transaction: with one compare per pod and the fence, within the store's
-/// limit of 128 operations per transaction (etcd's `--max-txn-ops`).
-const BATCH: usize = 120;
-/// Binding transactions in flight at once.
-const BATCHES_IN_FLIGHT: usize = 8;
 
 fn set_condition(pod: &mut Value, status: &str, reason: Option<&str>, message: Option<&str>) {
     let mut cond = json!({"type": "PodScheduled", "status": status, "lastTransitionTime": now()});
@@ -59,54 +58,73 @@ fn scheduled_message(pod: &Value) -> String {
         .to_string()
 }
 
-async fn bind(p: &Pass, pods: &Kind, binds: &[(&Stored, String)]) {
-    let batches: Vec<Vec<(String, Value, i64)>> = binds
-        .chunks(BATCH)
-        .map(|chunk| {
-            chunk
-                .iter()
-                .map(|(stored, node)| {
-                    let mut pod = stored.object.clone();
-                    pod["spec"]["nodeName"] = json!(node);
-                    set_condition(&mut pod, "True", None, None);
-                    let key = pods.key(object::namespace(&pod), object::name(&pod));
-                    (key, pod, stored.revision)
-                })
-                .collect()
-        })
-        .collect();
-    // A few transactions in flight at once: the store commits them together.
-    for wave in batches.chunks(BATCHES_IN_FLIGHT) {
-        let mut writes = tokio::task::JoinSet::new();
-        for items in wave {
-            let (registry, fence, items) =
-                (p.api.registry().clone(), p.fence.clone(), items.clone());
-            writes.spawn(async move {
-                match registry.update_many(&items, &fence).await {
-                    Ok(_) => tracing::debug!(count = items.len(), "bound pods"),
-                    // Some pod changed meanwhile (or the fence failed): the next pass decides
-                    // again.
-                    Err(e) => tracing::warn!(?e, count = items.len(), "binding batch not written"),
-                }
-            });
-        }
-        while writes.join_next().await.is_some() {}
-    }
+/// Bindings that admission refused (the pod as stored is not valid now), by pod, with the
+/// revision refused: such a pod is left alone, and told once, until it changes.
+type Refused = Arc<Mutex<BTreeMap<(String, String), i64>>>;
+
+fn pod_key(pod: &Value) -> (String, String) {
+    (
+        object::namespace(pod).to_string(),
+        object::name(pod).to_string(),
+    )
 }
 
-async fn mark_unschedulable(p: &Pass, pods: &Kind, stored: &Stored, message: &str) {
+/// Binds each pod to its node: an update of the whole pod (its node and its PodScheduled
+/// condition) through the controllers' write path, so that it is admitted, fenced and
+/// compared with the pod's resourceVersion like any update, in batches.
+async fn bind(p: &Pass, binds: &[(&Stored, String)], refused: &Refused) {
+    let pods: Vec<Value> = binds
+        .iter()
+        .map(|(stored, node)| {
+            let mut pod = stored.object.clone();
+            pod["spec"]["nodeName"] = json!(node);
+            set_condition(&mut pod, "True", None, None);
+            pod
+        })
+        .collect();
+    let results = p.update_many(&pods, Part::All).await;
+    let mut bound = 0;
+    for ((stored, _), result) in binds.iter().zip(results) {
+        match result {
+            Ok(_) => bound += 1,
+            // The pod changed meanwhile, or the fence moved, or the store is away: the next
+            // pass decides again.
+            Err(e)
+                if matches!(
+                    e.reason,
+                    Reason::Conflict | Reason::NotFound | Reason::Unavailable | Reason::Internal
+                ) =>
+            {
+                tracing::debug!(%e, "binding not written")
+            }
+            Err(e) => {
+                let message = format!("Binding rejected: {}", e.message);
+                tracing::warn!(%message, "binding refused");
+                if let Ok(mut r) = refused.lock() {
+                    r.insert(pod_key(&stored.object), stored.revision);
+                }
+                p.event(
+                    &stored.object,
+                    true,
+                    "FailedScheduling",
+                    &message,
+                    "default-scheduler",
+                )
+                .await;
+            }
+        }
+    }
+    tracing::debug!(bound, of = binds.len(), "bound pods");
+}
+
+async fn mark_unschedulable(p: &Pass, stored: &Stored, message: &str) {
     if scheduled_message(&stored.object) == message {
         return;
     }
     let mut pod = stored.object.clone();
     set_condition(&mut pod, "False", Some("Unschedulable"), Some(message));
-    let key = pods.key(object::namespace(&pod), object::name(&pod));
-    if p.api
-        .registry()
-        .update(&key, &pod, stored.revision, &p.fence)
-        .await
-        .is_err()
-    {
+    if let Err(e) = p.update_status(&pod).await {
+        tracing::debug!(%e, "unschedulable condition not written");
         return;
     }
     p.event(&pod, true, "FailedScheduling", message, "default-scheduler")
@@ -114,11 +132,20 @@ async fn mark_unschedulable(p: &Pass, pods: &Kind, stored: &Stored, message: &st
 }
 
 /// One pass: read, plan, write.
-async fn pass(p: Pass) -> Again {
+async fn pass(p: Pass, refused: Refused) -> Again {
     let nodes = Kind::named("nodes").expect("Node is served");
     let pods = Kind::named("pods").expect("Pod is served");
     let node_items = p.cache.list(&nodes, None);
-    let pod_items = p.cache.list(&pods, None);
+    let mut pod_items = p.cache.list(&pods, None);
+    if let Ok(mut r) = refused.lock() {
+        // Forget pods that changed or went; leave out those still as they were refused.
+        let now: BTreeMap<(String, String), i64> = pod_items
+            .iter()
+            .map(|s| (pod_key(&s.object), s.revision))
+            .collect();
+        r.retain(|k, rev| now.get(k) == Some(rev));
+        pod_items.retain(|s| !r.contains_key(&pod_key(&s.object)));
+    }
     let node_objects: Vec<Value> = node_items.iter().map(|s| s.object.clone()).collect();
     let pod_objects: Vec<Value> = pod_items.iter().map(|s| s.object.clone()).collect();
     let by_name: BTreeMap<(String, String), &Stored> = pod_items
@@ -158,12 +185,12 @@ async fn pass(p: Pass) -> Again {
                 message,
             } => {
                 if let Some(stored) = by_name.get(&(namespace, name)) {
-                    mark_unschedulable(&p, &pods, stored, &message).await;
+                    mark_unschedulable(&p, stored, &message).await;
                 }
             }
         }
     }
-    bind(&p, &pods, &binds).await;
+    bind(&p, &binds, &refused).await;
     None
 }
 
@@ -171,5 +198,9 @@ async fn pass(p: Pass) -> Again {
 /// (for node changes).
 pub async fn run(ctx: Context) {
     let pods = Kind::named("pods").expect("Pod is served");
-    crate::controllers::runner::run(ctx, &[pods.prefix(None)], Duration::from_secs(1), pass).await
+    let refused = Refused::default();
+    crate::controllers::runner::run(ctx, &[pods.prefix(None)], Duration::from_secs(1), |p| {
+        pass(p, refused.clone())
+    })
+    .await
 }

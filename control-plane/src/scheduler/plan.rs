@@ -1,30 +1,29 @@
 //! The scheduler's pure core: given every Node and every Pod, where each pending pod goes, or
-//! why it fits nowhere. Filters, in order: node Ready, schedulable (not cordoned), nodeSelector,
-//! required node affinity, taints tolerated, host ports free, requests within what is left of
-//! allocatable (cpu, memory, pod count). Scores: least requested, plus spreading pods of the same
-//! owner across nodes. Placements within one pass see each other's requests.
+//! why it fits nowhere. Filters, in order: node Ready, then the shared predicates
+//! (`super::predicates`): schedulable (not cordoned), nodeSelector and required node affinity,
+//! taints tolerated, host ports free, requests within what is left of allocatable (pod count,
+//! cpu, memory). Scores: least requested, plus spreading pods of the same owner across nodes.
+//! Placements within one pass see each other's requests.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use skiff_api::object;
 
-use super::quantity::{cpu_millis, units};
+use super::predicates::node_ports::{self, HostPort};
+use super::predicates::resources::{self, Resources};
+use super::predicates::taints::{self, Toleration};
+use super::predicates::{node_affinity, node_unschedulable, NodeInfo};
+use node_affinity::RequiredAffinity;
 
 /// What is left on one node during a pass.
 #[derive(Clone, Debug)]
 struct NodeState {
-    name: String,
-    labels: BTreeMap<String, String>,
+    info: NodeInfo,
     ready: bool,
-    unschedulable: bool,
-    taints: Vec<(String, String, String)>,
-    free_cpu: i64,
-    free_memory: i64,
-    free_pods: i64,
-    alloc_cpu: i64,
-    alloc_memory: i64,
-    host_ports: BTreeSet<(String, i64)>,
+    allocatable: Resources,
+    free: Resources,
+    host_ports: BTreeSet<HostPort>,
     /// Pods per owner uid on this node.
     owners: BTreeMap<String, usize>,
 }
@@ -51,50 +50,23 @@ fn array<'a>(v: &'a Value, path: &str) -> &'a [Value] {
         .unwrap_or_default()
 }
 
-/// Sum of the pod's container requests: (cpu millis, memory bytes).
-fn requests(pod: &Value) -> (i64, i64) {
-    let mut cpu = 0;
-    let mut mem = 0;
-    for c in array(pod, "spec.containers") {
-        let r = object::field(c, "resources.requests");
-        cpu += r
-            .and_then(|r| r.get("cpu"))
-            .and_then(Value::as_str)
-            .and_then(cpu_millis)
-            .unwrap_or(0);
-        mem += r
-            .and_then(|r| r.get("memory"))
-            .and_then(Value::as_str)
-            .and_then(units)
-            .unwrap_or(0);
-    }
-    (cpu, mem)
-}
-
 /// What a pod asks of a node, read once per pass (the filters and scores run per node).
-struct Needs<'a> {
-    pod: &'a Value,
-    cpu: i64,
-    memory: i64,
-    host_ports: Vec<(String, i64)>,
-    node_selector: BTreeMap<String, String>,
-    affinity: &'a [Value],
+struct Needs {
+    requests: Resources,
+    host_ports: Vec<HostPort>,
+    affinity: RequiredAffinity,
+    tolerations: Vec<Toleration>,
     owner: Option<String>,
 }
 
-impl<'a> Needs<'a> {
-    fn of(pod: &'a Value) -> Needs<'a> {
-        let (cpu, memory) = requests(pod);
+impl Needs {
+    fn of(pod: &Value) -> Needs {
+        let spec = pod.get("spec").unwrap_or(&Value::Null);
         Needs {
-            pod,
-            cpu,
-            memory,
-            host_ports: host_ports(pod),
-            node_selector: object::string_map(object::field(pod, "spec.nodeSelector")),
-            affinity: array(
-                pod,
-                "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms",
-            ),
+            requests: Resources::requested(spec),
+            host_ports: node_ports::wanted(spec),
+            affinity: RequiredAffinity::of(spec),
+            tolerations: Toleration::of_spec(spec),
             owner: owner_uid(pod),
         }
     }
@@ -109,24 +81,6 @@ fn nodes_to_find(total: usize) -> usize {
     }
     let percent = 50usize.saturating_sub(total / 125).max(5);
     (total * percent / 100).max(100)
-}
-
-fn host_ports(pod: &Value) -> Vec<(String, i64)> {
-    let mut out = Vec::new();
-    for c in array(pod, "spec.containers") {
-        for p in c
-            .get("ports")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(hp) = p.get("hostPort").and_then(Value::as_i64) {
-                let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
-                out.push((proto.to_string(), hp));
-            }
-        }
-    }
-    out
 }
 
 fn owner_uid(pod: &Value) -> Option<String> {
@@ -148,162 +102,53 @@ fn holds_resources(pod: &Value) -> bool {
 }
 
 fn node_state(node: &Value) -> NodeState {
-    let alloc = object::field(node, "status.allocatable");
-    let q = |k: &str| alloc.and_then(|a| a.get(k)).and_then(Value::as_str);
     let ready = array(node, "status.conditions")
         .iter()
         .any(|c| c.get("type") == Some(&"Ready".into()) && c.get("status") == Some(&"True".into()));
-    let taints = array(node, "spec.taints")
-        .iter()
-        .map(|t| {
-            let s = |k: &str| {
-                t.get(k)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            (s("key"), s("value"), s("effect"))
-        })
-        .collect();
-    let alloc_cpu = q("cpu").and_then(cpu_millis).unwrap_or(0);
-    let alloc_memory = q("memory").and_then(units).unwrap_or(0);
+    let allocatable = Resources::allocatable(node);
     NodeState {
-        name: object::name(node).to_string(),
-        labels: object::labels(node),
+        info: NodeInfo::of(node),
         ready,
-        unschedulable: object::field(node, "spec.unschedulable").and_then(Value::as_bool)
-            == Some(true),
-        taints,
-        free_cpu: alloc_cpu,
-        free_memory: alloc_memory,
-        free_pods: q("pods").and_then(units).unwrap_or(110),
-        alloc_cpu,
-        alloc_memory,
+        allocatable,
+        free: allocatable,
         host_ports: BTreeSet::new(),
         owners: BTreeMap::new(),
     }
 }
 
 fn place(state: &mut NodeState, needs: &Needs) {
-    state.free_cpu -= needs.cpu;
-    state.free_memory -= needs.memory;
-    state.free_pods -= 1;
+    state.free = state.free.minus(needs.requests);
     state.host_ports.extend(needs.host_ports.iter().cloned());
     if let Some(uid) = &needs.owner {
         *state.owners.entry(uid.clone()).or_default() += 1;
     }
 }
 
-fn tolerates(pod: &Value, taint: &(String, String, String)) -> bool {
-    let (key, value, effect) = taint;
-    effect == "PreferNoSchedule"
-        || crate::controllers::pods::toleration(pod, key, value, effect).is_some()
-}
-
-/// A nodeSelectorTerm's matchExpressions (and matchFields on metadata.name).
-fn term_matches(term: &Value, node: &NodeState) -> bool {
-    let exprs_ok = array(term, "matchExpressions").iter().all(|e| {
-        let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
-        let values: Vec<&str> = array(e, "values")
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
-        let label = node.labels.get(key);
-        match e
-            .get("operator")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-        {
-            "In" => label.is_some_and(|l| values.contains(&l.as_str())),
-            "NotIn" => label.is_none_or(|l| !values.contains(&l.as_str())),
-            "Exists" => label.is_some(),
-            "DoesNotExist" => label.is_none(),
-            "Gt" | "Lt" => {
-                let (Some(l), Some(v)) = (
-                    label.and_then(|l| l.parse::<i64>().ok()),
-                    values.first().and_then(|v| v.parse::<i64>().ok()),
-                ) else {
-                    return false;
-                };
-                if e.get("operator") == Some(&"Gt".into()) {
-                    l > v
-                } else {
-                    l < v
-                }
-            }
-            _ => false,
-        }
-    });
-    let fields_ok = array(term, "matchFields").iter().all(|f| {
-        let values: Vec<&str> = array(f, "values")
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
-        f.get("key").and_then(Value::as_str) == Some("metadata.name")
-            && match f.get("operator").and_then(Value::as_str) {
-                Some("In") => values.contains(&node.name.as_str()),
-                Some("NotIn") => !values.contains(&node.name.as_str()),
-                _ => false,
-            }
-    });
-    exprs_ok && fields_ok
-}
-
-/// The taint a cordoned node stands for; pods that tolerate it (DaemonSets') may go there.
-pub const UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
-
-/// Why `node` cannot take `pod`, in Kubernetes' words, or None if it can.
+/// Why `node` cannot take the pod, in Kubernetes' words, or None if it can: the filters, in
+/// order, each a shared predicate.
 fn misfit(needs: &Needs, node: &NodeState) -> Option<String> {
-    let pod = needs.pod;
     if !node.ready {
         return Some("node(s) were not ready".into());
     }
-    if node.unschedulable
-        && !tolerates(
-            pod,
-            &(UNSCHEDULABLE.into(), String::new(), "NoSchedule".into()),
-        )
-    {
-        return Some("node(s) were unschedulable".into());
+    if !node_unschedulable::fits(&node.info, &needs.tolerations) {
+        return Some(node_unschedulable::REASON.into());
     }
-    let selector_ok = needs
-        .node_selector
-        .iter()
-        .all(|(k, v)| node.labels.get(k) == Some(v));
-    let affinity_ok =
-        needs.affinity.is_empty() || needs.affinity.iter().any(|t| term_matches(t, node));
-    if !selector_ok || !affinity_ok {
-        return Some("node(s) didn't match Pod's node affinity/selector".into());
+    if !needs.affinity.matches(&node.info) {
+        return Some(node_affinity::REASON.into());
     }
-    if let Some(t) = node
-        .taints
-        .iter()
-        .find(|t| (t.2 == "NoSchedule" || t.2 == "NoExecute") && !tolerates(pod, t))
-    {
-        return Some(format!(
-            "node(s) had untolerated taint {{{}: {}}}",
-            t.0, t.1
-        ));
+    if let Some(t) = taints::untolerated(&node.info.taints, &needs.tolerations) {
+        return Some(taints::reason(t));
     }
-    if needs.host_ports.iter().any(|p| node.host_ports.contains(p)) {
-        return Some("node(s) didn't have free ports for the requested pod ports".into());
+    if !node_ports::free(&needs.host_ports, &node.host_ports) {
+        return Some(node_ports::REASON.into());
     }
-    if node.free_pods < 1 {
-        return Some("Too many pods".into());
-    }
-    if needs.cpu > node.free_cpu {
-        return Some("Insufficient cpu".into());
-    }
-    if needs.memory > node.free_memory {
-        return Some("Insufficient memory".into());
-    }
-    None
+    resources::insufficient(&needs.requests, &node.free).map(String::from)
 }
 
 /// Higher is better: least requested (0..=100), plus up to 100 for holding fewer pods of the
 /// same owner.
 fn score(needs: &Needs, node: &NodeState, max_same_owner: usize) -> i64 {
-    let (cpu, mem) = (needs.cpu, needs.memory);
+    let (cpu, mem) = (needs.requests.cpu, needs.requests.memory);
     let share = |free: i64, alloc: i64, want: i64| {
         if alloc <= 0 {
             0
@@ -311,8 +156,8 @@ fn score(needs: &Needs, node: &NodeState, max_same_owner: usize) -> i64 {
             ((free - want).max(0) * 100) / alloc
         }
     };
-    let least = (share(node.free_cpu, node.alloc_cpu, cpu)
-        + share(node.free_memory, node.alloc_memory, mem))
+    let least = (share(node.free.cpu, node.allocatable.cpu, cpu)
+        + share(node.free.memory, node.allocatable.memory, mem))
         / 2;
     let spread = match &needs.owner {
         Some(uid) if max_same_owner > 0 => {
@@ -340,7 +185,7 @@ pub fn plan(nodes: &[Value], pods: &[Value]) -> Vec<Decision> {
     let index: BTreeMap<String, usize> = states
         .iter()
         .enumerate()
-        .map(|(i, s)| (s.name.clone(), i))
+        .map(|(i, s)| (s.info.name.clone(), i))
         .collect();
     for pod in pods.iter().filter(|p| holds_resources(p)) {
         if let Some(&i) = index.get(&object::field_string(pod, "spec.nodeName")) {
@@ -420,7 +265,7 @@ pub fn plan(nodes: &[Value], pods: &[Value]) -> Vec<Decision> {
         out.push(Decision::Bind {
             namespace,
             name,
-            node: states[best].name.clone(),
+            node: states[best].info.name.clone(),
         });
     }
     out

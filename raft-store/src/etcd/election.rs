@@ -22,6 +22,7 @@ use super::{header, Shared};
 use crate::error::{StoreError, MAX_REQUEST_BYTES};
 use crate::machine::command::{Command, CommandResult};
 use crate::machine::kv_ops::to_kv;
+use crate::mvcc::key_range::prefix_end;
 use crate::mvcc::kvstore::{Event, EventKind};
 use crate::pb::etcdserverpb::{
     compare, range_request, request_op, response_op, Compare, DeleteRangeRequest, PutRequest,
@@ -68,18 +69,6 @@ fn prefix_of(name: &[u8]) -> Vec<u8> {
     let mut p = name.to_vec();
     p.push(b'/');
     p
-}
-
-/// etcd's `range_end` for every key starting with `prefix`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
 }
 
 /// `prefix` + the lease ID as Go's `%x` prints an int64.
@@ -548,13 +537,6 @@ mod tests {
             b"e/694d77aa9e38260f".to_vec()
         );
         assert_eq!(candidate_key(b"e/", -255), b"e/-ff".to_vec());
-    }
-
-    #[test]
-    fn prefix_end_follows_etcd() {
-        assert_eq!(prefix_end(b"ab/"), b"ab0".to_vec());
-        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
-        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
     }
 
     #[test]

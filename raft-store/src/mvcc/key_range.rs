@@ -2,6 +2,7 @@
 //!
 //! An empty `range_end` names the single `key`; `range_end == "\0"` names every key `>= key`; any
 //! other `range_end` names `[key, range_end)`, which is empty when `range_end <= key`.
+//! `prefix_end` is the one way the workspace names every key under a prefix.
 
 use std::ops::Bound;
 
@@ -55,6 +56,21 @@ impl KeyRange {
     }
 }
 
+/// The `range_end` that, with `key = prefix`, names every key starting with `prefix` (etcd's
+/// `clientv3.GetPrefixRangeEnd`): the prefix up to its last byte below 0xff, that byte
+/// incremented; `"\0"` (every key from `prefix` on) when there is no such byte, as for an empty
+/// or all-0xff prefix, since every key after such a prefix starts with it.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    match prefix.iter().rposition(|&b| b < 0xff) {
+        Some(i) => {
+            let mut end = prefix[..=i].to_vec();
+            end[i] += 1;
+            end
+        }
+        None => vec![0],
+    }
+}
+
 fn starts_before_end(start: &Bound<Vec<u8>>, end: &Bound<Vec<u8>>) -> bool {
     let Bound::Included(s) = start else {
         return true;
@@ -79,6 +95,50 @@ mod tests {
         let r = KeyRange::new(b"a", b"c");
         assert!(r.contains(b"a") && r.contains(b"bz") && !r.contains(b"c"));
         assert_eq!(KeyRange::new(b"c", b"a").bounds(), None);
+    }
+
+    #[test]
+    fn prefix_ends_follow_etcd() {
+        // (prefix, range end): the last byte below 0xff goes up by one and what follows it
+        // goes; with no such byte, "\0" names every key from the prefix on.
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"/registry/pods/", b"/registry/pods0"),
+            (b"a", b"b"),
+            (b"a\xff", b"b"),
+            (b"ab\xff\xff", b"ac"),
+            (b"\x01\xff\x02", b"\x01\xff\x03"),
+            (b"\xfe", b"\xff"),
+            (b"\xff", b"\0"),
+            (b"\xff\xff\xff", b"\0"),
+            (b"", b"\0"),
+        ];
+        for (prefix, end) in cases {
+            assert_eq!(prefix_end(prefix), end.to_vec(), "prefix {prefix:?}");
+        }
+        // The range holds exactly the keys that start with the prefix.
+        // (prefix, keys inside, keys outside)
+        type Case<'a> = (&'a [u8], &'a [&'a [u8]], &'a [&'a [u8]]);
+        let cases: &[Case] = &[
+            (
+                b"a\xff",
+                &[b"a\xff", b"a\xff\xff\x00"],
+                &[b"a", b"a\xfe\xff", b"b"],
+            ),
+            (
+                b"\xff\xff",
+                &[b"\xff\xff", b"\xff\xff\xff\xff"],
+                &[b"\xff", b"\xfe\xff\xff"],
+            ),
+        ];
+        for (prefix, inside, outside) in cases {
+            let range = KeyRange::new(prefix, &prefix_end(prefix));
+            for k in *inside {
+                assert!(range.contains(k), "{prefix:?} should hold {k:?}");
+            }
+            for k in *outside {
+                assert!(!range.contains(k), "{prefix:?} should not hold {k:?}");
+            }
+        }
     }
 
     #[test]
