@@ -5,13 +5,15 @@
 //! with PROTOCOL_ERROR. [`LenientAuthority`] sits between the socket and the HTTP/2 server and
 //! rewrites what the client sends before the server reads it:
 //!
-//! - Every header block the client sends is decoded (HPACK, with `loona-hpack`) so that the
-//!   client's compression state is known at all times.
-//! - Blocks whose `:authority` is valid (or absent) pass unchanged, byte for byte, until the
-//!   first one that is not. From then on the connection is rewritten: every block is encoded
-//!   again as literals that do not touch the server's dynamic table, with `:authority` replaced
-//!   by the URL's `host:port` (or dropped when it names no host), so the server's view of the
-//!   compression state never depends on what it did not see.
+//! - A gRPC client names one authority for all the requests of a connection, so the first
+//!   header block decides (decoded with `loona-hpack`): if its `:authority` is valid (or
+//!   absent), the rest of the connection passes through untouched, byte for byte, without
+//!   being parsed any further.
+//! - Otherwise every header block of the connection is decoded (following the client's
+//!   compression state) and encoded again as literals that do not touch the server's dynamic
+//!   table, with `:authority` replaced by the URL's `host:port` (or dropped when it names no
+//!   host), so the server's view of the compression state never depends on what it did not
+//!   see.
 //! - Everything else (DATA, SETTINGS, PING, …) passes through untouched, and nothing on the way
 //!   back to the client is touched.
 //!
@@ -252,7 +254,9 @@ impl<S> LenientAuthority<S> {
         let authority = headers.iter().find(|(n, _)| n == b":authority");
         let acceptable = authority.is_none_or(|(_, v)| valid_authority(v));
         if acceptable && !self.rewriting {
+            // The connection's authority is fine: nothing more to look at.
             self.out.extend_from_slice(&block.raw);
+            self.state = State::Raw;
             return true;
         }
         if !self.rewriting {
@@ -546,7 +550,7 @@ mod tests {
                 };
                 fragment.extend_from_slice(&payload[skip..]);
                 if flags & END_HEADERS != 0 {
-                    out.push(decoder.decode(&fragment).unwrap());
+                    out.push(decoder.decode(&fragment).expect("an output block decodes"));
                     fragment.clear();
                 }
             }
@@ -589,8 +593,8 @@ mod tests {
         let mut input = PREFACE.to_vec();
         let paths: [&[u8]; 3] = [b"/etcdserverpb.Maintenance/Status", b"/x", b"/y"];
         let authorities: [&[u8]; 3] = [
-            b"127.0.0.1:2379",
             b"http://127.0.0.1:2379",
+            b"127.0.0.1:2379",
             b"http://127.0.0.1:2379",
         ];
         for (i, (path, authority)) in paths.iter().zip(authorities).enumerate() {

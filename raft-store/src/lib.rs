@@ -14,4 +14,5 @@ pub mod pb;
 pub mod raft;
 pub mod replica;
 pub mod server;
+pub mod stats;
 pub mod watch;

@@ -113,6 +113,7 @@ pub struct Replica {
     leases: Mutex<LeaseClock>,
     compaction: Mutex<AutoCompactor>,
     usage: Mutex<Option<(Instant, crate::mvcc::backend::Usage)>>,
+    stats_seen: Mutex<(Instant, crate::stats::Snapshot)>,
 }
 
 /// The current leader and its peer URL, if it is known and still a member (a leader that has
@@ -161,6 +162,7 @@ impl Replica {
             leases: Mutex::new(LeaseClock::default()),
             compaction: Mutex::new(AutoCompactor::new(settings.auto_compaction)),
             usage: Mutex::new(None),
+            stats_seen: Mutex::new((Instant::now(), crate::stats::Snapshot::default())),
         }
     }
 
@@ -343,16 +345,23 @@ impl Replica {
                         Err(ForwardError::NotLeader) => self.pause().await,
                     }
                 }
-                Some((_, url)) => match self.peers.forward(&url, &req, remaining).await {
-                    Ok(Ok(resp)) => return Ok(resp),
-                    Ok(Err(ForwardError::Store(e))) => return Err(e),
-                    Ok(Err(ForwardError::NotLeader)) => self.pause().await,
-                    Err(status) if idempotent || never_delivered(&status) => self.pause().await,
-                    Err(status) => {
-                        tracing::warn!(%status, "forwarded write lost with the leader");
-                        return Err(StoreError::Timeout);
+                Some((_, url)) => {
+                    let started = Instant::now();
+                    let answer = self.peers.forward(&url, &req, remaining).await;
+                    if matches!(req, LeaderRequest::Write(_)) {
+                        crate::stats::WRITE.forwarded.add(started.elapsed());
                     }
-                },
+                    match answer {
+                        Ok(Ok(resp)) => return Ok(resp),
+                        Ok(Err(ForwardError::Store(e))) => return Err(e),
+                        Ok(Err(ForwardError::NotLeader)) => self.pause().await,
+                        Err(status) if idempotent || never_delivered(&status) => self.pause().await,
+                        Err(status) => {
+                            tracing::warn!(%status, "forwarded write lost with the leader");
+                            return Err(StoreError::Timeout);
+                        }
+                    }
+                }
             }
         }
     }
@@ -376,7 +385,9 @@ impl Replica {
         }
         match req {
             LeaderRequest::Write(cmd) => {
+                let started = Instant::now();
                 let resp = self.raft.client_write(cmd).await.map_err(not_leader_or)?;
+                crate::stats::WRITE.leader_writes.add(started.elapsed());
                 Ok(LeaderResponse::Write {
                     outcome: resp.data.0,
                     index: resp.log_id.index,
@@ -602,8 +613,24 @@ impl Replica {
         }
     }
 
+    /// Logs the write path's counters every 10 s when there were writes (debug level).
+    fn log_write_stats(&self) {
+        let mut last = self.stats_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let (at, before) = *last;
+        if at.elapsed() < Duration::from_secs(10) {
+            return;
+        }
+        let now = crate::stats::WRITE.snapshot();
+        let delta = now.since(&before);
+        if delta.entries > 0 || delta.applied > 0 {
+            tracing::debug!(target: "raft_store::stats", "write path: {}", delta.summary());
+        }
+        *last = (Instant::now(), now);
+    }
+
     /// One round of the periodic duties; see the module comment.
     pub async fn run_duties(&self) {
+        self.log_write_stats();
         let metrics = self.raft.metrics().borrow_watched().clone();
         self.auto_compact(metrics.state == ServerState::Leader)
             .await;

@@ -107,6 +107,7 @@ pub struct StoreServer {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     db: sled::Db,
+    log_db: sled::Db,
     progress_every: Duration,
 }
 
@@ -167,7 +168,17 @@ impl StoreServer {
             }
         };
 
-        let log_store = LogStore::open(&db).map_err(|e| data_err(e.to_string()))?;
+        // The Raft log has a database of its own: syncing it after every append then writes
+        // only log entries, not the state machine's changes (which Raft can replay).
+        let log_db = sled::Config::new()
+            .path(cfg.data_dir.join("log"))
+            .flush_every_ms(Some(500))
+            .open()
+            .map_err(|e| data_err(e.to_string()))?;
+        crate::raft::log_store::move_from_shared_db(&db, &log_db)
+            .map_err(|e| data_err(e.to_string()))?;
+        let log_store = LogStore::open(&log_db, &cfg.data_dir.join("log"))
+            .map_err(|e| data_err(e.to_string()))?;
         let sm = StateMachineStore::open(&db).map_err(|e| data_err(e.to_string()))?;
         if let (Some(path), false) = (&cfg.restore_from, fresh) {
             return Err(StartError::Restore {
@@ -333,6 +344,7 @@ impl StoreServer {
             shutdown,
             tasks: vec![peer_task, duties, membership_check],
             db,
+            log_db,
             progress_every: cfg.watch_progress_every,
         })
     }
@@ -373,8 +385,10 @@ impl StoreServer {
         for t in self.tasks {
             let _ = t.await;
         }
-        if let Err(e) = self.db.flush_async().await {
-            tracing::warn!(%e, "final flush");
+        for db in [&self.db, &self.log_db] {
+            if let Err(e) = db.flush_async().await {
+                tracing::warn!(%e, "final flush");
+            }
         }
     }
 }

@@ -27,7 +27,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledBuil
             .path(dir.path())
             .open()
             .map_err(|e| store_err(std::io::Error::other(e)))?;
-        let log = LogStore::open(&db).map_err(store_err)?;
+        let log = LogStore::open(&db, dir.path()).map_err(store_err)?;
         let sm = StateMachineStore::open(&db).map_err(store_err)?;
         Ok((dir, log, sm))
     }

@@ -22,7 +22,7 @@ use super::{header, Shared};
 use crate::error::{StoreError, MAX_REQUEST_BYTES};
 use crate::machine::command::{Command, CommandResult};
 use crate::machine::kv_ops::to_kv;
-use crate::mvcc::key_range::prefix_end;
+use crate::mvcc::key_range::{prefix_end, KeyRange};
 use crate::mvcc::kvstore::{Event, EventKind};
 use crate::pb::etcdserverpb::{
     compare, range_request, request_op, response_op, Compare, DeleteRangeRequest, PutRequest,
@@ -32,6 +32,7 @@ use crate::pb::mvccpb::KeyValue;
 use crate::pb::v3electionpb::election_server::Election;
 use crate::pb::v3electionpb::*;
 use crate::replica::Replica;
+use crate::watch::feed::{Feed, FeedError};
 use crate::watch::hub::Notice;
 
 /// TTL of the lease etcd grants for a campaign or proclamation that names no lease (its
@@ -379,31 +380,44 @@ struct Observer {
 
 impl Observer {
     async fn run(mut self) {
-        let mut notices = self.replica.sm.hub.subscribe();
         if let Err(e) = self.replica.linearize().await {
             let _ = self.tx.send(Err(ElectionError::from(e).into())).await;
             return;
         }
-        if self.resync().await.is_err() {
-            return;
-        }
+        let range = KeyRange::new(&self.prefix, &prefix_end(&self.prefix));
         loop {
-            let notice = tokio::select! {
-                _ = self.tx.closed() => return,
-                n = notices.recv() => n,
-            };
-            let step = match notice {
-                Ok(n) => match &*n {
-                    Notice::Changes { revision, events } => {
-                        self.on_changes(*revision, events).await
-                    }
-                    Notice::Reset => self.resync().await,
-                },
-                Err(broadcast::error::RecvError::Lagged(_)) => self.resync().await,
-                Err(broadcast::error::RecvError::Closed) => return,
-            };
-            if step.is_err() {
+            // The current leader from the state, then every change after it through the
+            // store's change feed (which replays what a slow observer missed). If the feed
+            // falls behind compaction, start over from the state.
+            if self.resync().await.is_err() {
                 return;
+            }
+            let mut feed = Feed::new(self.replica.sm.clone(), range.clone(), self.synced + 1);
+            loop {
+                let batch = tokio::select! {
+                    _ = self.tx.closed() => return,
+                    b = feed.next() => b,
+                };
+                match batch {
+                    Ok(batch) => {
+                        for events in batch
+                            .events
+                            .chunk_by(|a, b| a.kv.mod_revision == b.kv.mod_revision)
+                        {
+                            let revision = events[0].kv.mod_revision;
+                            if self.on_changes(revision, events).await.is_err() {
+                                return;
+                            }
+                        }
+                        self.synced = self.synced.max(batch.revision);
+                    }
+                    Err(FeedError::Compacted { .. }) => break,
+                    Err(FeedError::Closed) => return,
+                    Err(e) => {
+                        let _ = self.tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                }
             }
         }
     }

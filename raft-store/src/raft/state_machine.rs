@@ -238,14 +238,28 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
     {
-        while let Some((entry, responder)) = entries.try_next().await? {
-            let mut batch = Batch::default();
-            let (outcome, events, revision) = {
-                let mut m = self.shared.write();
-                let (outcome, events) = match &entry.payload {
-                    EntryPayload::Blank => {
-                        (Ok(crate::machine::command::CommandResult::Done), Vec::new())
-                    }
+        // Everything committed so far is applied under one lock (one sled batch per entry, so
+        // that the applied log ID moves with each), then the watchers and the waiting clients
+        // are told.
+        let mut pending = Vec::new();
+        while let Some(item) = entries.try_next().await? {
+            pending.push(item);
+        }
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        crate::stats::WRITE
+            .applied
+            .fetch_add(pending.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let mut published = Vec::new();
+        let mut answers = Vec::with_capacity(pending.len());
+        {
+            let mut m = self.shared.write();
+            for (entry, responder) in pending {
+                let mut batch = Batch::default();
+                let outcome = match &entry.payload {
+                    EntryPayload::Blank => Ok(crate::machine::command::CommandResult::Done),
                     EntryPayload::Normal(cmd) => {
                         let (outcome, events) = m.apply(cmd, &mut batch);
                         // A storage failure mid-command leaves memory and disk apart: stop this
@@ -253,22 +267,28 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         if let Err(StoreError::Internal(e)) = &outcome {
                             return Err(io::Error::other(format!("applying {cmd}: {e}")));
                         }
-                        (outcome, events)
+                        if !events.is_empty() {
+                            published.push((m.kv.current_rev(), events));
+                        }
+                        outcome
                     }
                     EntryPayload::Membership(mem) => {
                         let stored = StoredMembership::new(Some(entry.log_id), mem.clone());
                         batch.put(META_MEMBERSHIP, codec::encode(&stored));
-                        (Ok(crate::machine::command::CommandResult::Done), Vec::new())
+                        Ok(crate::machine::command::CommandResult::Done)
                     }
                 };
                 batch.put(META_APPLIED, codec::encode(&Some(entry.log_id)));
                 m.backend().write(batch).map_err(io_err)?;
                 self.shared.schedule_compaction(&mut m);
-                (outcome, events, m.kv.current_rev())
-            };
-            if !events.is_empty() {
-                self.shared.hub.publish(revision, events);
+                answers.push((responder, outcome));
             }
+        }
+        crate::stats::WRITE.applies.add(started.elapsed());
+        for (revision, events) in published {
+            self.shared.hub.publish(revision, events);
+        }
+        for (responder, outcome) in answers {
             if let Some(r) = responder {
                 r.send(Applied(outcome));
             }

@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 
 use super::hub::Notice;
 use crate::mvcc::key_range::KeyRange;
-use crate::mvcc::kvstore::{Event, EventKind};
+use crate::mvcc::kvstore::Event;
 use crate::raft::state_machine::Shared;
 
 /// Why a feed cannot go on.
@@ -74,27 +74,9 @@ impl Feed {
                 compacted,
             });
         }
-        let mut events = Vec::new();
-        if self.next_rev <= current {
-            let records =
-                m.kv.changes(self.next_rev, current, &self.range)
-                    .map_err(|e| FeedError::Store(e.to_string()))?;
-            for rec in records {
-                let prev =
-                    m.kv.get_at(&rec.key, rec.mod_revision - 1)
-                        .map_err(|e| FeedError::Store(e.to_string()))?;
-                let kind = if rec.tombstone {
-                    EventKind::Delete
-                } else {
-                    EventKind::Put
-                };
-                events.push(Event {
-                    kind,
-                    kv: rec,
-                    prev,
-                });
-            }
-        }
+        let events =
+            m.kv.history(self.next_rev, current, &self.range, true)
+                .map_err(|e| FeedError::Store(e.to_string()))?;
         self.next_rev = self.next_rev.max(current + 1);
         Ok(Batch {
             events,

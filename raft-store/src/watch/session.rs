@@ -232,46 +232,32 @@ impl Session {
         let Some(w) = self.watchers.get(&id) else {
             return Ok(());
         };
-        let (events, current, compacted) = {
+        let read = {
             let m = self.replica.sm.read();
             let current = m.kv.current_rev();
             let compacted = m.kv.compact_rev();
             if w.next_rev < compacted {
-                (Vec::new(), current, Some(compacted))
-            } else if w.next_rev > current {
-                (Vec::new(), current, None)
+                Ok((Vec::new(), current, Some(compacted)))
             } else {
-                let records =
-                    m.kv.changes(w.next_rev, current, &w.range)
-                        .unwrap_or_default();
-                let events: Vec<(i64, mvccpb::Event)> = records
-                    .into_iter()
-                    .filter_map(|rec| {
-                        let kind = if rec.tombstone {
-                            EventKind::Delete
-                        } else {
-                            EventKind::Put
-                        };
-                        if !w.wants(kind, &rec.key) {
-                            return None;
-                        }
-                        let prev = if w.prev_kv {
-                            m.kv.get_at(&rec.key, rec.mod_revision - 1).ok().flatten()
-                        } else {
-                            None
-                        };
-                        let rev = rec.mod_revision;
-                        Some((
-                            rev,
-                            w.to_event(&Event {
-                                kind,
-                                kv: rec,
-                                prev,
-                            }),
-                        ))
+                m.kv.history(w.next_rev, current, &w.range, w.prev_kv)
+                    .map(|history| {
+                        let events: Vec<(i64, mvccpb::Event)> = history
+                            .iter()
+                            .filter(|e| w.wants(e.kind, &e.kv.key))
+                            .map(|e| (e.kv.mod_revision, w.to_event(e)))
+                            .collect();
+                        (events, current, None)
                     })
-                    .collect();
-                (events, current, None)
+            }
+        };
+        let (events, current, compacted) = match read {
+            Ok(r) => r,
+            Err(e) => {
+                // History that cannot be read ends the stream with the error rather than
+                // leaving a gap.
+                tracing::error!(%e, "watch replay failed");
+                let _ = self.tx.send(Err(crate::etcd::status_of(e))).await;
+                return Err(Gone);
             }
         };
         if let Some(compact_revision) = compacted {

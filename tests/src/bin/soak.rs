@@ -8,8 +8,8 @@
 //! cargo build --release --bins && cargo run --release -p tests --bin soak
 //! ```
 //!
-//! `SOAK_MINUTES` shortens or lengthens the run (samples stay every fifth of it, at most every
-//! 5 minutes).
+//! `SOAK_MINUTES` shortens or lengthens the run (samples every sixth of it, at most every
+//! 5 minutes); `SOAK_RETENTION` sets `--auto-compaction-retention` (default: Skiff's 5m).
 
 use std::time::Duration;
 
@@ -63,7 +63,10 @@ async fn main() -> anyhow::Result<()> {
         low: 50,
         high: 150,
         scale_every: Duration::from_secs(10),
-        server_args: Vec::new(),
+        server_args: match std::env::var("SOAK_RETENTION") {
+            Ok(r) => vec!["--auto-compaction-retention".into(), r],
+            Err(_) => Vec::new(),
+        },
     };
     eprintln!("soak: {settings:?}");
     println!("{}", soak::header());

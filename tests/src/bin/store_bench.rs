@@ -115,6 +115,27 @@ async fn run_all(name: &str, target: &mut Cluster) -> Result<Results, String> {
     })
 }
 
+/// `STORE_BENCH_ENDPOINTS=url,url,...`: only the two put rows, against a cluster started by
+/// hand (for profiling one side, e.g. with the replicas' `raft_store::stats` debug log on).
+async fn probe_writes(endpoints: &str) -> anyhow::Result<()> {
+    let urls: Vec<String> = endpoints.split(',').map(str::to_string).collect();
+    let leader = leader_of(&urls).await;
+    let lat = put_latency(&urls[leader], LATENCY_WARMUP, LATENCY_OPS)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    println!(
+        "put latency p50 {:?} p99 {:?}",
+        percentile(&lat, 50.0),
+        percentile(&lat, 99.0)
+    );
+    let put = throughput(&urls, CLIENTS, CLIENT_WARMUP, PUT_TOTAL, Load::Put).await;
+    println!(
+        "put throughput {:.0} ops/s ({} errors)",
+        put.ops_per_sec, put.errors
+    );
+    Ok(())
+}
+
 fn version(cmd: &std::path::Path) -> anyhow::Result<String> {
     let out = Command::new(cmd)
         .arg("--version")
@@ -130,6 +151,9 @@ fn version(cmd: &std::path::Path) -> anyhow::Result<String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if let Ok(endpoints) = std::env::var("STORE_BENCH_ENDPOINTS") {
+        return probe_writes(&endpoints).await;
+    }
     let etcd_version = version("etcd".as_ref())
         .context("etcd is needed (Debian's etcd-server; bash tests/run installs it)")?;
     let skiff_version = version(&tests::bins::bin("skiff-server"))?;
