@@ -75,15 +75,27 @@ async fn register(client: &Client, names: &[String]) -> anyhow::Result<()> {
             .apply(&node(name, i), "")
             .await
             .with_context(|| format!("registering node {name}"))?;
-        let mut live = client.get(&nodes, "", name).await?;
-        live["status"] = node_status(i);
-        client.update_status(&live, "").await?;
+        // The control plane may change the Node meanwhile (a pod CIDR): read it again then.
+        let mut attempts = 0;
+        loop {
+            let mut live = client.get(&nodes, "", name).await?;
+            live["status"] = node_status(i);
+            match client.update_status(&live, "").await {
+                Ok(_) => break,
+                Err(e) if e.reason == skiff_api::Reason::Conflict && attempts < 10 => {
+                    attempts += 1;
+                }
+                Err(e) => return Err(e).with_context(|| format!("reporting node {name}'s status")),
+            }
+        }
     }
     Ok(())
 }
 
 /// Leases renewed at once (a thousand nodes renew in a few rounds, not one by one).
 const RENEWALS_IN_FLIGHT: usize = 32;
+/// How many pod status reports (or deletions) the hollow nodes have in flight at once.
+const REPORTS_IN_FLIGHT: usize = 64;
 
 /// Renews every node's Lease, for ever.
 async fn heartbeat(client: Arc<Client>, names: Vec<String>, every: Duration) {
@@ -205,7 +217,7 @@ pub async fn run(
 }
 
 async fn serve_pods(
-    client: &Client,
+    client: &Arc<Client>,
     pods: &Kind,
     index: &BTreeMap<String, usize>,
     cidrs: &BTreeMap<String, String>,
@@ -224,7 +236,12 @@ async fn serve_pods(
         pending.push(p.clone());
     }
     let mut watch = client.watch(pods, None, "", "", &list.resource_version);
+    // Reports go out concurrently (a node reports each pod by itself, so 1,000 nodes report
+    // side by side), at most REPORTS_IN_FLIGHT at a time; addresses are chosen before.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(REPORTS_IN_FLIGHT));
+    let mut reports = tokio::task::JoinSet::new();
     loop {
+        while reports.try_join_next().is_some() {}
         for pod in pending.drain(..) {
             let node = object::field_string(&pod, "spec.nodeName");
             let Some(&i) = index.get(&node) else { continue };
@@ -239,21 +256,38 @@ async fn serve_pods(
                     if let Ok(ip) = object::field_string(&next, "status.podIP").parse() {
                         node_used.insert(ip);
                     }
-                    if let Err(e) = client.update_status(&next, object::namespace(&next)).await {
-                        tracing::debug!(%e, pod = object::name(&pod), "status not reported");
-                    }
+                    let (client, permit) =
+                        (client.clone(), in_flight.clone().acquire_owned().await?);
+                    reports.spawn(async move {
+                        if let Err(e) = client.update_status(&next, object::namespace(&next)).await
+                        {
+                            tracing::debug!(%e, pod = object::name(&next), "status not reported");
+                        }
+                        drop(permit);
+                    });
                 }
                 Step::Finish => {
-                    let options = DeleteOptions {
-                        grace_period_seconds: Some(0),
-                        propagation_policy: None,
-                    };
-                    let _ = client
-                        .delete_with(pods, object::namespace(&pod), object::name(&pod), &options)
-                        .await;
                     if let Ok(ip) = object::field_string(&pod, "status.podIP").parse() {
                         node_used.remove(&ip);
                     }
+                    let (client, permit) =
+                        (client.clone(), in_flight.clone().acquire_owned().await?);
+                    let pods = *pods;
+                    reports.spawn(async move {
+                        let options = DeleteOptions {
+                            grace_period_seconds: Some(0),
+                            propagation_policy: None,
+                        };
+                        let _ = client
+                            .delete_with(
+                                &pods,
+                                object::namespace(&pod),
+                                object::name(&pod),
+                                &options,
+                            )
+                            .await;
+                        drop(permit);
+                    });
                 }
                 Step::Nothing => {}
             }

@@ -150,6 +150,8 @@ pub async fn run(
     let _ = agent.wait();
     if result.is_err() {
         eprintln!("{}", cluster.all_logs());
+        let log = std::fs::read_to_string(cluster.root().join("agent-soak.log"));
+        eprintln!("--- hollow agent\n{}", log.unwrap_or_default());
     }
     result
 }

@@ -281,6 +281,11 @@ fn kind_fields(kind: &str) -> &'static [&'static str] {
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
+    /// Whether the selector selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn parse(s: &str, kind: &str) -> Result<Self, String> {
         if s.trim().is_empty() {
             return Ok(Self::default());

@@ -408,20 +408,34 @@ impl ApiService {
         // Once per request: a continue page served by a replica behind the one that served the
         // first page then sees what the first did (and any compaction since).
         self.registry.linearize().await?;
+        // Without selectors nothing needs decoding: the stored bytes go out with their
+        // resourceVersion spliced in.
+        let raw = labels.is_empty() && fields.is_empty();
         'pages: loop {
             let (page, read_at, more) = self
                 .registry
-                .list_from(&prefix, &start, revision, paging::BATCH)
+                .list_raw_from(&prefix, &start, revision, paging::BATCH)
                 .await?;
             revision = Some(read_at);
             let count = page.len();
-            for (i, (key, s)) in page.into_iter().enumerate() {
-                if !(labels.matches_object(&s.object) && fields.matches_object(&s.object)) {
-                    start = format!("{key}\0");
-                    continue;
-                }
-                let encoded = serde_json::to_vec(&s.object)
-                    .map_err(|e| ApiError::new(Reason::Internal, e.to_string()))?;
+            for (i, (key, value, rev)) in page.into_iter().enumerate() {
+                let spliced = if raw {
+                    registry::with_version_bytes(&value, rev)
+                } else {
+                    None
+                };
+                let encoded = match spliced {
+                    Some(bytes) => bytes,
+                    None => {
+                        let s = registry::decode(&value, rev)?;
+                        if !(labels.matches_object(&s.object) && fields.matches_object(&s.object)) {
+                            start = format!("{key}\0");
+                            continue;
+                        }
+                        serde_json::to_vec(&s.object)
+                            .map_err(|e| ApiError::new(Reason::Internal, e.to_string()))?
+                    }
+                };
                 // A page stays under the size limit: this object starts the next one.
                 if !items.is_empty() && bytes + encoded.len() > paging::MAX_PAGE_BYTES {
                     continue_token = paging::encode(read_at, &key);

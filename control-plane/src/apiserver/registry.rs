@@ -140,6 +140,71 @@ fn with_version(mut object: Value, revision: i64) -> Value {
     object
 }
 
+/// A stored object's JSON with `metadata.resourceVersion` set to `revision`, without decoding
+/// it: the field is inserted at the start of the top-level `metadata` object (stored objects
+/// never carry it). `None` when the bytes have no top-level `metadata` object.
+pub fn with_version_bytes(value: &[u8], revision: i64) -> Option<Vec<u8>> {
+    let at = metadata_object_start(value)?;
+    let field = format!("\"resourceVersion\":\"{revision}\"");
+    let empty = value[at..]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'}');
+    let mut out = Vec::with_capacity(value.len() + field.len() + 1);
+    out.extend_from_slice(&value[..at]);
+    out.extend_from_slice(field.as_bytes());
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(&value[at..]);
+    Some(out)
+}
+
+/// The index just after the `{` of the top-level `"metadata"` object's value.
+fn metadata_object_start(json: &[u8]) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    // The last string closed at depth 1, and where it ended (a candidate key).
+    let mut last_key: Option<(usize, usize)> = None;
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                let start = i + 1;
+                i += 1;
+                while i < json.len() && json[i] != b'"' {
+                    if json[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                if depth == 1 {
+                    last_key = Some((start, i));
+                }
+            }
+            b'{' | b'[' => {
+                if depth == 1 && json[i] == b'{' {
+                    if let Some((s, e)) = last_key.take() {
+                        let between = &json[e + 1..i];
+                        let is_value_of_key = between
+                            .iter()
+                            .filter(|b| !b.is_ascii_whitespace())
+                            .eq(std::iter::once(&b':'));
+                        if is_value_of_key && &json[s..e] == b"metadata" {
+                            return Some(i + 1);
+                        }
+                    }
+                }
+                depth += 1;
+            }
+            b'}' | b']' => depth = depth.checked_sub(1)?,
+            b',' if depth == 1 => last_key = None,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 /// The bytes stored for `object`: resourceVersion is not stored (the revision is).
 fn encode(object: &Value) -> Result<Vec<u8>, ApiError> {
     let mut object = object.clone();
@@ -298,6 +363,22 @@ impl Registry {
         revision: Option<i64>,
         batch: usize,
     ) -> Result<(Vec<(String, Stored)>, i64, bool), ApiError> {
+        let (raw, read_at, more) = self.list_raw_from(prefix, start, revision, batch).await?;
+        let items = raw
+            .iter()
+            .map(|(key, value, rev)| Ok((key.clone(), decode(value, *rev)?)))
+            .collect::<Result<_, ApiError>>()?;
+        Ok((items, read_at, more))
+    }
+
+    /// As `list_from`, the stored bytes undecoded: (key, value, mod_revision) each.
+    pub async fn list_raw_from(
+        &self,
+        prefix: &str,
+        start: &str,
+        revision: Option<i64>,
+        batch: usize,
+    ) -> Result<(Vec<(String, Vec<u8>, i64)>, i64, bool), ApiError> {
         let resp = self
             .replica
             .sm
@@ -322,14 +403,15 @@ impl Registry {
         };
         let items = resp
             .kvs
-            .iter()
+            .into_iter()
             .map(|kv| {
-                Ok((
+                (
                     String::from_utf8_lossy(&kv.key).into_owned(),
-                    decode(&kv.value, kv.mod_revision)?,
-                ))
+                    kv.value,
+                    kv.mod_revision,
+                )
             })
-            .collect::<Result<_, ApiError>>()?;
+            .collect();
         Ok((items, read_at, resp.more))
     }
 
@@ -511,5 +593,36 @@ impl Registry {
             return Err(refused(current, expected));
         }
         Ok(revision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_goes_into_the_top_level_metadata_without_decoding() {
+        for (json, revision) in [
+            (
+                r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a","namespace":"d"},"data":{"metadata":{"x":"y"}}}"#,
+                7,
+            ),
+            (r#"{"data":{"metadata":"{"},"kind":"X","metadata":{}}"#, 42),
+            (
+                r#"{ "spec" : {"a":[1,{"metadata":{}}]}, "metadata" : { "name" : "q\"metadata\":{" } }"#,
+                3,
+            ),
+        ] {
+            let out = with_version_bytes(json.as_bytes(), revision).expect("has metadata");
+            let mut want: Value = serde_json::from_str(json).unwrap();
+            want["metadata"]["resourceVersion"] = revision.to_string().into();
+            let got: Value = serde_json::from_slice(&out).expect("still JSON");
+            assert_eq!(got, want, "{json}");
+        }
+        assert_eq!(with_version_bytes(br#"{"kind":"X"}"#, 1), None);
+        assert_eq!(
+            with_version_bytes(br#"{"kind":"X","metadata":"no"}"#, 1),
+            None
+        );
     }
 }

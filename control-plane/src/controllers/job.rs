@@ -466,23 +466,22 @@ async fn reconcile(pass: &Pass, job: &Value, owned: &[&Value]) -> Again {
             }
         }
     }
-    let mut created = Vec::new();
-    for _ in 0..p.create {
-        match pass.create(&pod_for(job)).await {
-            Ok(s) => created.push(object::name(&s.object).to_string()),
-            Err(e) => {
-                pass.event(
-                    job,
-                    true,
-                    "FailedCreate",
-                    &format!("Error creating: {e}"),
-                    "job-controller",
-                )
-                .await;
-                break;
-            }
-        }
+    let wanted: Vec<Value> = (0..p.create).map(|_| pod_for(job)).collect();
+    let (made, failed) = pass.create_many(&wanted).await;
+    if let Some(e) = failed {
+        pass.event(
+            job,
+            true,
+            "FailedCreate",
+            &format!("Error creating: {e}"),
+            "job-controller",
+        )
+        .await;
     }
+    let created: Vec<String> = made
+        .iter()
+        .map(|s| object::name(&s.object).to_string())
+        .collect();
     for name in &created {
         pass.event(
             job,

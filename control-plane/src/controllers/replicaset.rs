@@ -143,23 +143,19 @@ async fn reconcile(pass: &Pass, rs: &Value, pods: &[&Value]) -> Again {
             tracing::debug!(pod = %name, %e, "pod not adopted");
         }
     }
-    let mut created = 0;
-    for _ in 0..p.create {
-        match pass.create(&pod_from_template(rs)).await {
-            Ok(_) => created += 1,
-            Err(e) => {
-                tracing::debug!(rs = object::name(rs), %e, "pod not created");
-                pass.event(
-                    rs,
-                    true,
-                    "FailedCreate",
-                    &format!("Error creating: {e}"),
-                    "replicaset-controller",
-                )
-                .await;
-                break;
-            }
-        }
+    let wanted: Vec<Value> = (0..p.create).map(|_| pod_from_template(rs)).collect();
+    let (made, failed) = pass.create_many(&wanted).await;
+    let created = made.len();
+    if let Some(e) = failed {
+        tracing::debug!(rs = object::name(rs), %e, "pod not created");
+        pass.event(
+            rs,
+            true,
+            "FailedCreate",
+            &format!("Error creating: {e}"),
+            "replicaset-controller",
+        )
+        .await;
     }
     if created > 0 {
         let msg = format!("Created {created} pod(s)");
