@@ -4,8 +4,8 @@
 //! history below the newest revision is compacted:
 //!
 //! - **Skiff now:** the index half under the write lock, then the records deleted by
-//!   `CompactJob::step` in batches of 1,000, each under the read lock with a 1 ms pause (as
-//!   `raft::compactor` does);
+//!   `CompactJob::step` in batches of `compactor::BATCH` beside the writer (not under its lock), with a 1 ms
+//!   pause between batches (`compactor::PAUSE`), as `raft::compactor` does;
 //! - **all at once** (how Skiff compacted before): the index and every record in one go under
 //!   the write lock;
 //! - **no compaction:** the writer alone, for the baseline.
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use raft_store::mvcc::backend::{Backend, Batch, SledBackend};
 use raft_store::mvcc::kvstore::KvStore;
+use raft_store::raft::compactor;
 
 const KEYS: usize = 1_000;
 const VERSIONS: usize = 1_000;
@@ -122,14 +123,11 @@ fn run(how: How) -> Run {
             };
             index_half = started.elapsed();
             loop {
-                let done = {
-                    let _reading = kv.read().expect("lock");
-                    job.step(&*backend, 1000).expect("step")
-                };
+                let done = job.step(&*backend, compactor::BATCH).expect("step");
                 if done {
                     break;
                 }
-                std::thread::sleep(Duration::from_millis(1));
+                std::thread::sleep(compactor::PAUSE);
             }
         }
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use etcd_client::{EventType, WatchFilterType, WatchOptions, WatchResponse, WatchStream};
 use tests::cluster::{Cluster, STORE_ONLY};
+use tests::wait;
 
 async fn next(ws: &mut WatchStream) -> WatchResponse {
     tokio::time::timeout(Duration::from_secs(10), ws.message())
@@ -158,10 +159,25 @@ async fn a_watch_resumes_on_another_replica_without_gaps_or_repeats() {
     }
     cluster.kill(2);
     for i in 50..100 {
-        writer
-            .put(format!("/seq/{i:03}"), i.to_string(), None)
-            .await
-            .unwrap();
+        // Replica 2 may have been the Raft leader: a put caught in its death fails with its
+        // outcome unknown to the client, and is tried again only if the key is still absent (so
+        // that it is written exactly once).
+        let key = format!("/seq/{i:03}");
+        wait::until("a put to be acknowledged", Duration::from_secs(20), || {
+            let mut writer = writer.clone();
+            let key = key.clone();
+            async move {
+                let txn = etcd_client::Txn::new()
+                    .when([etcd_client::Compare::create_revision(
+                        key.clone(),
+                        etcd_client::CompareOp::Equal,
+                        0,
+                    )])
+                    .and_then([etcd_client::TxnOp::put(key, i.to_string(), None)]);
+                writer.txn(txn).await.ok()
+            }
+        })
+        .await;
     }
     // Resume from the revision after the last event received, on a surviving replica.
     let resume = received.last().unwrap().1 + 1;

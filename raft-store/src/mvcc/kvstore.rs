@@ -130,6 +130,9 @@ pub struct KvStore {
     compacted: i64,
     /// Records to delete after a compaction, for the caller to run (see [`CompactJob`]).
     scheduled: Option<CompactJob>,
+    /// Records of finished transactions whose batch the caller has not written yet (several
+    /// commands applied into one batch read each other's changes from here).
+    unwritten: HashMap<Revision, Record>,
 }
 
 /// The physical half of a compaction at `rev`: every record at or below `rev` that the index no
@@ -232,6 +235,7 @@ impl KvStore {
             current,
             compacted,
             scheduled: None,
+            unwritten: HashMap::new(),
         };
         // Redo the index half of the last compaction: records it dropped may still be stored
         // (the process stopped before its job finished, or a snapshot was taken meanwhile).
@@ -285,6 +289,9 @@ impl KvStore {
     }
 
     fn record(&self, rev: Revision) -> Result<Record, StoreError> {
+        if let Some(rec) = self.unwritten.get(&rev) {
+            return Ok(rec.clone());
+        }
         let raw = self
             .backend
             .get(&rev_key(rev))?
@@ -412,6 +419,12 @@ impl KvStore {
             });
         }
         Ok(events)
+    }
+
+    /// Tells the store that the batches its transactions filled are written: their records
+    /// are read from the backend from now on.
+    pub fn written(&mut self) {
+        self.unwritten.clear();
     }
 
     /// Starts a write transaction at revision `current + 1`.
@@ -583,8 +596,9 @@ impl WriteTxn<'_> {
         if self.events.is_empty() {
             return Vec::new();
         }
-        for (rev, rec) in &self.pending {
-            batch.put(rev_key(*rev), codec::encode(rec));
+        for (rev, rec) in self.pending {
+            batch.put(rev_key(rev), codec::encode(&rec));
+            self.store.unwritten.insert(rev, rec);
         }
         self.store.current = self.rev;
         batch.put(META_CURRENT, codec::encode(&self.rev));
@@ -611,6 +625,7 @@ pub(crate) mod tests {
         f(&mut txn);
         let events = txn.finish(&mut batch);
         backend.write(batch).unwrap();
+        store.written();
         events
     }
 
@@ -849,6 +864,30 @@ pub(crate) mod tests {
                 assert!(s.range(&single(&key), at, 0, false).unwrap().count == 1);
             }
         }
+    }
+
+    #[test]
+    fn transactions_read_each_others_records_before_their_batch_is_written() {
+        let (mut s, b) = open();
+        let mut batch = Batch::default();
+        let mut t = s.write();
+        t.put(b"a", b"1".to_vec(), 0).unwrap();
+        t.finish(&mut batch);
+        let mut t = s.write();
+        let prev = t.put(b"a", b"2".to_vec(), 0).unwrap();
+        assert_eq!(prev.map(|p| p.value), Some(b"1".to_vec()));
+        t.finish(&mut batch);
+        assert_eq!(
+            values(&s.range(&single("a"), 1, 0, false).unwrap()),
+            vec![("a".into(), "1".into(), 1, 1, 1)]
+        );
+        b.write(batch).unwrap();
+        s.written();
+        let reopened = KvStore::open(b.clone()).unwrap();
+        assert_eq!(
+            values(&reopened.range(&single("a"), 0, 0, false).unwrap()),
+            vec![("a".into(), "2".into(), 1, 2, 2)]
+        );
     }
 
     #[test]

@@ -54,9 +54,17 @@ pub struct Shared {
     epoch: AtomicU64,
     /// Size of the current snapshot's body.
     snapshot_bytes: AtomicU64,
+    /// Held while the whole state is replaced, and by each batch of compaction (see
+    /// `compactor`).
+    swap: std::sync::Mutex<()>,
 }
 
 impl Shared {
+    /// The lock that keeps a state replacement and a compaction batch apart.
+    pub fn swap_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.swap.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Size of the current snapshot's body in bytes (0 before the first).
     pub fn snapshot_bytes(&self) -> u64 {
         self.snapshot_bytes.load(Ordering::Relaxed)
@@ -177,6 +185,7 @@ impl StateMachineStore {
             compactor: Compactor::spawn(weak.clone()),
             epoch: AtomicU64::new(0),
             snapshot_bytes: AtomicU64::new(snapshot_bytes),
+            swap: std::sync::Mutex::new(()),
         });
         shared.schedule_compaction(&mut shared.write());
         Ok(Self { shared })
@@ -195,6 +204,7 @@ impl StateMachineStore {
     pub fn restore(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
         let body: SnapshotBody = codec::decode(data).map_err(io_err)?;
         {
+            let _swap = self.shared.swap_lock();
             let mut m = self.shared.write();
             let backend = m.backend().clone();
             backend.clear().map_err(io_err)?;
@@ -238,9 +248,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
     {
-        // Everything committed so far is applied under one lock (one sled batch per entry, so
-        // that the applied log ID moves with each), then the watchers and the waiting clients
-        // are told.
+        // Everything committed so far is applied under one lock into one sled batch (the key
+        // space reads the batch's own records until it is written), then the watchers and
+        // the waiting clients are told.
         let mut pending = Vec::new();
         while let Some(item) = entries.try_next().await? {
             pending.push(item);
@@ -256,8 +266,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut answers = Vec::with_capacity(pending.len());
         {
             let mut m = self.shared.write();
+            let mut batch = Batch::default();
+            let mut last = None;
             for (entry, responder) in pending {
-                let mut batch = Batch::default();
                 let outcome = match &entry.payload {
                     EntryPayload::Blank => Ok(crate::machine::command::CommandResult::Done),
                     EntryPayload::Normal(cmd) => {
@@ -278,11 +289,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         Ok(crate::machine::command::CommandResult::Done)
                     }
                 };
-                batch.put(META_APPLIED, codec::encode(&Some(entry.log_id)));
-                m.backend().write(batch).map_err(io_err)?;
-                self.shared.schedule_compaction(&mut m);
+                last = Some(entry.log_id);
                 answers.push((responder, outcome));
             }
+            batch.put(META_APPLIED, codec::encode(&last));
+            m.backend().write(batch).map_err(io_err)?;
+            m.kv.written();
+            self.shared.schedule_compaction(&mut m);
         }
         crate::stats::WRITE.applies.add(started.elapsed());
         for (revision, events) in published {
