@@ -98,13 +98,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         crate::controllers::election::resign(&store.replica, &leadership).await;
     }
     store.shutdown().await;
+    // Watch streams never end by themselves: the servers get a moment to finish what is in
+    // flight, then the connections left are dropped (their clients reconnect elsewhere, as
+    // etcd's do when a member stops).
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     for s in servers {
-        if let Ok(Err(e)) = s.await {
-            tracing::warn!(%e, "client server");
+        let abort = s.abort_handle();
+        match tokio::time::timeout_at(deadline, s).await {
+            Ok(Ok(Err(e))) => tracing::warn!(%e, "client server"),
+            Ok(_) => {}
+            Err(_) => {
+                tracing::info!("closing the client connections still open");
+                abort.abort();
+            }
         }
     }
     Ok(())
 }
+
+/// How long a stopping replica waits for its clients' requests to finish.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};

@@ -84,7 +84,20 @@ async fn sigterm_shuts_down_cleanly_and_data_survives_a_restart() {
     let mut cluster = Cluster::start(1).await;
     let ep = cluster.endpoints();
     ok(&ep, &["put", "/durable", "yes"]);
+    // Open watches (an etcd one and a Skiff API one) do not keep the replica from stopping.
+    let mut etcd = cluster.client_for(&[0]).await;
+    let _etcd_watch = etcd.watch("/durable", None).await.unwrap();
+    let api = skiff_api::Client::new(&cluster.client_urls()).unwrap();
+    let cms = skiff_api::Kind::named("configmaps").unwrap();
+    let mut api_watch = api.watch(&cms, None, "", "", "");
+    let _ = api_watch.next().await;
+    let stopped = std::time::Instant::now();
     assert_eq!(cluster.terminate(0), Some(0), "log: {}", cluster.log(0));
+    assert!(
+        stopped.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?} to stop with watches open",
+        stopped.elapsed()
+    );
 
     // A second process on a data dir in use is refused.
     cluster.restart(0);
