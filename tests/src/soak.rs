@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use serde_json::json;
 use skiff_api::Client;
 
+use crate::bench::rss_bytes;
 use crate::cluster::Cluster;
 
 /// How the soak runs.
@@ -46,18 +47,6 @@ pub struct Sample {
     /// Revisions per second since the previous sample.
     pub revision_rate: f64,
     pub replicas: Vec<ReplicaSample>,
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 async fn sample_replicas(cluster: &Cluster) -> anyhow::Result<Vec<ReplicaSample>> {

@@ -20,15 +20,20 @@ async fn holder(client: &mut etcd_client::Client) -> Option<String> {
         .map(|kv| kv.value_str().unwrap_or_default().to_string())
 }
 
+/// Waits for some replica to hold the controllers; its name.
+async fn first_holder(etcd: &etcd_client::Client) -> String {
+    wait::until("a controller leader", Duration::from_secs(20), || {
+        let mut etcd = etcd.clone();
+        async move { holder(&mut etcd).await }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_holder_is_replaced_and_one_replica_holds_at_a_time() {
     let mut cluster = Cluster::start(3).await;
     let mut etcd = cluster.client_for(&[0, 1, 2]).await;
-    let first = wait::until("a controller leader", Duration::from_secs(20), || {
-        let mut etcd = etcd.clone();
-        async move { holder(&mut etcd).await }
-    })
-    .await;
+    let first = first_holder(&etcd).await;
     let index = cluster
         .members
         .iter()
@@ -76,11 +81,7 @@ async fn a_dead_holder_is_replaced_and_one_replica_holds_at_a_time() {
 async fn a_deposed_holder_cannot_write() {
     let cluster = Cluster::start(3).await;
     let mut etcd = cluster.client_for(&[0, 1, 2]).await;
-    wait::until("a controller leader", Duration::from_secs(20), || {
-        let mut etcd = etcd.clone();
-        async move { holder(&mut etcd).await }
-    })
-    .await;
+    first_holder(&etcd).await;
     // An impostor takes the election over with a lease of its own and keeps it alive.
     let lease = etcd.lease_grant(2, None).await.unwrap().id();
     etcd.put(
@@ -166,11 +167,7 @@ async fn a_deposed_holder_cannot_write() {
 async fn an_idle_cluster_writes_nothing() {
     let cluster = Cluster::start(3).await;
     let mut etcd = cluster.client_for(&[0, 1, 2]).await;
-    wait::until("a controller leader", Duration::from_secs(20), || {
-        let mut etcd = etcd.clone();
-        async move { holder(&mut etcd).await }
-    })
-    .await;
+    first_holder(&etcd).await;
     let revision = |etcd: &mut etcd_client::Client| {
         let mut etcd = etcd.clone();
         async move {

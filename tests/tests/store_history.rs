@@ -10,6 +10,15 @@ use tests::cluster::Cluster;
 use tests::etcdctl::{ok, run};
 use tests::wait;
 
+fn event(name: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": name, "namespace": "default"},
+        "involvedObject": {"kind": "Pod", "name": "web", "namespace": "default"},
+        "reason": "Testing", "message": "an event", "type": "Normal"
+    })
+}
+
 /// The lease a key was written with, from `etcdctl get -w json` (0: none).
 fn lease_of(endpoints: &str, key: &str) -> i64 {
     let json = ok(endpoints, &["get", key, "-w", "json"]);
@@ -94,20 +103,8 @@ async fn events_expire_after_the_event_ttl_and_other_objects_do_not() {
     let cluster = Cluster::start_with(1, &["--event-ttl", "3s"]).await;
     let eps = cluster.endpoints();
     let client = Client::new(&cluster.client_urls()).unwrap();
-    let event = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": "web.1", "namespace": "default"},
-        "involvedObject": {"kind": "Pod", "name": "web", "namespace": "default"},
-        "reason": "Testing", "message": "an event", "type": "Normal"
-    });
-    client.create(&event, "default").await.unwrap();
-    let second = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": "web.2", "namespace": "default"},
-        "involvedObject": {"kind": "Pod", "name": "web", "namespace": "default"},
-        "reason": "Testing", "message": "another", "type": "Normal"
-    });
-    client.create(&second, "default").await.unwrap();
+    client.create(&event("web.1"), "default").await.unwrap();
+    client.create(&event("web.2"), "default").await.unwrap();
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "stays"}});
     client.create(&cm, "default").await.unwrap();
 
@@ -135,13 +132,7 @@ async fn events_expire_after_the_event_ttl_and_other_objects_do_not() {
     let cms = Kind::named("configmaps").unwrap();
     assert!(client.get(&cms, "default", "stays").await.is_ok());
     // A later Event gets a new lease and is readable until it expires in turn.
-    let third = json!({
-        "apiVersion": "v1", "kind": "Event",
-        "metadata": {"name": "web.3", "namespace": "default"},
-        "involvedObject": {"kind": "Pod", "name": "web", "namespace": "default"},
-        "reason": "Testing", "message": "later", "type": "Normal"
-    });
-    client.create(&third, "default").await.unwrap();
+    client.create(&event("web.3"), "default").await.unwrap();
     let l3 = lease_of(&eps, "/registry/events/default/web.3");
     assert!(
         l3 != 0 && l3 != l1,

@@ -292,9 +292,8 @@ impl Registry {
         self.replica.sm.read().range(req).map_err(unavailable)
     }
 
-    /// The object at `key`, read linearizably.
-    pub async fn get(&self, key: &str) -> Result<Option<Stored>, ApiError> {
-        self.replica.linearize().await.map_err(unavailable)?;
+    /// The object at `key` as this replica has it (the caller linearizes first).
+    fn read_local(&self, key: &str) -> Result<Option<Stored>, ApiError> {
         let resp = self.range(&RangeRequest {
             key: key.as_bytes().to_vec(),
             ..Default::default()
@@ -305,21 +304,16 @@ impl Registry {
             .transpose()
     }
 
+    /// The object at `key`, read linearizably.
+    pub async fn get(&self, key: &str) -> Result<Option<Stored>, ApiError> {
+        self.replica.linearize().await.map_err(unavailable)?;
+        self.read_local(key)
+    }
+
     /// The objects at `keys` (None where there is none), after one linearization.
     pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Stored>>, ApiError> {
         self.replica.linearize().await.map_err(unavailable)?;
-        keys.iter()
-            .map(|key| {
-                let resp = self.range(&RangeRequest {
-                    key: key.as_bytes().to_vec(),
-                    ..Default::default()
-                })?;
-                resp.kvs
-                    .first()
-                    .map(|kv| decode(&kv.value, kv.mod_revision))
-                    .transpose()
-            })
-            .collect()
+        keys.iter().map(|key| self.read_local(key)).collect()
     }
 
     /// Every object under `prefix`, in key order, and the store revision they were read at.

@@ -48,15 +48,7 @@ fn pod(i: usize) -> Value {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    tests::bench::rss_bytes(pid) as f64 / (1024.0 * 1024.0)
 }
 
 fn max_rss(cluster: &Cluster) -> f64 {

@@ -77,25 +77,16 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("| metric | change |");
     println!("|---|---|");
-    println!(
-        "| db size | {} |",
-        change(&samples, from, |r| r.db_bytes as f64)
-    );
-    println!(
-        "| db in use | {} |",
-        change(&samples, from, |r| r.db_bytes_in_use as f64)
-    );
-    println!(
-        "| log entries | {} |",
-        change(&samples, from, |r| r.log_entries as f64)
-    );
-    println!(
-        "| snapshot | {} |",
-        change(&samples, from, |r| r.snapshot_bytes as f64)
-    );
-    println!(
-        "| RSS | {} |",
-        change(&samples, from, |r| r.rss_bytes as f64)
-    );
+    type Metric = fn(&soak::ReplicaSample) -> f64;
+    let metrics: [(&str, Metric); 5] = [
+        ("db size", |r| r.db_bytes as f64),
+        ("db in use", |r| r.db_bytes_in_use as f64),
+        ("log entries", |r| r.log_entries as f64),
+        ("snapshot", |r| r.snapshot_bytes as f64),
+        ("RSS", |r| r.rss_bytes as f64),
+    ];
+    for (name, metric) in metrics {
+        println!("| {name} | {} |", change(&samples, from, metric));
+    }
     Ok(())
 }
