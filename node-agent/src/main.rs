@@ -1,31 +1,13 @@
-//! `skiff-agent`: the per-node agent. Running real pods (namespaces, cgroups, networking) lands
-//! with the node-agent issue; today it runs hollow nodes (`--hollow N`) for tests and benchmarks
-//! of the control plane.
-
-mod hollow;
+//! `skiff-agent`: the per-node agent. Without `--hollow` it registers this machine as a Node
+//! and runs the pods bound to it; with `--hollow N` it runs N simulated nodes for tests and
+//! benchmarks of the control plane.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-
-/// Runs pods on this node for a Skiff cluster.
-#[derive(Parser, Debug)]
-#[command(name = "skiff-agent", version, about)]
-struct Args {
-    /// Comma-separated client endpoints of the control-plane replicas.
-    #[arg(long, env = "SKIFF_ENDPOINTS", default_value = "127.0.0.1:2379")]
-    endpoints: String,
-    /// Run this many simulated nodes instead of a real one.
-    #[arg(long, default_value_t = 0)]
-    hollow: usize,
-    /// Name prefix of the hollow nodes (PREFIX-0, PREFIX-1, ...).
-    #[arg(long, default_value = "hollow")]
-    name: String,
-    /// Seconds between Lease renewals of each node.
-    #[arg(long, env = "SKIFF_NODE_HEARTBEAT", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
-    heartbeat_every: u64,
-}
+use node_agent::config::Args;
+use node_agent::hollow;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -38,26 +20,24 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     let args = Args::parse();
-    if args.hollow == 0 {
-        anyhow::bail!(
-            "skiff-agent cannot run real pods yet (control plane at {}); use --hollow N for \
-             simulated nodes",
-            args.endpoints
-        );
+    let client = skiff_api::Client::new(&args.endpoint_list())?;
+    if args.hollow > 0 {
+        return hollow::run(
+            Arc::new(client),
+            &args.name,
+            args.hollow,
+            Duration::from_secs(args.heartbeat_every),
+        )
+        .await;
     }
-    let endpoints: Vec<String> = args
-        .endpoints
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect();
-    let client = Arc::new(skiff_api::Client::new(&endpoints)?);
-    hollow::run(
-        client,
-        &args.name,
-        args.hollow,
-        Duration::from_secs(args.heartbeat_every),
-    )
-    .await
+    // SIGTERM and Ctrl-C stop the agent, never the pods: their shims run on by themselves.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = node_agent::agent::run(client, args) => r,
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: stopping the agent; pods keep running");
+            Ok(())
+        }
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
 }

@@ -2,6 +2,7 @@
 //! with their own data directories, the outside clients that drive them, and the store benchmark's
 //! measurements.
 
+pub mod agent;
 pub mod bench;
 pub mod bins;
 pub mod cli;
@@ -11,6 +12,7 @@ pub mod history;
 pub mod hollow;
 pub mod netns;
 pub mod pod_tracker;
+pub mod registry;
 pub mod soak;
 pub mod wait;
 pub mod workload;

@@ -124,22 +124,40 @@ impl TestNet {
         F: FnOnce() -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()>,
     {
-        let path = format!("/var/run/netns/{}", self.client.ns);
-        let handle = std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("client namespace");
-            use std::os::fd::AsRawFd;
-            // SAFETY: setns on this thread only, with a valid namespace descriptor.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(body());
-        });
-        if let Err(panic) = handle.join() {
-            std::panic::resume_unwind(panic);
-        }
+        run_in(&self.client.ns, body)
+    }
+
+    /// Runs `body` on a thread inside host `i`'s namespace, as [`TestNet::run_as_client`] does.
+    pub fn run_in_host<F, Fut>(&self, i: usize, body: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        run_in(&self.hosts[i].ns, body)
+    }
+}
+
+/// Runs `body` on a thread of its own inside namespace `ns`, with its own runtime.
+fn run_in<F, Fut>(ns: &str, body: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let path = format!("/var/run/netns/{ns}");
+    let handle = std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("namespace");
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on this thread only, with a valid namespace descriptor.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(body());
+    });
+    if let Err(panic) = handle.join() {
+        std::panic::resume_unwind(panic);
     }
 }
 

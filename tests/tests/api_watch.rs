@@ -22,7 +22,7 @@ fn config_map(name: &str, value: &str, labels: Value) -> Value {
 }
 
 /// The next event other than a bookmark, within 10 s.
-async fn next(w: &mut skiff_api::Watch<'_>) -> skiff_api::Event {
+async fn next(w: &mut skiff_api::Watch) -> skiff_api::Event {
     loop {
         let ev = tokio::time::timeout(Duration::from_secs(10), w.next())
             .await

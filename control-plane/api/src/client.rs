@@ -3,6 +3,7 @@
 //! the next one. Objects go in and come out as JSON values.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -18,13 +19,19 @@ const CALL_DEADLINE: Duration = Duration::from_secs(15);
 /// Largest message accepted (objects are limited well below this by the server).
 const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
+/// Cheap to clone: clones share the connections and the endpoint that answered last.
+#[derive(Clone)]
 pub struct Client {
+    shared: Arc<Shared>,
+    /// How long a call keeps trying endpoints.
+    deadline: Duration,
+}
+
+struct Shared {
     endpoints: Vec<String>,
     channels: Vec<Channel>,
     /// The endpoint that answered last; calls start there.
     current: AtomicUsize,
-    /// How long a call keeps trying endpoints.
-    deadline: Duration,
 }
 
 /// A write's answer: the object as stored and what was done ("created", "configured",
@@ -79,9 +86,11 @@ impl Client {
             channels.push(endpoint.connect_lazy());
         }
         Ok(Self {
-            endpoints: endpoints.to_vec(),
-            channels,
-            current: AtomicUsize::new(0),
+            shared: Arc::new(Shared {
+                endpoints: endpoints.to_vec(),
+                channels,
+                current: AtomicUsize::new(0),
+            }),
             deadline: CALL_DEADLINE,
         })
     }
@@ -93,7 +102,7 @@ impl Client {
     }
 
     pub fn endpoints(&self) -> &[String] {
-        &self.endpoints
+        &self.shared.endpoints
     }
 
     /// Runs `call` on the current endpoint, moving on to the next while the answer is
@@ -104,16 +113,17 @@ impl Client {
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = tokio::time::Instant::now() + self.deadline;
-        let n = self.channels.len();
-        let mut i = self.current.load(Ordering::Relaxed) % n;
+        let shared = &self.shared;
+        let n = shared.channels.len();
+        let mut i = shared.current.load(Ordering::Relaxed) % n;
         let mut tried = 0usize;
         loop {
-            let raw = RawClient::new(self.channels[i].clone())
+            let raw = RawClient::new(shared.channels[i].clone())
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE);
             match call(raw).await {
                 Ok(resp) => {
-                    self.current.store(i, Ordering::Relaxed);
+                    shared.current.store(i, Ordering::Relaxed);
                     return Ok(resp.into_inner());
                 }
                 Err(status) => {
@@ -127,7 +137,7 @@ impl Client {
                             Reason::Unavailable,
                             format!(
                                 "no control-plane replica answered (last: {}: {})",
-                                self.endpoints[i], err.message
+                                shared.endpoints[i], err.message
                             ),
                         ));
                     }
@@ -292,14 +302,14 @@ pub struct Event {
 /// A watch that survives the replica serving it: when the stream breaks it is opened again on
 /// the next endpoint from the last resourceVersion seen (events or bookmarks), so nothing is
 /// missed or repeated.
-pub struct Watch<'c> {
-    client: &'c Client,
+pub struct Watch {
+    client: Client,
     request: WatchRequest,
     stream: Option<tonic::Streaming<crate::pb::WatchEvent>>,
     done: bool,
 }
 
-impl Watch<'_> {
+impl Watch {
     /// The next event; None after an ERROR event ended the watch.
     pub async fn next(&mut self) -> Result<Option<Event>, ApiError> {
         loop {
@@ -338,9 +348,10 @@ impl Watch<'_> {
                 // The replica went away (or ended the stream): resume elsewhere.
                 Ok(None) | Err(_) => {
                     self.stream = None;
-                    let n = self.client.channels.len();
-                    let i = self.client.current.load(Ordering::Relaxed);
-                    self.client.current.store((i + 1) % n, Ordering::Relaxed);
+                    let shared = &self.client.shared;
+                    let n = shared.channels.len();
+                    let i = shared.current.load(Ordering::Relaxed);
+                    shared.current.store((i + 1) % n, Ordering::Relaxed);
                 }
             }
         }
@@ -368,9 +379,9 @@ impl Client {
         label_selector: &str,
         field_selector: &str,
         resource_version: &str,
-    ) -> Watch<'_> {
+    ) -> Watch {
         Watch {
-            client: self,
+            client: self.clone(),
             request: WatchRequest {
                 api_version: kind.api_version.into(),
                 kind: kind.kind.into(),

@@ -8,6 +8,8 @@ pub mod error;
 pub mod kinds;
 pub mod merge;
 pub mod object;
+pub mod quantity;
+pub mod runtime;
 pub mod selector;
 
 /// Code generated from `proto/skiff/v1/api.proto`.

@@ -1,0 +1,95 @@
+//! The real agent's start-up, in order: measure the machine, check the kernel settings the pod
+//! network needs, register the Node, wait for the pod CIDR the control plane assigns, write the
+//! CNI configuration for it, then renew the Lease and run the pods bound to this node.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::Node;
+use skiff_api::{Client, Kind};
+use tokio::sync::watch;
+
+use crate::config::Args;
+use crate::network::cni::Cni;
+use crate::node::facts;
+use crate::node::heartbeat::Heartbeat;
+use crate::pods::manager::PodManager;
+use crate::real::RealRuntime;
+
+/// Waits until the control plane has given `name` a pod CIDR.
+async fn pod_cidr(client: &Client, name: &str) -> anyhow::Result<String> {
+    let nodes = Kind::of("v1", "Node").expect("Node is served");
+    let mut every = tokio::time::interval(Duration::from_millis(500));
+    let mut waited = 0u32;
+    loop {
+        every.tick().await;
+        match client.get(&nodes, "", name).await {
+            Ok(v) => {
+                let node: Node = serde_json::from_value(v)?;
+                if let Some(cidr) = node.spec.and_then(|s| s.pod_cidr) {
+                    return Ok(cidr);
+                }
+            }
+            Err(e) => tracing::warn!(%e, "reading this node"),
+        }
+        waited += 1;
+        if waited % 20 == 0 {
+            tracing::info!(node = name, "waiting for the control plane to assign a pod CIDR");
+        }
+    }
+}
+
+pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.root_dir)
+        .with_context(|| format!("creating {}", args.root_dir.display()))?;
+    let facts = facts::measure(&args.root_dir, args.node_ip)?;
+    let name = args.node_name.clone().unwrap_or_else(|| facts.hostname.clone());
+    let kernel = crate::network::sysctl::prepare();
+    if let Err(why) = &kernel {
+        tracing::error!("{why}");
+    }
+    let heartbeat = Heartbeat {
+        client: client.clone(),
+        name: name.clone(),
+        root_dir: args.root_dir.clone(),
+        facts: facts.clone(),
+        reserved: args.system_reserved,
+    };
+    let not_ready = Err(kernel
+        .clone()
+        .err()
+        .unwrap_or_else(|| "network plugin is not ready: no pod CIDR assigned yet".into()));
+    let first = heartbeat.register(not_ready.clone()).await?;
+    let (ready_tx, ready_rx) = watch::channel(not_ready);
+    tokio::spawn(heartbeat.run(first, ready_rx));
+
+    let cidr = pod_cidr(&client, &name).await?;
+    let cni = Cni {
+        conf_dir: args
+            .cni_conf_dir
+            .clone()
+            .unwrap_or_else(|| args.root_dir.join("cni/net.d")),
+        bin_dir: args.cni_bin_dir.clone(),
+        state_dir: args.root_dir.join("cni"),
+    };
+    cni.ensure_default(&cidr)?;
+    tracing::info!(node = %name, pod_cidr = %cidr, "pod network configured");
+    let _previous = ready_tx.send_replace(kernel);
+
+    let runtime = Arc::new(RealRuntime::open(
+        client.clone(),
+        &args,
+        cni,
+        facts.address,
+        facts.memory_bytes,
+    )?);
+    PodManager {
+        client,
+        node_name: name,
+        host_ip: facts.address,
+        runtime,
+    }
+    .run()
+    .await
+}

@@ -1,0 +1,75 @@
+//! The agent's flags (each also an environment variable), as the kubelet and k3s name them
+//! where they have one.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::node::object::Reserved;
+
+/// Runs pods on this node for a Skiff cluster.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "skiff-agent", version, about)]
+pub struct Args {
+    /// Comma-separated client endpoints of the control-plane replicas.
+    #[arg(long, env = "SKIFF_ENDPOINTS", default_value = "127.0.0.1:2379")]
+    pub endpoints: String,
+    /// This node's name (default: the hostname).
+    #[arg(long, env = "SKIFF_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// The address other nodes reach this one on (default: the address of the default
+    /// route's interface).
+    #[arg(long, env = "SKIFF_NODE_IP")]
+    pub node_ip: Option<Ipv4Addr>,
+    /// Where the agent keeps everything it writes: images, containers, pod directories, logs.
+    #[arg(long, env = "SKIFF_ROOT_DIR", default_value = "/var/lib/skiff-agent")]
+    pub root_dir: PathBuf,
+    /// The cgroup under which pods' cgroups are made.
+    #[arg(long, env = "SKIFF_CGROUP_ROOT", default_value = "skiff")]
+    pub cgroup_root: String,
+    /// Resources kept back from pods: `cpu=100m,memory=256Mi,ephemeral-storage=1Gi`.
+    #[arg(long, env = "SKIFF_SYSTEM_RESERVED", default_value = "")]
+    pub system_reserved: Reserved,
+    /// Registry mirrors, plain-HTTP registries, CAs and credentials, in the shape of k3s's
+    /// registries.yaml.
+    #[arg(long, env = "SKIFF_REGISTRY_CONFIG")]
+    pub registry_config: Option<PathBuf>,
+    /// Pull only through the mirrors registries.yaml names, never from a registry's own
+    /// address (k3s's flag of the same name).
+    #[arg(long, env = "SKIFF_DISABLE_DEFAULT_REGISTRY_ENDPOINT")]
+    pub disable_default_registry_endpoint: bool,
+    /// Where the CNI network configuration is read from (Skiff's default is written there when
+    /// it holds none). Default: `<root-dir>/cni/net.d`.
+    #[arg(long, env = "SKIFF_CNI_CONF_DIR")]
+    pub cni_conf_dir: Option<PathBuf>,
+    /// Where the CNI plugins are.
+    #[arg(long, env = "SKIFF_CNI_BIN_DIR", default_value = "/usr/lib/cni")]
+    pub cni_bin_dir: PathBuf,
+    /// Most processes one pod may have (-1: no limit).
+    #[arg(long, env = "SKIFF_POD_PIDS_LIMIT", default_value_t = -1, allow_negative_numbers = true)]
+    pub pod_pids_limit: i64,
+    /// The shim binary (default: `skiff-shim` beside this program).
+    #[arg(long, env = "SKIFF_SHIM")]
+    pub shim: Option<PathBuf>,
+    /// Run this many simulated nodes instead of a real one.
+    #[arg(long, default_value_t = 0)]
+    pub hollow: usize,
+    /// Name prefix of the hollow nodes (PREFIX-0, PREFIX-1, ...).
+    #[arg(long, default_value = "hollow")]
+    pub name: String,
+    /// Seconds between Lease renewals of each hollow node.
+    #[arg(long, env = "SKIFF_NODE_HEARTBEAT", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat_every: u64,
+}
+
+impl Args {
+    pub fn endpoint_list(&self) -> Vec<String> {
+        self.endpoints
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    }
+}

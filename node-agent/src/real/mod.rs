@@ -1,0 +1,136 @@
+//! The real pod runtime: each pod gets a network namespace attached through CNI, its own
+//! /etc files and a cgroup under its QoS class; each container an image made available by the
+//! image service and a shim-held container from the runtime. What happened is kept in the
+//! pod's record (`record`) so a restarted agent carries on where it was; when a stopped
+//! container runs again is decided by `restart`, what it runs by `process` and
+//! `container_config`.
+
+pub mod container_config;
+pub mod files;
+pub mod process;
+pub mod record;
+pub mod restart;
+mod sync;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use skiff_api::Client;
+
+use crate::config::Args;
+use crate::image::registries::RegistryConfig;
+use crate::image::ImageService;
+use crate::network::cni::Cni;
+use crate::pod_runtime::{PodObservation, PodRuntime};
+use crate::runtime::containers::Containers;
+use record::Records;
+
+pub struct RealRuntime {
+    client: Client,
+    images: ImageService,
+    containers: Containers,
+    cni: Cni,
+    records: Records,
+    netns_dir: PathBuf,
+    cgroup_root: String,
+    pids_limit: Option<i64>,
+    host_ip: Ipv4Addr,
+    node_memory_bytes: u64,
+    /// One lock per pod: a sync and a kill of one pod never run at once.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl RealRuntime {
+    pub fn open(
+        client: Client,
+        args: &Args,
+        cni: Cni,
+        host_ip: Ipv4Addr,
+        node_memory_bytes: u64,
+    ) -> anyhow::Result<RealRuntime> {
+        let mut registries = match &args.registry_config {
+            Some(path) => RegistryConfig::load(path)?,
+            None => RegistryConfig::default(),
+        };
+        registries.disable_default_endpoint = args.disable_default_registry_endpoint;
+        let shim = match &args.shim {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()?
+                .parent()
+                .map(|d| d.join("skiff-shim"))
+                .unwrap_or_else(|| PathBuf::from("skiff-shim")),
+        };
+        Ok(RealRuntime {
+            client,
+            images: ImageService::open(args.root_dir.join("images"), registries)?,
+            containers: Containers::open(args.root_dir.join("containers"), shim)?,
+            cni,
+            records: Records {
+                dir: args.root_dir.join("pods"),
+            },
+            netns_dir: args.root_dir.join("netns"),
+            cgroup_root: args.cgroup_root.clone(),
+            pids_limit: (args.pod_pids_limit > 0).then_some(args.pod_pids_limit),
+            host_ip,
+            node_memory_bytes,
+            locks: Mutex::default(),
+        })
+    }
+
+    fn lock(&self, uid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(uid.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn forget_lock(&self, uid: &str) {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+    }
+}
+
+fn uid(pod: &Pod) -> String {
+    pod.metadata.uid.clone().unwrap_or_default()
+}
+
+impl PodRuntime for RealRuntime {
+    async fn sync_pod(&self, pod: &Pod) -> PodObservation {
+        let lock = self.lock(&uid(pod));
+        let _held = lock.lock().await;
+        sync::sync_pod(self, pod).await
+    }
+
+    async fn kill_pod(&self, pod: &Pod, grace: Duration) -> Result<(), String> {
+        let u = uid(pod);
+        let lock = self.lock(&u);
+        let held = lock.lock().await;
+        let r = sync::kill_pod(self, &u, grace).await;
+        drop(held);
+        if r.is_ok() {
+            self.forget_lock(&u);
+        }
+        r
+    }
+
+    fn pods_held(&self) -> Vec<String> {
+        self.records.uids()
+    }
+
+    async fn remove_leftover(&self, uid: &str) -> Result<(), String> {
+        let lock = self.lock(uid);
+        let held = lock.lock().await;
+        let r = sync::kill_pod(self, uid, Duration::ZERO).await;
+        drop(held);
+        self.forget_lock(uid);
+        r
+    }
+}

@@ -1,0 +1,34 @@
+//! Containers: OCI runtime bundles (config.json built from a pod's container with `oci-spec`)
+//! run by one shim process each (`skiff-shim`), which creates the container with youki's
+//! `libcontainer`, owns its output, and records how it ended. The agent never forks a
+//! container itself: it writes the bundle, mounts the rootfs and talks to the shim through files
+//! in the container's directory (see [`containers`]).
+//!
+//! | module | owns |
+//! |---|---|
+//! | `spec` | [`ContainerConfig`](spec::ContainerConfig) → OCI `Spec`, Docker's/containerd's defaults (pure) |
+//! | `capabilities` | default set, add/drop, the host's bounding set (pure but one read) |
+//! | `seccomp` | the RuntimeDefault profile (pure) |
+//! | `host` | what the host contributes to a spec: bounding set, NOFILE limit, devices |
+//! | `rootfs` | overlay of image layers at `<dir>/rootfs`, per-pod file bind mounts |
+//! | `cgroups` | QoS class, pod and container cgroup paths, CPU conversions, OOM kill counts |
+//! | `cri_log` | the CRI log format and the pump from a container's stream |
+//! | `shim_state` | the shim's files (started, start error, exit) and pid identity checks |
+//! | `shim` | the `skiff-shim` process |
+//! | `containers` | [`Containers`](containers::Containers): start, state, list, signal, remove |
+
+pub mod capabilities;
+pub mod cgroups;
+pub mod containers;
+pub mod cri_log;
+pub mod host;
+pub mod rootfs;
+pub mod seccomp;
+pub mod shim;
+pub mod shim_state;
+pub mod spec;
+
+pub use containers::{
+    ContainerInfo, ContainerState, Containers, ExitStatus, RuntimeError, StartRequest,
+};
+pub use spec::{CapabilityChanges, ContainerConfig, MountSpec, Resources, SeccompMode};

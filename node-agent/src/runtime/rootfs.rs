@@ -1,0 +1,286 @@
+//! A container's root filesystem: an overlay of the image's unpacked layers (read-only lower
+//! dirs, highest first in the mount option) with a per-container upper and work dir, mounted at
+//! `<container dir>/rootfs`; its unmounting; and the bind-mount entries of per-pod files
+//! (/etc/hosts, /etc/hostname, /etc/resolv.conf) that the agent writes.
+
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+
+use super::spec::MountSpec;
+
+/// Where a container's root filesystem parts live under its directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootfsLayout {
+    /// The overlay's mount point, the bundle's `root.path`.
+    pub rootfs: PathBuf,
+    /// The container's writable layer.
+    pub upper: PathBuf,
+    /// overlayfs' scratch directory (same filesystem as `upper`).
+    pub work: PathBuf,
+    /// An empty lower dir, for an image without layers.
+    pub empty: PathBuf,
+}
+
+impl RootfsLayout {
+    pub fn new(container_dir: &Path) -> RootfsLayout {
+        RootfsLayout {
+            rootfs: container_dir.join("rootfs"),
+            upper: container_dir.join("upper"),
+            work: container_dir.join("work"),
+            empty: container_dir.join("empty"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error("layer path {0:?} cannot be given to overlayfs (it contains ',', ':' or a newline)")]
+    BadPath(PathBuf),
+    #[error("overlay mount options are {0} bytes, over the kernel's limit of 4095: too many or too long layer paths")]
+    TooLong(usize),
+    #[error("layer directory {0:?} does not exist")]
+    MissingLayer(PathBuf),
+    #[error("cannot create {path:?}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot mount the overlay at {path:?} ({options}): {source}")]
+    Mount {
+        path: PathBuf,
+        options: String,
+        source: nix::Error,
+    },
+    #[error("cannot unmount {path:?}: {source}")]
+    Unmount { path: PathBuf, source: nix::Error },
+}
+
+/// The options of an overlay mount of `layers` (lowest first, as images list them) under
+/// `upper`/`work`. `index_off` asks the kernel not to index hard links across layers, which
+/// lets many containers share lower dirs (containerd sets it when the kernel knows it).
+pub fn overlay_options(
+    layers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    index_off: bool,
+) -> Result<String, RootfsError> {
+    for p in layers.iter().map(PathBuf::as_path).chain([upper, work]) {
+        let s = p.to_string_lossy();
+        if s.contains([',', ':', '\n']) {
+            return Err(RootfsError::BadPath(p.to_path_buf()));
+        }
+    }
+    let lower: Vec<String> = layers
+        .iter()
+        .rev()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let mut options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        upper.display(),
+        work.display()
+    );
+    if index_off {
+        options.push_str(",index=off");
+    }
+    if options.len() > 4095 {
+        return Err(RootfsError::TooLong(options.len()));
+    }
+    Ok(options)
+}
+
+/// Whether `path` is a mount point, by /proc/self/mountinfo.
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    mountinfo_has(&info, path)
+}
+
+/// Whether a mountinfo text lists `path` as a mount point (with the kernel's octal escapes).
+fn mountinfo_has(info: &str, path: &Path) -> bool {
+    let want = path.to_string_lossy();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|p| unescape(p) == want)
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let digits: String = chars.clone().take(3).collect();
+            if digits.len() == 3 {
+                if let Ok(v) = u8::from_str_radix(&digits, 8) {
+                    out.push(v as char);
+                    for _ in 0..3 {
+                        chars.next();
+                    }
+                    continue;
+                }
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn create(path: &Path) -> Result<(), RootfsError> {
+    std::fs::create_dir_all(path).map_err(|source| RootfsError::Create {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Mounts the overlay of `layers` (lowest first) at `<container_dir>/rootfs`, creating the
+/// directories. Mounting an already mounted rootfs does nothing.
+pub fn mount_rootfs(container_dir: &Path, layers: &[PathBuf]) -> Result<PathBuf, RootfsError> {
+    let layout = RootfsLayout::new(container_dir);
+    if let Some(missing) = layers.iter().find(|l| !l.is_dir()) {
+        return Err(RootfsError::MissingLayer(missing.clone()));
+    }
+    for dir in [&layout.rootfs, &layout.upper, &layout.work] {
+        create(dir)?;
+    }
+    if is_mounted(&layout.rootfs) {
+        return Ok(layout.rootfs);
+    }
+    let lowers = if layers.is_empty() {
+        create(&layout.empty)?;
+        vec![layout.empty.clone()]
+    } else {
+        layers.to_vec()
+    };
+    let index_off = Path::new("/sys/module/overlay/parameters/index").exists();
+    let options = overlay_options(&lowers, &layout.upper, &layout.work, index_off)?;
+    mount(
+        Some("overlay"),
+        &layout.rootfs,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(|source| RootfsError::Mount {
+        path: layout.rootfs.clone(),
+        options,
+        source,
+    })?;
+    Ok(layout.rootfs)
+}
+
+/// Unmounts `<container_dir>/rootfs` (lazily if busy). Not mounted is fine.
+pub fn unmount_rootfs(container_dir: &Path) -> Result<(), RootfsError> {
+    let rootfs = RootfsLayout::new(container_dir).rootfs;
+    while is_mounted(&rootfs) {
+        match umount2(&rootfs, MntFlags::empty()) {
+            Ok(()) => {}
+            Err(nix::Error::EBUSY) => {
+                umount2(&rootfs, MntFlags::MNT_DETACH).map_err(|source| RootfsError::Unmount {
+                    path: rootfs.clone(),
+                    source,
+                })?
+            }
+            Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => return Ok(()),
+            Err(source) => {
+                return Err(RootfsError::Unmount {
+                    path: rootfs,
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One per-pod file to bind into a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodFile {
+    /// The file on the host (written by the agent).
+    pub host_path: PathBuf,
+    /// Where it appears in the container, e.g. `/etc/hosts`.
+    pub container_path: PathBuf,
+    pub readonly: bool,
+}
+
+/// The mount entries that bind `files` into a container, in order (add them to
+/// [`ContainerConfig::mounts`](super::spec::ContainerConfig)).
+pub fn file_mounts(files: &[PodFile]) -> Vec<MountSpec> {
+    files
+        .iter()
+        .map(|f| MountSpec::Bind {
+            source: f.host_path.clone(),
+            destination: f.container_path.clone(),
+            readonly: f.readonly,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_options_order_and_checks() {
+        let up = Path::new("/c/upper");
+        let work = Path::new("/c/work");
+        let cases: Vec<(Vec<&str>, bool, Result<&str, &str>)> = vec![
+            (
+                vec!["/l/base"],
+                false,
+                Ok("lowerdir=/l/base,upperdir=/c/upper,workdir=/c/work"),
+            ),
+            (
+                vec!["/l/base", "/l/mid", "/l/top"],
+                true,
+                Ok("lowerdir=/l/top:/l/mid:/l/base,upperdir=/c/upper,workdir=/c/work,index=off"),
+            ),
+            (vec!["/l/a,b"], false, Err("cannot be given to overlayfs")),
+            (vec!["/l/a:b"], false, Err("cannot be given to overlayfs")),
+        ];
+        for (layers, index_off, want) in cases {
+            let layers: Vec<PathBuf> = layers.into_iter().map(PathBuf::from).collect();
+            let got = overlay_options(&layers, up, work, index_off).map_err(|e| e.to_string());
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(g, w),
+                (Err(g), Err(w)) => assert!(g.contains(w), "{g}"),
+                (g, w) => panic!("{layers:?}: got {g:?}, want {w:?}"),
+            }
+        }
+        let many: Vec<PathBuf> = (0..200)
+            .map(|i| PathBuf::from(format!("/var/lib/skiff-agent/layers/sha256/{i:064}")))
+            .collect();
+        assert!(matches!(
+            overlay_options(&many, up, work, false),
+            Err(RootfsError::TooLong(_))
+        ));
+    }
+
+    #[test]
+    fn mountinfo_lookup() {
+        let info = "22 1 0:21 / / rw - ext4 /dev/vda rw\n\
+                    90 22 0:50 / /var/lib/c\\0401/rootfs rw - overlay overlay rw,lowerdir=/l\n";
+        assert!(mountinfo_has(info, Path::new("/var/lib/c 1/rootfs")));
+        assert!(mountinfo_has(info, Path::new("/")));
+        assert!(!mountinfo_has(info, Path::new("/var/lib/c1/rootfs")));
+    }
+
+    #[test]
+    fn pod_files_become_bind_mounts() {
+        let files = [PodFile {
+            host_path: "/var/lib/skiff-agent/pods/u/etc-hosts".into(),
+            container_path: "/etc/hosts".into(),
+            readonly: false,
+        }];
+        assert_eq!(
+            file_mounts(&files),
+            vec![MountSpec::Bind {
+                source: "/var/lib/skiff-agent/pods/u/etc-hosts".into(),
+                destination: "/etc/hosts".into(),
+                readonly: false,
+            }]
+        );
+    }
+}

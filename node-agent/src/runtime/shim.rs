@@ -1,0 +1,446 @@
+//! `skiff-shim`: the process that holds one container. The agent runs it (fork and exec of this
+//! binary); it forks once more and the first process waits only to tell the agent, by its exit
+//! status, whether the container started (0), failed to (1), or the shim itself died (3). The
+//! second becomes a session leader and a child subreaper, detached from the agent, so that
+//! killing the agent leaves it and the container running. It creates and starts the container
+//! with youki's libcontainer, copies the container's stdout and stderr into the CRI log file,
+//! waits for the container's init process, reads the cgroup's OOM kill count, deletes the
+//! container (cgroup and libcontainer state), writes `exit.json`, and exits. Everything it
+//! reports goes through the files of [`shim_state`](super::shim_state); its own log is
+//! `shim.log` in its state directory.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use clap::Parser;
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::sys::signal::{signal, SigHandler, Signal};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::{dup2, fork, pipe2, setsid, ForkResult, Pid};
+
+use super::cgroups;
+use super::cri_log::{self, Stream};
+use super::shim_state::{
+    process_id, ExitRecord, ProcessId, ShimRecord, StartErrorRecord, StartedRecord, StateDir, EXIT,
+    SHIM, SHIM_LOG, STARTED, START_ERROR,
+};
+
+/// Exit status of the shim's first process: the container runs.
+pub const EXIT_STARTED: i32 = 0;
+/// The container could not be created or started; `start-error.json` says why.
+pub const EXIT_START_FAILED: i32 = 1;
+/// Bad arguments or an unusable state directory (message on stderr).
+pub const EXIT_USAGE: i32 = 2;
+/// The shim died before it could say (see `shim.log`).
+pub const EXIT_SHIM_DIED: i32 = 3;
+
+/// The shim's arguments.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "skiff-shim",
+    about = "Holds one Skiff container: creates it with libcontainer, logs its output, records its exit"
+)]
+pub struct ShimArgs {
+    /// Container ID.
+    #[arg(long)]
+    pub id: String,
+    /// The OCI bundle: a directory holding config.json.
+    #[arg(long)]
+    pub bundle: PathBuf,
+    /// libcontainer's state root (it keeps `<root>/<id>/`).
+    #[arg(long)]
+    pub state_root: PathBuf,
+    /// The container's log file, written in the CRI format.
+    #[arg(long)]
+    pub log: PathBuf,
+    /// Where the shim writes shim.json, started.json, start-error.json, exit.json, shim.log.
+    #[arg(long)]
+    pub state_dir: PathBuf,
+}
+
+impl ShimArgs {
+    /// The argument list that makes a shim with these arguments.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut out = Vec::new();
+        for (flag, value) in [
+            ("--id", self.id.as_ref()),
+            ("--bundle", self.bundle.as_os_str()),
+            ("--state-root", self.state_root.as_os_str()),
+            ("--log", self.log.as_os_str()),
+            ("--state-dir", self.state_dir.as_os_str()),
+        ] {
+            out.push(OsString::from(flag));
+            out.push(value.to_os_string());
+        }
+        out
+    }
+}
+
+/// The whole shim: what `skiff-shim`'s `main` calls. Never returns.
+pub fn main() -> ! {
+    let args = match ShimArgs::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&args.state_dir) {
+        eprintln!("skiff-shim: cannot create {:?}: {e}", args.state_dir);
+        std::process::exit(EXIT_USAGE);
+    }
+    if let Err(e) = redirect_stdio(&args.state_dir.join(SHIM_LOG)) {
+        eprintln!(
+            "skiff-shim: cannot open its log in {:?}: {e}",
+            args.state_dir
+        );
+        std::process::exit(EXIT_USAGE);
+    }
+    let (report_r, report_w) = match pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("skiff-shim: pipe: {e}");
+            std::process::exit(EXIT_USAGE);
+        }
+    };
+    // SAFETY: the process is single-threaded here (no runtime, no logging threads yet), so the
+    // child may go on running ordinary Rust code.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { .. }) => {
+            drop(report_w);
+            std::process::exit(await_report(report_r));
+        }
+        Ok(ForkResult::Child) => {
+            drop(report_r);
+            std::process::exit(daemon(args, report_w));
+        }
+        Err(e) => {
+            eprintln!("skiff-shim: fork: {e}");
+            std::process::exit(EXIT_USAGE);
+        }
+    }
+}
+
+/// stdin from /dev/null; stdout and stderr appended to the shim's log.
+fn redirect_stdio(log: &Path) -> std::io::Result<()> {
+    let null = File::open("/dev/null")?;
+    let log = OpenOptions::new().create(true).append(true).open(log)?;
+    dup2(null.as_raw_fd(), 0)?;
+    dup2(log.as_raw_fd(), 1)?;
+    dup2(log.as_raw_fd(), 2)?;
+    Ok(())
+}
+
+/// The first process: one byte from the daemon, or end of file if it died.
+fn await_report(report: OwnedFd) -> i32 {
+    let mut f = File::from(report);
+    let mut byte = [0u8; 1];
+    loop {
+        match f.read(&mut byte) {
+            Ok(1) => return i32::from(byte[0]),
+            Ok(_) => return EXIT_SHIM_DIED,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return EXIT_SHIM_DIED,
+        }
+    }
+}
+
+fn report(fd: OwnedFd, status: i32) {
+    let mut f = File::from(fd);
+    let _ = f.write_all(&[status as u8]);
+}
+
+fn now() -> String {
+    jiff::Timestamp::now().to_string()
+}
+
+/// An error with its causes, as one line.
+fn describe(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The detached shim. Returns its exit status.
+fn daemon(args: ShimArgs, report_fd: OwnedFd) -> i32 {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SKIFF_SHIM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,node_agent=info")),
+        )
+        .try_init();
+    // Rust's runtime ignores SIGPIPE, and ignored signals survive exec: restore the default so
+    // that the container's processes, cloned from this one, get it.
+    // SAFETY: SIG_DFL installs no handler code.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    let state = StateDir(args.state_dir.clone());
+    if let Err(e) = setsid() {
+        tracing::warn!("setsid: {e}");
+    }
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!("PR_SET_CHILD_SUBREAPER: {e}");
+    }
+    let me = process_id(std::process::id() as i32);
+    if let Some(shim) = me {
+        if let Err(e) = state.write(SHIM, &ShimRecord { shim }) {
+            tracing::error!("cannot write {SHIM}: {e}");
+        }
+    }
+
+    let fail = |phase: &str, message: String, report_fd: OwnedFd| -> i32 {
+        tracing::error!(id = %args.id, phase, "container failed: {message}");
+        let record = StartErrorRecord {
+            phase: phase.to_string(),
+            message,
+            at: now(),
+        };
+        if let Err(e) = state.write(START_ERROR, &record) {
+            tracing::error!("cannot write {START_ERROR}: {e}");
+        }
+        report(report_fd, EXIT_START_FAILED);
+        EXIT_START_FAILED
+    };
+
+    let log = match open_log(&args.log) {
+        Ok(f) => f,
+        Err(e) => {
+            return fail(
+                "create",
+                format!("cannot open log file {:?}: {e}", args.log),
+                report_fd,
+            )
+        }
+    };
+    let pipes = (|| -> std::io::Result<_> {
+        let stdin = File::open("/dev/null")?;
+        let (out_r, out_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        let (err_r, err_w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+        Ok((stdin, out_r, out_w, err_r, err_w))
+    })();
+    let (stdin, out_r, out_w, err_r, err_w) = match pipes {
+        Ok(p) => p,
+        Err(e) => {
+            return fail(
+                "create",
+                format!("cannot make the container's stdio: {e}"),
+                report_fd,
+            )
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&args.state_root) {
+        return fail(
+            "create",
+            format!("cannot create {:?}: {e}", args.state_root),
+            report_fd,
+        );
+    }
+
+    // Create: libcontainer forks the container's processes from this one (still single-threaded).
+    let built = ContainerBuilder::new(args.id.clone(), SyscallType::Linux)
+        .with_root_path(&args.state_root)
+        .and_then(|b| b.validate_id())
+        .map(|b| {
+            b.with_stdin(stdin)
+                .with_stdout(out_w)
+                .with_stderr(err_w)
+                .as_init(&args.bundle)
+                .with_systemd(false)
+                .with_detach(true)
+        })
+        .and_then(|b| b.build());
+    // The container's processes have been cloned from this one: from now on a closed pipe
+    // must not kill the shim (Rust ignores SIGPIPE at startup; see `daemon`'s start).
+    // SAFETY: SIG_IGN installs no handler code.
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+    let mut container = match built {
+        Ok(c) => c,
+        Err(e) => {
+            let detail = drain_failure_output(&out_r, &err_r);
+            let mut message = describe(&e);
+            if let Some(d) = detail {
+                message.push_str(": ");
+                message.push_str(&d);
+            }
+            return fail("create", message, report_fd);
+        }
+    };
+    let started_at = now();
+    if let Err(e) = container.start() {
+        let message = describe(&e);
+        if let Err(e) = container.delete(true) {
+            tracing::warn!("deleting the failed container: {}", describe(&e));
+        }
+        return fail("start", message, report_fd);
+    }
+    let Some(init) = container.pid() else {
+        return fail(
+            "start",
+            "libcontainer reported no init pid".into(),
+            report_fd,
+        );
+    };
+    // An init that already ended has no identity left to check signals against.
+    let init_id = process_id(init.as_raw()).unwrap_or(ProcessId {
+        pid: init.as_raw(),
+        start_ticks: 0,
+    });
+    let started = StartedRecord {
+        init: init_id,
+        started_at,
+    };
+    if let Err(e) = state.write(STARTED, &started) {
+        tracing::error!("cannot write {STARTED}: {e}");
+    }
+    report(report_fd, EXIT_STARTED);
+    run_to_exit(
+        &args,
+        &state,
+        container,
+        init,
+        started.started_at,
+        (out_r, err_r),
+        log,
+    )
+}
+
+/// What the container's processes wrote before failing: libcontainer's init logs the cause of
+/// a failed setup there (its stderr is the container's by then). All of it goes to the shim's
+/// log; the first error line (the cause), without tracing's prefix, is returned for the message.
+fn drain_failure_output(out_r: &OwnedFd, err_r: &OwnedFd) -> Option<String> {
+    let mut text = String::new();
+    for fd in [out_r, err_r] {
+        let flags = nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL).ok()?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_SETFL(flags)).ok()?;
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n) = nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            if n == 0 {
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    if text.is_empty() {
+        return None;
+    }
+    tracing::error!("the container's processes said:\n{}", text.trim_end());
+    text.lines()
+        .find(|l| l.contains("ERROR"))
+        .map(|l| match l.find("ERROR ") {
+            Some(i) => l[i + 6..].trim().to_string(),
+            None => l.trim().to_string(),
+        })
+}
+
+fn open_log(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Pumps the container's output until it ends, then records how it ended and cleans up.
+fn run_to_exit(
+    args: &ShimArgs,
+    state: &StateDir,
+    mut container: Container,
+    init: Pid,
+    started_at: String,
+    (out_r, err_r): (OwnedFd, OwnedFd),
+    log: File,
+) -> i32 {
+    // From here on only the agent's signals to the container matter; the shim ignores the
+    // usual termination signals (SIGKILL still ends it, and then the container runs on).
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGPIPE,
+    ] {
+        // SAFETY: SIG_IGN installs no handler code.
+        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
+    }
+
+    let sink = Arc::new(Mutex::new(log));
+    let pumps: Vec<_> = [(out_r, Stream::Stdout), (err_r, Stream::Stderr)]
+        .into_iter()
+        .map(|(fd, stream)| {
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                if let Err(e) = cri_log::pump(File::from(fd), stream, sink) {
+                    tracing::warn!("copying the container's {}: {e}", stream.as_str());
+                }
+            })
+        })
+        .collect();
+
+    let (exit_code, signal) = wait_for(init);
+    let finished_at = now();
+    for p in pumps {
+        let _ = p.join();
+    }
+
+    let cgroups_path = container_cgroups_path(&args.bundle);
+    let oom_killed = cgroups_path
+        .as_deref()
+        .and_then(cgroups::oom_kill_count)
+        .is_some_and(|n| n > 0);
+    let cleanup_error = container.delete(true).err().map(|e| describe(&e));
+    if let Some(e) = &cleanup_error {
+        tracing::error!("deleting the container: {e}");
+    }
+    let exit = ExitRecord {
+        exit_code,
+        signal,
+        oom_killed,
+        started_at,
+        finished_at,
+        cleanup_error,
+    };
+    tracing::info!(id = %args.id, exit_code, oom_killed, "container exited");
+    if let Err(e) = state.write(EXIT, &exit) {
+        tracing::error!("cannot write {EXIT}: {e}");
+        return 1;
+    }
+    0
+}
+
+/// Reaps children until `init` ends; its exit code (128 + signal when killed) and signal.
+fn wait_for(init: Pid) -> (i32, Option<i32>) {
+    loop {
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == init => return (code, None),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == init => {
+                return (128 + sig as i32, Some(sig as i32))
+            }
+            Ok(_) => continue,
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => {
+                tracing::error!("waiting for the container's init {init}: {e}");
+                return (255, None);
+            }
+        }
+    }
+}
+
+/// The cgroup path in the bundle's config.json.
+fn container_cgroups_path(bundle: &Path) -> Option<PathBuf> {
+    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).ok()?;
+    spec.linux().as_ref()?.cgroups_path().clone()
+}

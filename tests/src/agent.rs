@@ -1,0 +1,174 @@
+//! Real agents (`skiff-agent` running containers) for end-to-end tests: one agent per test
+//! host, everything it writes under a temporary root directory and its cgroups under a cgroup
+//! root of its own, and a guard that leaves nothing behind even when the test fails: the agent
+//! and every shim it started are killed, mounts under the root unmounted, cgroups removed.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub struct Agent {
+    pub name: String,
+    pub root: tempfile::TempDir,
+    pub cgroup_root: String,
+    child: Option<Child>,
+    args: Vec<String>,
+}
+
+impl Agent {
+    /// Starts an agent named `name` against `endpoints`, with `extra` flags (e.g. `--node-ip`,
+    /// `--registry-config`). It runs in the calling thread's network namespace.
+    pub fn start(name: &str, endpoints: &str, extra: &[&str]) -> Agent {
+        let root = tempfile::Builder::new()
+            .prefix("skiff-agent-test")
+            .tempdir()
+            .expect("temp dir");
+        let cgroup_root = format!("skiff-test-{}-{}", std::process::id(), rand::random::<u32>());
+        let mut args: Vec<String> = [
+            "--endpoints",
+            endpoints,
+            "--node-name",
+            name,
+            "--root-dir",
+            &root.path().join("agent").to_string_lossy(),
+            "--cgroup-root",
+            &cgroup_root,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut agent = Agent {
+            name: name.into(),
+            root,
+            cgroup_root,
+            child: None,
+            args,
+        };
+        agent.spawn();
+        agent
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("agent log");
+        let child = Command::new(crate::bins::bin("skiff-agent"))
+            .args(&self.args)
+            .env("SKIFF_LOG", "info,node_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("skiff-agent starts");
+        self.child = Some(child);
+    }
+
+    pub fn dir(&self) -> PathBuf {
+        self.root.path().join("agent")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.root.path().join("agent.log")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILLs the agent (its pods' shims run on).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the agent again with the same flags.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+/// Pids of the processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// Mount points at or below `dir`, deepest first.
+fn mounts_below(dir: &Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().to_string();
+    let mut found: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter(|m| m.starts_with(&prefix))
+        .collect();
+    found.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    found
+}
+
+/// Kills every process in a cgroup tree and removes the tree below every hierarchy (deepest
+/// directories first).
+fn remove_cgroups(name: &str) {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    let mut bases: Vec<PathBuf> = hierarchies.filter_map(Result::ok).map(|e| e.path()).collect();
+    bases.push(PathBuf::from("/sys/fs/cgroup"));
+    for base in bases {
+        let top = base.join(name);
+        if !top.is_dir() {
+            continue;
+        }
+        let mut dirs = vec![];
+        let mut stack = vec![top];
+        while let Some(d) = stack.pop() {
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                stack.extend(rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()));
+            }
+            dirs.push(d);
+        }
+        for d in &dirs {
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines() {
+                let _ = Command::new("kill").args(["-9", pid]).output();
+            }
+        }
+        for d in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+        let root = self.root.path().to_string_lossy().to_string();
+        // Shims and containers: the shims name the root in their arguments; containers die with
+        // their cgroup's processes being killed below.
+        for pid in processes_mentioning(&root) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
+        }
+        for m in mounts_below(self.root.path()) {
+            let _ = Command::new("umount").args(["-l", &m]).output();
+        }
+        remove_cgroups(&self.cgroup_root);
+    }
+}

@@ -1,0 +1,263 @@
+//! The real node agent end to end, on a test host of its own (a network namespace): one
+//! control-plane replica and one `skiff-agent` in it, images from Debian's docker-registry on
+//! the host's loopback through a `docker.io` mirror entry. A pod runs the example image and
+//! answers on its pod IP; exit codes and restart policies come back as Kubernetes reports them;
+//! the agent survives SIGKILL without touching its containers; a deleted pod leaves nothing.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use skiff_api::{Client, Kind};
+use tests::agent::Agent;
+use tests::cluster::Cluster;
+use tests::netns::{self, TestNet};
+use tests::registry::{push_example_image, TestRegistry, EXAMPLE_PORT};
+use tests::wait;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn pods() -> Kind {
+    Kind::of("v1", "Pod").expect("Pod")
+}
+
+/// A cluster, a registry holding `busybox` (the example web server) and an agent, all inside
+/// the calling thread's namespace; `host_ip` is the agent's node IP.
+struct Node {
+    // Field order is drop order: the agent (and its pods) go before the cluster.
+    agent: Agent,
+    _registry: TestRegistry,
+    cluster: Cluster,
+    client: Client,
+}
+
+async fn node(host_ip: &str) -> Node {
+    let cluster = Cluster::start(1).await;
+    let registry = TestRegistry::start().await.expect("registry starts");
+    push_example_image(&registry, "library/busybox", "latest")
+        .await
+        .expect("image pushed");
+    let dir = tempfile::tempdir().expect("tempdir").keep();
+    let config = dir.join("registries.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "mirrors:\n  docker.io:\n    endpoint:\n      - \"http://{}\"\n",
+            registry.host()
+        ),
+    )
+    .expect("registries.yaml");
+    let agent = Agent::start(
+        "node-a",
+        &cluster.endpoints(),
+        &[
+            "--node-ip",
+            host_ip,
+            "--registry-config",
+            &config.to_string_lossy(),
+            "--disable-default-registry-endpoint",
+        ],
+    );
+    let client = Client::new(&[cluster.endpoints()]).expect("client");
+    let nodes = Kind::of("v1", "Node").expect("Node");
+    let c = client.clone();
+    let log = agent.log_path();
+    wait::until("the node to be Ready", LIMIT, || {
+        let c = c.clone();
+        let nodes = nodes;
+        async move {
+            let n = c.get(&nodes, "", "node-a").await.ok()?;
+            let ready = n["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            ready.then_some(())
+        }
+    })
+    .await;
+    let _ = log;
+    Node {
+        agent,
+        _registry: registry,
+        cluster,
+        client,
+    }
+}
+
+async fn get_pod(client: &Client, name: &str) -> Option<Value> {
+    client.get(&pods(), "default", name).await.ok()
+}
+
+/// Waits until `check` holds for the pod, printing the agent's log on failure.
+async fn until_pod(n: &Node, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let found = wait::try_until(LIMIT, || async {
+        let p = get_pod(&n.client, name).await?;
+        check(&p).then_some(p)
+    })
+    .await;
+    match found {
+        Some(p) => p,
+        None => {
+            let last = get_pod(&n.client, name).await;
+            panic!(
+                "timed out waiting for pod {name} to be {what}; it is {}\nagent log:\n{}",
+                last.map(|p| p["status"].to_string()).unwrap_or_default(),
+                n.agent.log()
+            )
+        }
+    }
+}
+
+/// The body of an HTTP GET to `addr`, or None if nothing answers.
+async fn http_get(addr: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connect = tokio::net::TcpStream::connect(addr);
+    let mut s = tokio::time::timeout(Duration::from_secs(2), connect)
+        .await
+        .ok()?
+        .ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1").then(|| body.to_string())
+}
+
+fn phase(p: &Value) -> &str {
+    p["status"]["phase"].as_str().unwrap_or_default()
+}
+
+fn container_status(p: &Value) -> &Value {
+    &p["status"]["containerStatuses"][0]
+}
+
+#[test]
+fn a_pod_runs_answers_on_its_ip_survives_an_agent_kill_and_leaves_nothing_when_deleted() {
+    if !netns::available() {
+        return;
+    }
+    let net = TestNet::create(1);
+    let host_ip = net.hosts[0].ip.clone();
+    net.run_in_host(0, move || async move {
+        let mut n = node(&host_ip).await;
+        n.client
+            .create(
+                &json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "web", "namespace": "default"},
+                    "spec": {"containers": [{"name": "web", "image": "busybox"}]}
+                }),
+                "default",
+            )
+            .await
+            .expect("pod created");
+        let p = until_pod(&n, "web", "Running and ready", |p| {
+            phase(p) == "Running" && container_status(p)["ready"] == true
+        })
+        .await;
+        let ip = p["status"]["podIP"].as_str().expect("pod IP").to_string();
+        assert!(ip.starts_with("10.244."), "pod IP {ip}");
+        assert_eq!(p["status"]["hostIP"], host_ip.as_str());
+        let cs = container_status(&p).clone();
+        assert!(cs["imageID"].as_str().unwrap_or_default().contains("@sha256:"), "{cs}");
+        let id = cs["containerID"].as_str().expect("containerID").to_string();
+        assert!(id.starts_with("skiff://"), "{id}");
+
+        // The example image answers with its hostname: the pod's name.
+        let addr = format!("{ip}:{EXAMPLE_PORT}");
+        let body = wait::until("the pod to answer on its IP", LIMIT, || http_get(&addr)).await;
+        assert_eq!(body.trim(), "web");
+
+        // SIGKILL the agent: the container keeps answering; the restarted agent adopts it with
+        // the same ID and restart count.
+        n.agent.kill();
+        assert_eq!(http_get(&addr).await.as_deref().map(str::trim), Some("web"));
+        n.agent.restart();
+        let log_marker = n.agent.log().len();
+        let again = until_pod(&n, "web", "reported by the restarted agent", |p| {
+            phase(p) == "Running"
+        })
+        .await;
+        assert_eq!(container_status(&again)["containerID"], id.as_str());
+        assert_eq!(container_status(&again)["restartCount"], 0);
+        assert_eq!(http_get(&addr).await.as_deref().map(str::trim), Some("web"));
+        let _ = log_marker;
+
+        // Deleting the pod stops it (the web server dies on SIGTERM) and removes it.
+        n.client
+            .delete(&pods(), "default", "web")
+            .await
+            .expect("pod deleted");
+        wait::until("the pod to be gone from the API", LIMIT, || async {
+            get_pod(&n.client, "web").await.is_none().then_some(())
+        })
+        .await;
+        assert_eq!(http_get(&addr).await, None, "nothing answers on the old IP");
+        let pods_dir = n.agent.dir().join("pods");
+        let left: Vec<_> = std::fs::read_dir(&pods_dir)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "pod directories left: {left:?}");
+        let _ = &n.cluster;
+    });
+}
+
+#[test]
+fn exit_codes_and_restart_policies_read_as_in_kubernetes() {
+    if !netns::available() {
+        return;
+    }
+    let net = TestNet::create(1);
+    let host_ip = net.hosts[0].ip.clone();
+    net.run_in_host(0, move || async move {
+        let n = node(&host_ip).await;
+        let pod = |name: &str, policy: &str, script: &str| {
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {
+                    "restartPolicy": policy,
+                    "containers": [{
+                        "name": "main", "image": "busybox",
+                        "command": ["sh", "-c", script]
+                    }]
+                }
+            })
+        };
+        for p in [
+            pod("fails", "Never", "echo bye; exit 3"),
+            pod("succeeds", "OnFailure", "exit 0"),
+            pod("crashes", "Always", "exit 1"),
+            pod("no-such-command", "Never", "exec /no/such/binary"),
+        ] {
+            n.client.create(&p, "default").await.expect("created");
+        }
+        let failed = until_pod(&n, "fails", "Failed", |p| phase(p) == "Failed").await;
+        let t = &container_status(&failed)["state"]["terminated"];
+        assert_eq!(t["exitCode"], 3, "{failed:#}");
+        assert_eq!(t["reason"], "Error");
+
+        let ok = until_pod(&n, "succeeds", "Succeeded", |p| phase(p) == "Succeeded").await;
+        assert_eq!(container_status(&ok)["state"]["terminated"]["reason"], "Completed");
+
+        // restartPolicy Always: restarted at once, then backing off.
+        let looping = until_pod(&n, "crashes", "in CrashLoopBackOff", |p| {
+            container_status(p)["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+        })
+        .await;
+        let cs = container_status(&looping);
+        assert!(cs["restartCount"].as_i64().unwrap_or(0) >= 1, "{cs:#}");
+        assert_eq!(cs["lastState"]["terminated"]["exitCode"], 1);
+        assert_eq!(phase(&looping), "Running");
+
+        let missing = until_pod(&n, "no-such-command", "Failed", |p| phase(p) == "Failed").await;
+        assert_eq!(
+            container_status(&missing)["state"]["terminated"]["exitCode"],
+            127,
+            "{missing:#}"
+        );
+    });
+}
