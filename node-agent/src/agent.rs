@@ -34,8 +34,11 @@ async fn pod_cidr(client: &Client, name: &str) -> anyhow::Result<String> {
             Err(e) => tracing::warn!(%e, "reading this node"),
         }
         waited += 1;
-        if waited % 20 == 0 {
-            tracing::info!(node = name, "waiting for the control plane to assign a pod CIDR");
+        if waited.is_multiple_of(20) {
+            tracing::info!(
+                node = name,
+                "waiting for the control plane to assign a pod CIDR"
+            );
         }
     }
 }
@@ -44,7 +47,10 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.root_dir)
         .with_context(|| format!("creating {}", args.root_dir.display()))?;
     let facts = facts::measure(&args.root_dir, args.node_ip)?;
-    let name = args.node_name.clone().unwrap_or_else(|| facts.hostname.clone());
+    let name = args
+        .node_name
+        .clone()
+        .unwrap_or_else(|| facts.hostname.clone());
     let kernel = crate::network::sysctl::prepare();
     if let Err(why) = &kernel {
         tracing::error!("{why}");

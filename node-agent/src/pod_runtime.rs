@@ -29,8 +29,13 @@ pub struct Terminated {
 pub enum RunState {
     /// Not running: ContainerCreating, ErrImagePull, ImagePullBackOff, CrashLoopBackOff,
     /// CreateContainerConfigError, PodInitializing…
-    Waiting { reason: String, message: String },
-    Running { started_at: Timestamp },
+    Waiting {
+        reason: String,
+        message: String,
+    },
+    Running {
+        started_at: Timestamp,
+    },
     Terminated(Terminated),
 }
 
@@ -72,7 +77,11 @@ pub trait PodRuntime: Send + Sync + 'static {
 
     /// Stops every container of the pod (preStop, SIGTERM, then SIGKILL after `grace`) and
     /// frees what it held (network, directories).
-    fn kill_pod(&self, pod: &Pod, grace: Duration) -> impl Future<Output = Result<(), String>> + Send;
+    fn kill_pod(
+        &self,
+        pod: &Pod,
+        grace: Duration,
+    ) -> impl Future<Output = Result<(), String>> + Send;
 
     /// The uids of the pods the runtime holds anything for (to find leftovers after a restart).
     fn pods_held(&self) -> Vec<String>;

@@ -37,10 +37,19 @@ async fn signals_stop_containers() {
     ));
 
     // A `sleep 1000` that is not PID 1 (its init forwards SIGTERM, as tini does) dies of it.
-    let forwarder =
-        "sleep 1000 & child=$!; trap 'kill -TERM $child' TERM; wait $child; wait $child; exit $?";
+    // The signal goes only once the trap is set (it says so in its log).
+    let forwarder = "trap 'kill -TERM $child' TERM; sleep 1000 & child=$!; echo trapped; \
+                     wait $child; wait $child; exit $?";
     f.start(&f.config("forwarder", &["sh", "-c", forwarder]))
         .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f.log("forwarder").iter().any(|r| r.content == "trapped") {
+        assert!(
+            Instant::now() < deadline,
+            "the forwarder never set its trap"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     f.containers.signal("forwarder", Signal::SIGTERM).unwrap();
     let exit = f.exited("forwarder").await;
     assert_eq!(exit.exit_code, 143, "{exit:?} {:?}", f.log("forwarder"));

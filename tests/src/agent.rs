@@ -22,7 +22,11 @@ impl Agent {
             .prefix("skiff-agent-test")
             .tempdir()
             .expect("temp dir");
-        let cgroup_root = format!("skiff-test-{}-{}", std::process::id(), rand::random::<u32>());
+        let cgroup_root = format!(
+            "skiff-test-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
         let mut args: Vec<String> = [
             "--endpoints",
             endpoints,
@@ -130,7 +134,10 @@ fn remove_cgroups(name: &str) {
     let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
-    let mut bases: Vec<PathBuf> = hierarchies.filter_map(Result::ok).map(|e| e.path()).collect();
+    let mut bases: Vec<PathBuf> = hierarchies
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
     bases.push(PathBuf::from("/sys/fs/cgroup"));
     for base in bases {
         let top = base.join(name);
@@ -141,7 +148,11 @@ fn remove_cgroups(name: &str) {
         let mut stack = vec![top];
         while let Some(d) = stack.pop() {
             if let Ok(rd) = std::fs::read_dir(&d) {
-                stack.extend(rd.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()));
+                stack.extend(
+                    rd.filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir()),
+                );
             }
             dirs.push(d);
         }

@@ -26,7 +26,7 @@ struct Node {
     // Field order is drop order: the agent (and its pods) go before the cluster.
     agent: Agent,
     _registry: TestRegistry,
-    cluster: Cluster,
+    _cluster: Cluster,
     client: Client,
 }
 
@@ -60,10 +60,8 @@ async fn node(host_ip: &str) -> Node {
     let client = Client::new(&[cluster.endpoints()]).expect("client");
     let nodes = Kind::of("v1", "Node").expect("Node");
     let c = client.clone();
-    let log = agent.log_path();
     wait::until("the node to be Ready", LIMIT, || {
         let c = c.clone();
-        let nodes = nodes;
         async move {
             let n = c.get(&nodes, "", "node-a").await.ok()?;
             let ready = n["status"]["conditions"]
@@ -74,11 +72,10 @@ async fn node(host_ip: &str) -> Node {
         }
     })
     .await;
-    let _ = log;
     Node {
         agent,
         _registry: registry,
-        cluster,
+        _cluster: cluster,
         client,
     }
 }
@@ -162,7 +159,13 @@ fn a_pod_runs_answers_on_its_ip_survives_an_agent_kill_and_leaves_nothing_when_d
         assert!(ip.starts_with("10.244."), "pod IP {ip}");
         assert_eq!(p["status"]["hostIP"], host_ip.as_str());
         let cs = container_status(&p).clone();
-        assert!(cs["imageID"].as_str().unwrap_or_default().contains("@sha256:"), "{cs}");
+        assert!(
+            cs["imageID"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("@sha256:"),
+            "{cs}"
+        );
         let id = cs["containerID"].as_str().expect("containerID").to_string();
         assert!(id.starts_with("skiff://"), "{id}");
 
@@ -176,7 +179,6 @@ fn a_pod_runs_answers_on_its_ip_survives_an_agent_kill_and_leaves_nothing_when_d
         n.agent.kill();
         assert_eq!(http_get(&addr).await.as_deref().map(str::trim), Some("web"));
         n.agent.restart();
-        let log_marker = n.agent.log().len();
         let again = until_pod(&n, "web", "reported by the restarted agent", |p| {
             phase(p) == "Running"
         })
@@ -184,7 +186,6 @@ fn a_pod_runs_answers_on_its_ip_survives_an_agent_kill_and_leaves_nothing_when_d
         assert_eq!(container_status(&again)["containerID"], id.as_str());
         assert_eq!(container_status(&again)["restartCount"], 0);
         assert_eq!(http_get(&addr).await.as_deref().map(str::trim), Some("web"));
-        let _ = log_marker;
 
         // Deleting the pod stops it (the web server dies on SIGTERM) and removes it.
         n.client
@@ -201,7 +202,6 @@ fn a_pod_runs_answers_on_its_ip_survives_an_agent_kill_and_leaves_nothing_when_d
             .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
             .unwrap_or_default();
         assert!(left.is_empty(), "pod directories left: {left:?}");
-        let _ = &n.cluster;
     });
 }
 
@@ -241,7 +241,10 @@ fn exit_codes_and_restart_policies_read_as_in_kubernetes() {
         assert_eq!(t["reason"], "Error");
 
         let ok = until_pod(&n, "succeeds", "Succeeded", |p| phase(p) == "Succeeded").await;
-        assert_eq!(container_status(&ok)["state"]["terminated"]["reason"], "Completed");
+        assert_eq!(
+            container_status(&ok)["state"]["terminated"]["reason"],
+            "Completed"
+        );
 
         // restartPolicy Always: restarted at once, then backing off.
         let looping = until_pod(&n, "crashes", "in CrashLoopBackOff", |p| {

@@ -272,7 +272,10 @@ impl Cni {
         if let Some(dir) = file.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(&file, serde_json::to_vec(&result).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            &file,
+            serde_json::to_vec(&result).map_err(std::io::Error::other)?,
+        )?;
         let ip = result_ipv4(&result).ok_or_else(|| CniError::Plugin {
             plugin: list["name"].as_str().unwrap_or_default().into(),
             command: "ADD",
@@ -283,7 +286,8 @@ impl Cni {
 
     /// The address an earlier ADD gave pod `id`, if its result is kept.
     pub fn attached(&self, id: &str) -> Option<Attached> {
-        let result: Value = serde_json::from_slice(&std::fs::read(self.result_file(id)).ok()?).ok()?;
+        let result: Value =
+            serde_json::from_slice(&std::fs::read(self.result_file(id)).ok()?).ok()?;
         Some(Attached {
             ip: result_ipv4(&result)?,
             result,
@@ -321,7 +325,10 @@ mod tests {
     fn each_plugin_gets_the_list_name_version_previous_result_and_its_capabilities() {
         let list = default_conflist("10.244.1.0/24", Path::new("/var/lib/x/networks"));
         let plugins = list["plugins"].as_array().expect("plugins");
-        assert_eq!(plugins[0]["ipam"]["ranges"][0][0]["subnet"], "10.244.1.0/24");
+        assert_eq!(
+            plugins[0]["ipam"]["ranges"][0][0]["subnet"],
+            "10.244.1.0/24"
+        );
         let first = plugin_config(&list, &plugins[0], None, &[]);
         assert_eq!(first["cniVersion"], CNI_VERSION);
         assert_eq!(first["name"], "skiff");
@@ -334,7 +341,10 @@ mod tests {
         }];
         let prev = json!({"ips": [{"address": "10.244.1.5/24"}]});
         let bridge = plugin_config(&list, &plugins[0], Some(&prev), &ports);
-        assert!(bridge.get("runtimeConfig").is_none(), "bridge did not ask for ports");
+        assert!(
+            bridge.get("runtimeConfig").is_none(),
+            "bridge did not ask for ports"
+        );
         let portmap = plugin_config(&list, &plugins[1], Some(&prev), &ports);
         assert_eq!(portmap["prevResult"], prev);
         assert_eq!(

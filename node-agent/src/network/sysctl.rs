@@ -20,12 +20,15 @@ pub fn prepare() -> Result<(), String> {
 }
 
 fn ensure_one(path: &str, what: &str) -> Result<(), String> {
-    let now = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {path} ({what}): {e}"))?;
+    let now =
+        std::fs::read_to_string(path).map_err(|e| format!("cannot read {path} ({what}): {e}"))?;
     if now.trim() == "1" {
         return Ok(());
     }
     std::fs::write(path, "1").map_err(|e| {
-        format!("{what} is off ({path} is {}) and cannot be turned on: {e}", now.trim())
+        format!(
+            "{what} is off ({path} is {}) and cannot be turned on: {e}",
+            now.trim()
+        )
     })
 }

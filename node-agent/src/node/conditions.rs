@@ -38,10 +38,10 @@ fn pressure(kind: &'static str, under: bool, what: &str, reasons: [&'static str;
 /// pods.
 pub fn conditions(usage: &Usage, runtime_ready: Result<(), String>) -> Vec<Condition> {
     let memory = usage.memory_available_bytes < MEMORY_AVAILABLE_MIN;
-    let disk = usage.disk_available_bytes * 100
-        < usage.disk_total_bytes * DISK_AVAILABLE_MIN_PERCENT;
-    let pids = usage.pid_max.saturating_sub(usage.pids) * 100
-        < usage.pid_max * PIDS_AVAILABLE_MIN_PERCENT;
+    let disk =
+        usage.disk_available_bytes * 100 < usage.disk_total_bytes * DISK_AVAILABLE_MIN_PERCENT;
+    let pids =
+        usage.pid_max.saturating_sub(usage.pids) * 100 < usage.pid_max * PIDS_AVAILABLE_MIN_PERCENT;
     let ready = match runtime_ready {
         Ok(()) => Condition {
             kind: "Ready",
@@ -103,8 +103,12 @@ mod tests {
     #[test]
     fn pressure_starts_at_the_thresholds() {
         assert_eq!(holding(&conditions(&usage(), Ok(()))), ["Ready"]);
-        let cases: [(fn(&mut Usage), &str); 3] = [
-            (|u| u.memory_available_bytes = MEMORY_AVAILABLE_MIN - 1, "MemoryPressure"),
+        type Change = fn(&mut Usage);
+        let cases: [(Change, &str); 3] = [
+            (
+                |u| u.memory_available_bytes = MEMORY_AVAILABLE_MIN - 1,
+                "MemoryPressure",
+            ),
             (|u| u.disk_available_bytes = 10 * GI - 1, "DiskPressure"),
             (|u| u.pids = 32768 - 1638 + 1, "PIDPressure"),
         ];

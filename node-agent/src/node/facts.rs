@@ -158,7 +158,12 @@ pub fn usage(root_dir: &Path) -> Result<Usage, FactsError> {
     let pids = std::fs::read_dir("/proc")
         .map(|d| {
             d.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .bytes()
+                        .all(|b| b.is_ascii_digit())
+                })
                 .count() as u64
         })
         .unwrap_or(0);
@@ -168,7 +173,10 @@ pub fn usage(root_dir: &Path) -> Result<Usage, FactsError> {
         disk_available_bytes: disk.blocks_available() as u64 * disk.fragment_size() as u64,
         disk_total_bytes: disk.blocks() as u64 * disk.fragment_size() as u64,
         pids,
-        pid_max: read("/proc/sys/kernel/pid_max")?.trim().parse().unwrap_or(32768),
+        pid_max: read("/proc/sys/kernel/pid_max")?
+            .trim()
+            .parse()
+            .unwrap_or(32768),
     })
 }
 

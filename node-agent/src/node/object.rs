@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{
-    Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo,
-};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use skiff_api::quantity::Quantity as Parsed;
@@ -40,8 +38,7 @@ impl std::str::FromStr for Reserved {
             let (name, value) = part
                 .split_once('=')
                 .ok_or_else(|| format!("{part:?}: expected NAME=QUANTITY"))?;
-            let q = Parsed::parse(value.trim())
-                .map_err(|e| format!("{name}={value}: {e}"))?;
+            let q = Parsed::parse(value.trim()).map_err(|e| format!("{name}={value}: {e}"))?;
             if q.is_negative() {
                 return Err(format!("{name}={value}: must not be negative"));
             }
@@ -107,7 +104,10 @@ pub fn status(
     .map(|(k, v)| (k.to_string(), q(v)))
     .collect();
     let allocatable: BTreeMap<String, Quantity> = [
-        ("cpu", format!("{}m", (cpu_milli - reserved.cpu_milli).max(0))),
+        (
+            "cpu",
+            format!("{}m", (cpu_milli - reserved.cpu_milli).max(0)),
+        ),
         (
             "memory",
             format!(
@@ -117,7 +117,10 @@ pub fn status(
         ),
         (
             "ephemeral-storage",
-            format!("{}Ki", ((disk - reserved.disk_bytes) * 9 / 10).max(0) / 1024),
+            format!(
+                "{}Ki",
+                ((disk - reserved.disk_bytes) * 9 / 10).max(0) / 1024
+            ),
         ),
         ("pods", MAX_PODS.to_string()),
     ]
@@ -261,9 +264,19 @@ mod tests {
         let s0 = status("n", &facts(), &reserved, &conditions(&u, Ok(())), None, t0);
         let alloc = s0.allocatable.as_ref().expect("allocatable");
         assert_eq!(alloc["cpu"].0, "1500m");
-        assert_eq!(alloc["memory"].0, format!("{}Ki", ((3 << 30) - (100 << 20)) / 1024));
+        assert_eq!(
+            alloc["memory"].0,
+            format!("{}Ki", ((3i64 << 30) - (100i64 << 20)) / 1024)
+        );
         assert_eq!(s0.capacity.as_ref().expect("capacity")["pods"].0, "110");
-        let s1 = status("n", &facts(), &reserved, &conditions(&u, Ok(())), Some(&s0), t1);
+        let s1 = status(
+            "n",
+            &facts(),
+            &reserved,
+            &conditions(&u, Ok(())),
+            Some(&s0),
+            t1,
+        );
         let ready = |s: &NodeStatus| {
             s.conditions
                 .as_ref()

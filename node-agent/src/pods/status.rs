@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::pod_runtime::{ContainerObservation, PodObservation, RunState, Terminated};
+use crate::runtime::cgroups as qos;
 
 fn restart_policy(pod: &Pod) -> &str {
     pod.spec
@@ -74,9 +75,10 @@ fn container_status(c: &ContainerObservation) -> ContainerStatus {
 /// The kubelet's phase rules.
 pub fn phase(pod: &Pod, obs: &PodObservation) -> &'static str {
     let policy = restart_policy(pod);
-    let init_done = obs.init_containers.iter().all(|c| {
-        matches!(&c.state, RunState::Terminated(t) if t.exit_code == 0)
-    });
+    let init_done = obs
+        .init_containers
+        .iter()
+        .all(|c| matches!(&c.state, RunState::Terminated(t) if t.exit_code == 0));
     if !init_done {
         let init_failed = obs.init_containers.iter().any(|c| {
             matches!(&c.state, RunState::Terminated(t) if t.exit_code != 0)
@@ -130,38 +132,10 @@ pub fn phase(pod: &Pod, obs: &PodObservation) -> &'static str {
 
 /// The QoS class the kubelet computes from requests and limits.
 pub fn qos_class(pod: &Pod) -> &'static str {
-    let Some(spec) = pod.spec.as_ref() else {
-        return "BestEffort";
-    };
-    let containers: Vec<_> = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .collect();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &containers {
-        let r = c.resources.as_ref();
-        let requests = r.and_then(|r| r.requests.as_ref());
-        let limits = r.and_then(|r| r.limits.as_ref());
-        for name in ["cpu", "memory"] {
-            let req = requests.and_then(|m| m.get(name));
-            let lim = limits.and_then(|m| m.get(name));
-            if req.is_some() || lim.is_some() {
-                any = true;
-            }
-            match (req, lim) {
-                (_, None) => guaranteed = false,
-                (Some(q), Some(l)) if q != l => guaranteed = false,
-                _ => {}
-            }
-        }
-    }
-    match (any, guaranteed) {
-        (false, _) => "BestEffort",
-        (true, true) => "Guaranteed",
-        (true, false) => "Burstable",
-    }
+    pod.spec
+        .as_ref()
+        .map(|s| qos::qos_class(s).as_str())
+        .unwrap_or("BestEffort")
 }
 
 fn condition(
@@ -198,15 +172,11 @@ fn names_not(cs: &[ContainerObservation], pred: impl Fn(&ContainerObservation) -
 }
 
 /// The status to report for `pod` now.
-pub fn pod_status(
-    pod: &Pod,
-    obs: &PodObservation,
-    host_ip: Ipv4Addr,
-    now: Timestamp,
-) -> PodStatus {
+pub fn pod_status(pod: &Pod, obs: &PodObservation, host_ip: Ipv4Addr, now: Timestamp) -> PodStatus {
     let previous = pod.status.as_ref();
     let phase = phase(pod, obs);
-    let init_ok = |c: &ContainerObservation| matches!(&c.state, RunState::Terminated(t) if t.exit_code == 0);
+    let init_ok =
+        |c: &ContainerObservation| matches!(&c.state, RunState::Terminated(t) if t.exit_code == 0);
     let initialized = obs.init_containers.iter().all(init_ok);
     let ready_c = |c: &ContainerObservation| c.ready && matches!(c.state, RunState::Running { .. });
     // A pod whose containers all completed is not ready (the kubelet's PodCompleted).
@@ -238,8 +208,22 @@ pub fn pod_status(
             }),
             now,
         ),
-        condition(previous, "ContainersReady", containers_ready, ready_reason, ready_msg.clone(), now),
-        condition(previous, "Ready", containers_ready, ready_reason, ready_msg, now),
+        condition(
+            previous,
+            "ContainersReady",
+            containers_ready,
+            ready_reason,
+            ready_msg.clone(),
+            now,
+        ),
+        condition(
+            previous,
+            "Ready",
+            containers_ready,
+            ready_reason,
+            ready_msg,
+            now,
+        ),
     ];
     // Keep the scheduler's PodScheduled time.
     if let Some(s) = previous
@@ -274,8 +258,7 @@ pub fn pod_status(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{Container, PodSpec, ResourceRequirements};
-    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
 
     fn t(s: &str) -> Timestamp {
         s.parse().expect("time")
@@ -343,12 +326,32 @@ mod tests {
         let cases = [
             ("Always", obs(waiting("ContainerCreating"), None), "Pending"),
             ("Always", obs(running(), None), "Running"),
-            ("Always", obs(RunState::Terminated(ended(0)), None), "Running"),
-            ("Always", obs(waiting("CrashLoopBackOff"), Some(1)), "Running"),
-            ("OnFailure", obs(RunState::Terminated(ended(0)), None), "Succeeded"),
-            ("OnFailure", obs(RunState::Terminated(ended(1)), None), "Running"),
+            (
+                "Always",
+                obs(RunState::Terminated(ended(0)), None),
+                "Running",
+            ),
+            (
+                "Always",
+                obs(waiting("CrashLoopBackOff"), Some(1)),
+                "Running",
+            ),
+            (
+                "OnFailure",
+                obs(RunState::Terminated(ended(0)), None),
+                "Succeeded",
+            ),
+            (
+                "OnFailure",
+                obs(RunState::Terminated(ended(1)), None),
+                "Running",
+            ),
             ("Never", obs(RunState::Terminated(ended(1)), None), "Failed"),
-            ("Never", obs(RunState::Terminated(ended(0)), None), "Succeeded"),
+            (
+                "Never",
+                obs(RunState::Terminated(ended(0)), None),
+                "Succeeded",
+            ),
         ];
         for (policy, c, want) in cases {
             let state = format!("{:?}", c.state);
@@ -370,7 +373,12 @@ mod tests {
             containers: vec![obs(running(), Some(137))],
             ..Default::default()
         };
-        let s = pod_status(&p, &o, "192.168.1.2".parse().expect("ip"), t("2026-12-04T00:00:05Z"));
+        let s = pod_status(
+            &p,
+            &o,
+            "192.168.1.2".parse().expect("ip"),
+            t("2026-12-04T00:00:05Z"),
+        );
         assert_eq!(s.phase.as_deref(), Some("Running"));
         assert_eq!(s.pod_ip.as_deref(), Some("10.244.0.7"));
         assert_eq!(s.host_ip.as_deref(), Some("192.168.1.2"));
@@ -378,7 +386,11 @@ mod tests {
         let cs = &s.container_statuses.as_ref().expect("statuses")[0];
         assert!(cs.ready);
         assert_eq!(cs.restart_count, 1);
-        let last = cs.last_state.as_ref().and_then(|l| l.terminated.as_ref()).expect("last");
+        let last = cs
+            .last_state
+            .as_ref()
+            .and_then(|l| l.terminated.as_ref())
+            .expect("last");
         assert_eq!(last.exit_code, 137);
         let ready = |s: &PodStatus| {
             s.conditions
@@ -393,44 +405,21 @@ mod tests {
         p2.status = Some(s.clone());
         let mut o2 = o.clone();
         o2.containers[0].ready = false;
-        let s2 = pod_status(&p2, &o2, "192.168.1.2".parse().expect("ip"), t("2026-12-04T00:00:09Z"));
+        let s2 = pod_status(
+            &p2,
+            &o2,
+            "192.168.1.2".parse().expect("ip"),
+            t("2026-12-04T00:00:09Z"),
+        );
         assert_eq!(ready(&s2).status, "False");
         assert_eq!(
             ready(&s2).message.as_deref(),
             Some("containers with unready status: [c]")
         );
-        assert_eq!(ready(&s2).last_transition_time, Some(Time(t("2026-12-04T00:00:09Z"))));
-        assert_eq!(s2.start_time, s.start_time, "start time is kept");
-    }
-
-    #[test]
-    fn qos_classes() {
-        let with = |requests: &[(&str, &str)], limits: &[(&str, &str)]| {
-            let mut p = pod("Always");
-            let m = |kv: &[(&str, &str)]| {
-                (!kv.is_empty()).then(|| {
-                    kv.iter()
-                        .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
-                        .collect()
-                })
-            };
-            if let Some(spec) = p.spec.as_mut() {
-                spec.containers[0].resources = Some(ResourceRequirements {
-                    requests: m(requests),
-                    limits: m(limits),
-                    ..Default::default()
-                });
-            }
-            qos_class(&p)
-        };
-        assert_eq!(with(&[], &[]), "BestEffort");
-        assert_eq!(with(&[("cpu", "100m")], &[]), "Burstable");
-        assert_eq!(with(&[], &[("cpu", "1"), ("memory", "1Gi")]), "Guaranteed");
         assert_eq!(
-            with(&[("cpu", "1"), ("memory", "1Gi")], &[("cpu", "1"), ("memory", "1Gi")]),
-            "Guaranteed"
+            ready(&s2).last_transition_time,
+            Some(Time(t("2026-12-04T00:00:09Z")))
         );
-        assert_eq!(with(&[("cpu", "500m")], &[("cpu", "1"), ("memory", "1Gi")]), "Burstable");
-        assert_eq!(with(&[], &[("cpu", "1")]), "Burstable");
+        assert_eq!(s2.start_time, s.start_time, "start time is kept");
     }
 }

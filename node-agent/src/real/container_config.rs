@@ -10,12 +10,11 @@ use k8s_openapi::api::core::v1::{Container, Pod, SecurityContext};
 use skiff_api::quantity::Quantity;
 
 use crate::pods::status::qos_class;
-use crate::runtime::spec::{
-    CapabilityChanges, ContainerConfig, MountSpec, Resources, SeccompMode,
-};
+use crate::runtime::cgroups::{cpu_quota, cpu_shares, CFS_PERIOD_US};
+use crate::runtime::spec::{CapabilityChanges, ContainerConfig, MountSpec, Resources, SeccompMode};
 
 /// The CFS period the kubelet uses (100 ms).
-pub const CPU_PERIOD: u64 = 100_000;
+pub const CPU_PERIOD: u64 = CFS_PERIOD_US;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UserError {
@@ -59,13 +58,12 @@ pub fn resources(c: &Container, pids_limit: Option<i64>) -> Resources {
     let cpu_limit = quantity(c, "limits", "cpu");
     let memory = quantity(c, "limits", "memory");
     Resources {
-        // The kubelet: shares = millicores × 1024 / 1000, at least 2.
-        cpu_shares: Some(
-            cpu_request
-                .map(|q| (q.milli_value().max(0) as u64 * 1024 / 1000).max(2))
-                .unwrap_or(2),
-        ),
-        cpu_quota: cpu_limit.as_ref().map(|q| (q.milli_value() * CPU_PERIOD as i64 / 1000).max(1000)),
+        cpu_shares: Some(cpu_shares(
+            cpu_request.map(|q| q.milli_value()).unwrap_or(0),
+        )),
+        cpu_quota: cpu_limit
+            .as_ref()
+            .map(|q| cpu_quota(q.milli_value(), CPU_PERIOD)),
         cpu_period: cpu_limit.map(|_| CPU_PERIOD),
         memory_limit_bytes: memory.map(|q| q.value()),
         pids_limit,
@@ -242,7 +240,11 @@ mod tests {
 
     fn container(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> Container {
         let m = |kv: &[(&str, &str)]| {
-            (!kv.is_empty()).then(|| kv.iter().map(|(k, v)| (k.to_string(), Q(v.to_string()))).collect())
+            (!kv.is_empty()).then(|| {
+                kv.iter()
+                    .map(|(k, v)| (k.to_string(), Q(v.to_string())))
+                    .collect()
+            })
         };
         Container {
             name: "c".into(),
@@ -277,7 +279,10 @@ mod tests {
         let none = resources(&container(&[], &[]), None);
         assert_eq!(none.cpu_shares, Some(2));
         assert_eq!(none.cpu_quota, None);
-        assert_eq!(resources(&container(&[], &[("cpu", "1")]), None).cpu_shares, Some(1024));
+        assert_eq!(
+            resources(&container(&[], &[("cpu", "1")]), None).cpu_shares,
+            Some(1024)
+        );
     }
 
     #[test]
@@ -294,8 +299,11 @@ mod tests {
     fn users_come_from_the_context_or_the_image() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("etc")).expect("etc");
-        std::fs::write(dir.path().join("etc/passwd"), "root:x:0:0::/root:/bin/sh\nweb:x:101:102::/:/bin/sh\n")
-            .expect("passwd");
+        std::fs::write(
+            dir.path().join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh\nweb:x:101:102::/:/bin/sh\n",
+        )
+        .expect("passwd");
         std::fs::write(dir.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").expect("group");
         let layers = vec![dir.path().to_path_buf()];
         let c = Container::default();
@@ -316,7 +324,10 @@ mod tests {
             });
         }
         assert_eq!(user(&pod, &c, "", &layers), Err(UserError::RunsAsRoot));
-        assert_eq!(user(&pod, &c, "web", &layers), Err(UserError::NonNumeric("web".into())));
+        assert_eq!(
+            user(&pod, &c, "web", &layers),
+            Err(UserError::NonNumeric("web".into()))
+        );
         assert_eq!(user(&pod, &c, "1000", &layers), Ok((1000, 0)));
         if let Some(s) = pod.spec.as_mut().and_then(|s| s.security_context.as_mut()) {
             s.run_as_user = Some(2000);

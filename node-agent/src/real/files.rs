@@ -16,7 +16,11 @@ pub fn hostname(pod: &Pod) -> String {
         .and_then(|s| s.hostname.clone())
         .or_else(|| pod.metadata.name.clone())
         .unwrap_or_default();
-    name.chars().take(63).collect::<String>().trim_end_matches(['-', '.']).to_string()
+    name.chars()
+        .take(63)
+        .collect::<String>()
+        .trim_end_matches(['-', '.'])
+        .to_string()
 }
 
 /// The pod's /etc/hosts.
@@ -63,7 +67,8 @@ pub fn resolv_conf(node_resolv: &str) -> String {
         .filter(|l| {
             let mut f = l.split_whitespace();
             !(f.next() == Some("nameserver")
-                && f.next().is_some_and(|ip| ip.starts_with("127.") || ip == "::1"))
+                && f.next()
+                    .is_some_and(|ip| ip.starts_with("127.") || ip == "::1"))
         })
         .map(|l| format!("{l}\n"))
         .collect()
@@ -89,7 +94,10 @@ mod tests {
         });
         let text = hosts(&pod, Some("10.244.0.9".parse().expect("ip")));
         assert!(text.contains("127.0.0.1\tlocalhost\n"));
-        assert!(text.contains("10.244.0.9\tweb-0.web.shop.svc.cluster.local\tweb-0\n"), "{text}");
+        assert!(
+            text.contains("10.244.0.9\tweb-0.web.shop.svc.cluster.local\tweb-0\n"),
+            "{text}"
+        );
         assert!(text.contains("10.1.1.1\tdb\tdb.local\n"));
         assert_eq!(hostname(&pod), "web-0");
     }
@@ -97,6 +105,9 @@ mod tests {
     #[test]
     fn resolv_conf_drops_loopback_servers() {
         let node = "nameserver 127.0.0.53\nnameserver 10.0.0.2\nsearch lan\noptions edns0\n";
-        assert_eq!(resolv_conf(node), "nameserver 10.0.0.2\nsearch lan\noptions edns0\n");
+        assert_eq!(
+            resolv_conf(node),
+            "nameserver 10.0.0.2\nsearch lan\noptions edns0\n"
+        );
     }
 }

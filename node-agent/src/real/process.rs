@@ -85,7 +85,10 @@ fn field_value(pod: &Pod, path: &str, pod_ip: &str, host_ip: &str) -> Result<Str
     let m = &pod.metadata;
     let spec = pod.spec.as_ref();
     let from_map = |map: &Option<BTreeMap<String, String>>, key: &str| {
-        map.as_ref().and_then(|m| m.get(key)).cloned().unwrap_or_default()
+        map.as_ref()
+            .and_then(|m| m.get(key))
+            .cloned()
+            .unwrap_or_default()
     };
     Ok(match path {
         "metadata.name" => m.name.clone().unwrap_or_default(),
@@ -155,9 +158,19 @@ pub fn environment(
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let data = if let Some(cm) = &from.config_map_ref {
-            lookup(&sources.config_maps, &cm.name, cm.optional == Some(true), ConfigError::ConfigMapMissing)?
+            lookup(
+                &sources.config_maps,
+                &cm.name,
+                cm.optional == Some(true),
+                ConfigError::ConfigMapMissing,
+            )?
         } else if let Some(s) = &from.secret_ref {
-            lookup(&sources.secrets, &s.name, s.optional == Some(true), ConfigError::SecretMissing)?
+            lookup(
+                &sources.secrets,
+                &s.name,
+                s.optional == Some(true),
+                ConfigError::SecretMissing,
+            )?
         } else {
             None
         };
@@ -175,7 +188,12 @@ pub fn environment(
                 field_value(pod, &f.field_path, pod_ip, host_ip)?
             } else if let Some(r) = &from.config_map_key_ref {
                 let optional = r.optional == Some(true);
-                match lookup(&sources.config_maps, &r.name, optional, ConfigError::ConfigMapMissing)? {
+                match lookup(
+                    &sources.config_maps,
+                    &r.name,
+                    optional,
+                    ConfigError::ConfigMapMissing,
+                )? {
                     Some(d) => match d.get(&r.key) {
                         Some(v) => v.clone(),
                         None if optional => continue,
@@ -192,7 +210,12 @@ pub fn environment(
                 }
             } else if let Some(r) = &from.secret_key_ref {
                 let optional = r.optional == Some(true);
-                match lookup(&sources.secrets, &r.name, optional, ConfigError::SecretMissing)? {
+                match lookup(
+                    &sources.secrets,
+                    &r.name,
+                    optional,
+                    ConfigError::SecretMissing,
+                )? {
                     Some(d) => match d.get(&r.key) {
                         Some(v) => v.clone(),
                         None if optional => continue,
@@ -296,8 +319,14 @@ mod tests {
         };
         let env = vec![("A".to_string(), "x".to_string())];
         let i = image();
-        assert_eq!(argv(&c(None, None), &i, &env).expect("argv"), ["/entry", "default"]);
-        assert_eq!(argv(&c(Some(&["sh"]), None), &i, &env).expect("argv"), ["sh"]);
+        assert_eq!(
+            argv(&c(None, None), &i, &env).expect("argv"),
+            ["/entry", "default"]
+        );
+        assert_eq!(
+            argv(&c(Some(&["sh"]), None), &i, &env).expect("argv"),
+            ["sh"]
+        );
         assert_eq!(
             argv(&c(None, Some(&["$(A)"])), &i, &env).expect("argv"),
             ["/entry", "x"]
@@ -373,14 +402,23 @@ mod tests {
         let get = |k: &str| got.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("PATH"), Some("/bin"));
         assert_eq!(get("A"), Some("own"), "env wins over the image");
-        assert_eq!(get("B"), Some("own-$(PATH)"), "only the container's own variables expand");
+        assert_eq!(
+            get("B"),
+            Some("own-$(PATH)"),
+            "only the container's own variables expand"
+        );
         assert_eq!(get("POD"), Some("web-1"));
         assert_eq!(get("IP"), Some("10.0.0.5"));
         assert_eq!(get("CM"), Some("v"));
 
-        sources.config_maps.insert("cfg".into(), Some(BTreeMap::new()));
+        sources
+            .config_maps
+            .insert("cfg".into(), Some(BTreeMap::new()));
         let err = environment(&pod, &c, &image(), &sources, "", "").expect_err("key missing");
-        assert_eq!(err.to_string(), "couldn't find key k in configmap default/cfg");
+        assert_eq!(
+            err.to_string(),
+            "couldn't find key k in configmap default/cfg"
+        );
         sources.config_maps.insert("cfg".into(), None);
         let err = environment(&pod, &c, &image(), &sources, "", "").expect_err("map missing");
         assert_eq!(err.to_string(), "configmap \"cfg\" not found");

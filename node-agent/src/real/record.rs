@@ -97,7 +97,10 @@ impl Records {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = file.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?,
+        )?;
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, &file)
     }

@@ -32,7 +32,9 @@ impl BackOff {
     /// How long is still to wait before trying again after a failure at `since`; None when a
     /// try may go now.
     pub fn remaining(&self, since: Timestamp, now: Timestamp) -> Option<Duration> {
-        let until = since.checked_add(Duration::from_secs(self.delay_secs)).ok()?;
+        let until = since
+            .checked_add(Duration::from_secs(self.delay_secs))
+            .ok()?;
         let left = until.duration_since(now);
         (left.is_positive()).then(|| left.unsigned_abs())
     }

@@ -23,7 +23,7 @@ use crate::image::registries::DockerConfigJson;
 use crate::image::{ImageService, PullPolicy};
 use crate::network::netns;
 use crate::pod_runtime::{ContainerObservation, PodObservation, RunState};
-use crate::pods::status::qos_class;
+use crate::runtime::cgroups::{pod_cgroup_path, qos_class, remove_cgroup, QosClass};
 use crate::runtime::containers::{ContainerState, StartRequest};
 
 /// How long a stopped pod's containers get after SIGKILL to be seen gone.
@@ -60,40 +60,14 @@ fn new_id() -> String {
     hex::encode(bytes)
 }
 
-/// The pod's cgroup, relative to the cgroup mounts: Guaranteed pods right under the root, the
-/// others under their class, as the kubelet lays them out.
-pub fn pod_cgroup(root: &str, pod: &Pod) -> PathBuf {
-    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
-    let root = PathBuf::from("/").join(root);
-    match qos_class(pod) {
-        "Guaranteed" => root.join(format!("pod{uid}")),
-        "Burstable" => root.join("burstable").join(format!("pod{uid}")),
-        _ => root.join("besteffort").join(format!("pod{uid}")),
-    }
-}
-
-/// Removes a pod's cgroup directory from every hierarchy it is in (cgroup v1 has one per
-/// controller, v2 one in all); its containers' cgroups are gone by then.
-fn remove_pod_cgroups(root: &str, uid: &str) {
-    let name = format!("pod{uid}");
-    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
-        return;
-    };
-    let mut bases: Vec<PathBuf> = hierarchies
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .collect();
-    bases.push(PathBuf::from("/sys/fs/cgroup"));
-    for base in bases {
-        for class in ["", "burstable", "besteffort"] {
-            let dir = base.join(root).join(class).join(&name);
-            if dir.is_dir() {
-                if let Err(e) = std::fs::remove_dir(&dir) {
-                    tracing::debug!(dir = %dir.display(), %e, "pod cgroup not removed");
-                }
-            }
-        }
-    }
+/// The pod's cgroup, relative to the cgroup mounts.
+fn pod_cgroup(root: &str, pod: &Pod) -> PathBuf {
+    let qos = pod
+        .spec
+        .as_ref()
+        .map(qos_class)
+        .unwrap_or(QosClass::BestEffort);
+    pod_cgroup_path(root, qos, pod.metadata.uid.as_deref().unwrap_or_default())
 }
 
 fn log_path(rt: &RealRuntime, pod: &Pod, name: &str, restart: i32) -> PathBuf {
@@ -173,15 +147,27 @@ pub(super) async fn sync_pod(rt: &RealRuntime, pod: &Pod) -> PodObservation {
     if let Err(e) = sandbox(rt, pod, &mut rec).await {
         tracing::warn!(pod = %pod_label(pod), %e, "sandbox");
         obs.sandbox_error = Some(e);
-        obs.init_containers = spec.init_containers.iter().flatten().map(creating).collect();
+        obs.init_containers = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(creating)
+            .collect();
         obs.containers = spec.containers.iter().map(creating).collect();
         save(rt, &rec);
         return obs;
     }
     obs.ip = rec.ip;
-    let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+    let policy = spec
+        .restart_policy
+        .clone()
+        .unwrap_or_else(|| "Always".into());
     // Init containers restart on failure unless the pod never restarts anything.
-    let init_policy = if policy == "Never" { "Never" } else { "OnFailure" };
+    let init_policy = if policy == "Never" {
+        "Never"
+    } else {
+        "OnFailure"
+    };
     let mut initialized = true;
     for c in spec.init_containers.iter().flatten() {
         let o = if initialized {
@@ -266,8 +252,7 @@ async fn container(
                 r.ended = Some(Ended {
                     exit_code: 137,
                     reason: "ContainerStatusUnknown".into(),
-                    message: "The container could not be located when the pod was synced"
-                        .into(),
+                    message: "The container could not be located when the pod was synced".into(),
                     finished_at: Some(now),
                     container_id: format!("skiff://{}", r.id),
                     ..Default::default()
@@ -280,7 +265,8 @@ async fn container(
             rec.containers.insert(c.name.clone(), r.clone());
             return observation(c, &r, RunState::Terminated((&ended).into()));
         }
-        r.crash_backoff.reset_after_run(ended.started_at, ended.finished_at);
+        r.crash_backoff
+            .reset_after_run(ended.started_at, ended.finished_at);
         let since = ended.finished_at.unwrap_or(now);
         if r.crash_backoff.remaining(since, now).is_some() {
             let message = format!(
@@ -303,7 +289,10 @@ async fn container(
 
 /// Why a start did not happen.
 enum NotStarted {
-    Image { reason: &'static str, message: String },
+    Image {
+        reason: &'static str,
+        message: String,
+    },
     Config(String),
     Start(String),
 }
@@ -470,9 +459,10 @@ async fn pull(
     secrets: &[DockerConfigJson],
 ) -> Result<crate::image::Image, NotStarted> {
     let reference = c.image.clone().unwrap_or_default();
-    let policy = PullPolicy::from_spec(c.image_pull_policy.as_deref(), &reference).ok_or_else(
-        || NotStarted::Config(format!("unknown imagePullPolicy {:?}", c.image_pull_policy)),
-    )?;
+    let policy =
+        PullPolicy::from_spec(c.image_pull_policy.as_deref(), &reference).ok_or_else(|| {
+            NotStarted::Config(format!("unknown imagePullPolicy {:?}", c.image_pull_policy))
+        })?;
     images
         .ensure(&reference, policy, secrets)
         .await
@@ -505,7 +495,8 @@ async fn prepare_and_start(
     let ip = rec.ip.map(|i| i.to_string()).unwrap_or_default();
     let env = process::environment(pod, c, &image_process, &srcs, &ip, &rt.host_ip.to_string())
         .map_err(|e| NotStarted::Config(e.to_string()))?;
-    let argv = process::argv(c, &image_process, &env).map_err(|e| NotStarted::Config(e.to_string()))?;
+    let argv =
+        process::argv(c, &image_process, &env).map_err(|e| NotStarted::Config(e.to_string()))?;
     let ids = user(pod, c, &image_process.user, &image.layers)
         .map_err(|e| NotStarted::Config(e.to_string()))?;
     let ctx = PodContext {
@@ -532,7 +523,12 @@ async fn prepare_and_start(
     let previous_id = std::mem::replace(&mut r.id, id.to_string());
     rec.containers.insert(c.name.clone(), r.clone());
     save(rt, rec);
-    let log = log_path(rt, pod, &c.name, r.restart_count + i32::from(r.ended.is_some()));
+    let log = log_path(
+        rt,
+        pod,
+        &c.name,
+        r.restart_count + i32::from(r.ended.is_some()),
+    );
     match rt
         .containers
         .start(StartRequest {
@@ -587,7 +583,10 @@ pub(super) async fn kill_pod(rt: &RealRuntime, uid: &str, grace: Duration) -> Re
     let deadline = tokio::time::Instant::now() + KILL_WAIT;
     while !running(&left).is_empty() {
         if tokio::time::Instant::now() >= deadline {
-            return Err(format!("containers {:?} did not stop after SIGKILL", running(&left)));
+            return Err(format!(
+                "containers {:?} did not stop after SIGKILL",
+                running(&left)
+            ));
         }
         tokio::time::sleep(STOP_POLL).await;
     }
@@ -604,7 +603,17 @@ pub(super) async fn kill_pod(rt: &RealRuntime, uid: &str, grace: Duration) -> Re
         }
     }
     netns::remove(&ns_path).map_err(|e| e.to_string())?;
-    remove_pod_cgroups(&rt.cgroup_root, uid);
+    // The pod's cgroup sits under one of the QoS classes; its containers' are gone by now.
+    for qos in [
+        QosClass::Guaranteed,
+        QosClass::Burstable,
+        QosClass::BestEffort,
+    ] {
+        let path = pod_cgroup_path(&rt.cgroup_root, qos, uid);
+        if let Err(e) = remove_cgroup(&path) {
+            tracing::debug!(path = %path.display(), %e, "pod cgroup not removed");
+        }
+    }
     rt.records.remove(uid).map_err(|e| e.to_string())?;
     Ok(())
 }

@@ -175,7 +175,10 @@ mod tests {
         writer.apply(&Event::Applied(pod("a", "early", "n1")));
         assert!(!*store.ready.borrow(), "a single change is not a list");
         assert_eq!(store.len(), 1);
-        writer.apply(&Event::Restarted(vec![pod("a", "x", "n1"), pod("b", "y", "n1")]));
+        writer.apply(&Event::Restarted(vec![
+            pod("a", "x", "n1"),
+            pod("b", "y", "n1"),
+        ]));
         tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
             .await
             .expect("ready after the first list")

@@ -53,7 +53,7 @@ pub enum Event<K> {
 enum State {
     /// A list is needed (at start, and after the watch's revision was compacted).
     Empty,
-    Watching(Watch),
+    Watching(Box<Watch>),
 }
 
 /// Follows the objects of kind `K` that `Config` selects.
@@ -122,13 +122,13 @@ impl<K: Resource + DeserializeOwned> Watcher<K> {
                         )
                         .await?;
                     let items = list.items.into_iter().filter_map(decode).collect();
-                    self.state = State::Watching(self.client.watch(
+                    self.state = State::Watching(Box::new(self.client.watch(
                         &self.kind,
                         self.config.namespace.as_deref(),
                         &self.config.label_selector,
                         &self.config.field_selector,
                         &list.resource_version,
-                    ));
+                    )));
                     return Ok(Event::Restarted(items));
                 }
                 State::Watching(watch) => {
