@@ -89,6 +89,7 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
         cni,
         facts.address,
         facts.memory_bytes,
+        crate::events::Recorder::new(client.clone(), name.clone()),
     )?);
     PodManager {
         client,

@@ -1,17 +1,24 @@
 //! Hollow nodes: N simulated nodes in one process, for tests and benchmarks of the control
 //! plane. Each registers a Node (Ready, with capacity), renews its Lease in `kube-node-lease`,
 //! and reports the pods bound to it Running with an IP from the pod CIDR the control plane
-//! assigned it, without starting anything; a pod being deleted is confirmed gone at once.
+//! assigned it, without starting anything (the `HollowRuntime` behind the same `PodRuntime` seam
+//! as the real one, its status made by the same function); a pod being deleted is confirmed gone
+//! at once.
 //! Stopping the process makes them all go silent.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
 
 use anyhow::Context;
 use serde_json::{json, Value};
 use skiff_api::{object, Client, DeleteOptions, Kind};
+
+use crate::pod_runtime::{ContainerObservation, PodObservation, PodRuntime, RunState};
+use crate::pods::status::pod_status;
 
 /// Capacity every hollow node reports.
 const CPU: &str = "8";
@@ -125,57 +132,149 @@ fn free_ip(cidr: &str, used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
         .find(|ip| !used.contains(ip))
 }
 
-/// What the node does about one pod: report it Running, finish its deletion, or nothing.
+/// The hollow nodes' pod runtime: nothing runs, every container is reported running from the
+/// moment its pod is synced, with an address from its node's pod CIDR.
+#[derive(Default)]
+pub struct HollowRuntime {
+    /// Each node's pod CIDR.
+    cidrs: BTreeMap<String, String>,
+    state: Mutex<Addresses>,
+}
+
+#[derive(Default)]
+struct Addresses {
+    /// Addresses in use per node.
+    used: BTreeMap<String, BTreeSet<Ipv4Addr>>,
+    /// Each pod's node and address, by uid.
+    pods: BTreeMap<String, (String, Ipv4Addr)>,
+}
+
+fn node_of(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .unwrap_or_default()
+}
+
+impl HollowRuntime {
+    /// Remembers the address a pod already reports (after a restart of the hollow nodes).
+    fn adopt(&self, pod: &Pod) {
+        let Some(ip) = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse().ok())
+        else {
+            return;
+        };
+        let node = node_of(pod);
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.used.entry(node.clone()).or_default().insert(ip);
+        if let Some(uid) = pod.metadata.uid.clone() {
+            st.pods.insert(uid, (node, ip));
+        }
+    }
+
+    fn address(&self, pod: &Pod) -> Option<Ipv4Addr> {
+        let uid = pod.metadata.uid.clone()?;
+        let node = node_of(pod);
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, ip)) = st.pods.get(&uid) {
+            return Some(*ip);
+        }
+        let ip = free_ip(
+            self.cidrs.get(&node)?,
+            st.used.entry(node.clone()).or_default(),
+        )?;
+        st.used.entry(node.clone()).or_default().insert(ip);
+        st.pods.insert(uid, (node, ip));
+        Some(ip)
+    }
+
+    fn release(&self, uid: &str) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((node, ip)) = st.pods.remove(uid) {
+            if let Some(u) = st.used.get_mut(&node) {
+                u.remove(&ip);
+            }
+        }
+    }
+}
+
+impl PodRuntime for HollowRuntime {
+    async fn sync_pod(&self, pod: &Pod) -> PodObservation {
+        let Some(ip) = self.address(pod) else {
+            return PodObservation {
+                sandbox_error: Some("no pod CIDR or no free address on this node".into()),
+                ..Default::default()
+            };
+        };
+        let now = jiff::Timestamp::now();
+        let containers = pod
+            .spec
+            .as_ref()
+            .map(|s| s.containers.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|c| ContainerObservation {
+                name: c.name.clone(),
+                image: c.image.clone().unwrap_or_default(),
+                image_id: String::new(),
+                container_id: String::new(),
+                state: RunState::Running { started_at: now },
+                last_terminated: None,
+                restart_count: 0,
+                ready: true,
+                started: true,
+            })
+            .collect();
+        PodObservation {
+            ip: Some(ip),
+            started_at: Some(now),
+            init_containers: vec![],
+            containers,
+            sandbox_error: None,
+        }
+    }
+
+    async fn kill_pod(&self, pod: &Pod, _grace: Duration) -> Result<(), String> {
+        self.release(pod.metadata.uid.as_deref().unwrap_or_default());
+        Ok(())
+    }
+
+    fn pods_held(&self) -> Vec<String> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.pods.keys().cloned().collect()
+    }
+
+    async fn remove_leftover(&self, uid: &str) -> Result<(), String> {
+        self.release(uid);
+        Ok(())
+    }
+}
+
+/// What the node does about one pod: report a status, finish its deletion, or nothing.
 enum Step {
-    Run(Value),
+    Report(Box<Pod>),
     Finish,
     Nothing,
 }
 
-fn step(pod: &Value, cidr: Option<&str>, used: &BTreeSet<Ipv4Addr>, host_ip: Ipv4Addr) -> Step {
-    if !object::meta_str(pod, "deletionTimestamp").is_empty() {
+async fn step(runtime: &HollowRuntime, pod: &Pod, host_ip: Ipv4Addr) -> Step {
+    if pod.metadata.deletion_timestamp.is_some() {
         return Step::Finish;
     }
-    let phase = object::field_string(pod, "status.phase");
-    if phase == "Running" || phase == "Succeeded" || phase == "Failed" {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if matches!(phase, Some("Running" | "Succeeded" | "Failed")) {
         return Step::Nothing;
     }
-    let Some(ip) = cidr.and_then(|c| free_ip(c, used)) else {
+    let obs = runtime.sync_pod(pod).await;
+    if obs.ip.is_none() {
         return Step::Nothing;
-    };
-    let t = now();
-    let containers = pod
-        .get("spec")
-        .and_then(|s| s.get("containers"))
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let statuses: Vec<Value> = containers
-        .iter()
-        .map(|c| {
-            json!({
-                "name": c.get("name").cloned().unwrap_or_default(),
-                "image": c.get("image").cloned().unwrap_or_default(),
-                "imageID": "", "ready": true, "started": true, "restartCount": 0,
-                "state": {"running": {"startedAt": t}}
-            })
-        })
-        .collect();
+    }
     let mut next = pod.clone();
-    next["status"] = json!({
-        "phase": "Running",
-        "podIP": ip.to_string(), "podIPs": [{"ip": ip.to_string()}],
-        "hostIP": host_ip.to_string(),
-        "startTime": t,
-        "conditions": [
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": t},
-            {"type": "Initialized", "status": "True", "lastTransitionTime": t},
-            {"type": "ContainersReady", "status": "True", "lastTransitionTime": t},
-            {"type": "Ready", "status": "True", "lastTransitionTime": t}
-        ],
-        "containerStatuses": statuses
-    });
-    Step::Run(next)
+    next.status = Some(pod_status(pod, &obs, host_ip, jiff::Timestamp::now()));
+    Step::Report(Box::new(next))
 }
 
 /// Runs `count` hollow nodes named `prefix-0`.. until the process is stopped.
@@ -212,7 +311,7 @@ pub async fn run(
             wait.tick().await;
             continue;
         }
-        return serve_pods(&client, &pods, &index, &cidrs).await;
+        return serve_pods(&client, &pods, &index, cidrs).await;
     }
 }
 
@@ -220,20 +319,23 @@ async fn serve_pods(
     client: &Arc<Client>,
     pods: &Kind,
     index: &BTreeMap<String, usize>,
-    cidrs: &BTreeMap<String, String>,
+    cidrs: BTreeMap<String, String>,
 ) -> anyhow::Result<()> {
+    let runtime = Arc::new(HollowRuntime {
+        cidrs,
+        ..Default::default()
+    });
     let list = client.list(pods, None, "", "").await?;
-    let mut used: BTreeMap<String, BTreeSet<Ipv4Addr>> = BTreeMap::new();
     let mut pending = Vec::new();
-    for p in &list.items {
-        let node = object::field_string(p, "spec.nodeName");
-        if !index.contains_key(&node) {
+    for p in list.items {
+        let Ok(pod) = serde_json::from_value::<Pod>(p) else {
+            continue;
+        };
+        if !index.contains_key(&node_of(&pod)) {
             continue;
         }
-        if let Ok(ip) = object::field_string(p, "status.podIP").parse() {
-            used.entry(node.clone()).or_default().insert(ip);
-        }
-        pending.push(p.clone());
+        runtime.adopt(&pod);
+        pending.push(pod);
     }
     let mut watch = client.watch(pods, None, "", "", &list.resource_version);
     // Reports go out concurrently (a node reports each pod by itself, so 1,000 nodes report
@@ -243,33 +345,28 @@ async fn serve_pods(
     loop {
         while reports.try_join_next().is_some() {}
         for pod in pending.drain(..) {
-            let node = object::field_string(&pod, "spec.nodeName");
-            let Some(&i) = index.get(&node) else { continue };
-            let node_used = used.entry(node.clone()).or_default();
-            match step(
-                &pod,
-                cidrs.get(&node).map(String::as_str),
-                node_used,
-                internal_ip(i),
-            ) {
-                Step::Run(next) => {
-                    if let Ok(ip) = object::field_string(&next, "status.podIP").parse() {
-                        node_used.insert(ip);
-                    }
+            let Some(&i) = index.get(&node_of(&pod)) else {
+                continue;
+            };
+            match step(&runtime, &pod, internal_ip(i)).await {
+                Step::Report(next) => {
                     let (client, permit) =
                         (client.clone(), in_flight.clone().acquire_owned().await?);
                     reports.spawn(async move {
-                        if let Err(e) = client.update_status(&next, object::namespace(&next)).await
-                        {
-                            tracing::debug!(%e, pod = object::name(&next), "status not reported");
+                        let ns = next.metadata.namespace.clone().unwrap_or_default();
+                        match serde_json::to_value(&*next) {
+                            Ok(v) => {
+                                if let Err(e) = client.update_status(&v, &ns).await {
+                                    tracing::debug!(%e, "status not reported");
+                                }
+                            }
+                            Err(e) => tracing::warn!(%e, "cannot encode a pod"),
                         }
                         drop(permit);
                     });
                 }
                 Step::Finish => {
-                    if let Ok(ip) = object::field_string(&pod, "status.podIP").parse() {
-                        node_used.remove(&ip);
-                    }
+                    let _ = runtime.kill_pod(&pod, Duration::ZERO).await;
                     let (client, permit) =
                         (client.clone(), in_flight.clone().acquire_owned().await?);
                     let pods = *pods;
@@ -278,14 +375,9 @@ async fn serve_pods(
                             grace_period_seconds: Some(0),
                             propagation_policy: None,
                         };
-                        let _ = client
-                            .delete_with(
-                                &pods,
-                                object::namespace(&pod),
-                                object::name(&pod),
-                                &options,
-                            )
-                            .await;
+                        let ns = pod.metadata.namespace.clone().unwrap_or_default();
+                        let name = pod.metadata.name.clone().unwrap_or_default();
+                        let _ = client.delete_with(&pods, &ns, &name, &options).await;
                         drop(permit);
                     });
                 }
@@ -295,15 +387,13 @@ async fn serve_pods(
         let Some(ev) = watch.next().await? else {
             anyhow::bail!("the pod watch ended");
         };
+        let Ok(pod) = serde_json::from_value::<Pod>(ev.object) else {
+            continue;
+        };
         match ev.kind.as_str() {
-            "ADDED" | "MODIFIED" => pending.push(ev.object),
+            "ADDED" | "MODIFIED" => pending.push(pod),
             "DELETED" => {
-                let node = object::field_string(&ev.object, "spec.nodeName");
-                if let Ok(ip) = object::field_string(&ev.object, "status.podIP").parse() {
-                    if let Some(u) = used.get_mut(&node) {
-                        u.remove(&ip);
-                    }
-                }
+                runtime.release(pod.metadata.uid.as_deref().unwrap_or_default());
             }
             _ => {}
         }
@@ -314,30 +404,61 @@ async fn serve_pods(
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_bound_pod_runs_with_an_address_of_its_node() {
-        let pod = json!({
-            "metadata": {"name": "p", "namespace": "default"},
-            "spec": {"nodeName": "n-0", "containers": [{"name": "c", "image": "x"}]},
+    fn pod(uid: &str, node: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": uid, "namespace": "default", "uid": uid},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x"}]},
             "status": {"phase": "Pending"}
+        }))
+        .expect("pod")
+    }
+
+    #[tokio::test]
+    async fn a_bound_pod_runs_with_an_address_of_its_node() {
+        let runtime = HollowRuntime {
+            cidrs: [("n-0".to_string(), "10.244.3.0/24".to_string())].into(),
+            ..Default::default()
+        };
+        let mut reporting: Pod = pod("old", "n-0");
+        reporting.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            pod_ip: Some("10.244.3.2".into()),
+            ..Default::default()
         });
-        let mut used = BTreeSet::new();
-        used.insert("10.244.3.2".parse().unwrap());
-        let Step::Run(next) = step(&pod, Some("10.244.3.0/24"), &used, internal_ip(0)) else {
+        runtime.adopt(&reporting);
+        let Step::Report(next) = step(&runtime, &pod("p", "n-0"), internal_ip(0)).await else {
             panic!("runs")
         };
-        assert_eq!(next["status"]["phase"], "Running");
-        assert_eq!(next["status"]["podIP"], "10.244.3.3");
-        assert_eq!(next["status"]["containerStatuses"][0]["ready"], true);
+        let status = next.status.as_ref().expect("status");
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        assert_eq!(status.pod_ip.as_deref(), Some("10.244.3.3"));
+        assert!(status.container_statuses.as_ref().expect("statuses")[0].ready);
+        assert!(
+            matches!(
+                step(&runtime, &pod("q", "n-1"), internal_ip(1)).await,
+                Step::Nothing
+            ),
+            "a node without a CIDR reports nothing"
+        );
+        let mut deleting = (*next).clone();
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-01-01T00:00:00Z".parse().expect("time"),
+            ));
         assert!(matches!(
-            step(&pod, None, &used, internal_ip(0)),
-            Step::Nothing
-        ));
-        let mut deleting = next.clone();
-        deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-        assert!(matches!(
-            step(&deleting, None, &used, internal_ip(0)),
+            step(&runtime, &deleting, internal_ip(0)).await,
             Step::Finish
         ));
+        runtime
+            .kill_pod(&deleting, Duration::ZERO)
+            .await
+            .expect("released");
+        let Step::Report(again) = step(&runtime, &pod("r", "n-0"), internal_ip(0)).await else {
+            panic!("runs")
+        };
+        assert_eq!(
+            again.status.and_then(|s| s.pod_ip).as_deref(),
+            Some("10.244.3.3"),
+            "a released address is used again"
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod events;
 pub mod hollow;
 pub mod image;
 pub mod network;

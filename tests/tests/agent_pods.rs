@@ -145,7 +145,10 @@ fn a_pod_runs_answers_on_its_ip_survives_an_agent_kill_and_leaves_nothing_when_d
                 &json!({
                     "apiVersion": "v1", "kind": "Pod",
                     "metadata": {"name": "web", "namespace": "default"},
-                    "spec": {"containers": [{"name": "web", "image": "busybox"}]}
+                    "spec": {
+                        "terminationGracePeriodSeconds": 3,
+                        "containers": [{"name": "web", "image": "busybox"}]
+                    }
                 }),
                 "default",
             )
@@ -262,5 +265,133 @@ fn exit_codes_and_restart_policies_read_as_in_kubernetes() {
             127,
             "{missing:#}"
         );
+    });
+}
+
+/// The Events about pod `name`, as "reason: message" lines.
+async fn events_of(client: &Client, name: &str) -> Vec<String> {
+    let kind = Kind::of("v1", "Event").expect("Event");
+    let list = client
+        .list(&kind, Some("default"), "", "")
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    list.iter()
+        .filter(|e| e["involvedObject"]["name"] == name)
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["reason"].as_str().unwrap_or_default(),
+                e["message"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn bad_input_is_reported_with_kubernetes_reasons_and_a_job_completes() {
+    if !netns::available() {
+        return;
+    }
+    let net = TestNet::create(1);
+    let host_ip = net.hosts[0].ip.clone();
+    net.run_in_host(0, move || async move {
+        let n = node(&host_ip).await;
+        let pod = |name: &str, image: &str, env: Value| {
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"containers": [{
+                    "name": "main", "image": image, "env": env,
+                    "command": ["sh", "-c", "echo $GREETING; sleep 3600"]
+                }]}
+            })
+        };
+        let from_map = json!([{"name": "GREETING", "valueFrom": {
+            "configMapKeyRef": {"name": "settings", "key": "greeting"}}}]);
+        n.client
+            .create(&pod("no-image", "does-not-exist:v1", json!([])), "default")
+            .await
+            .expect("created");
+        n.client
+            .create(&pod("no-config", "busybox", from_map), "default")
+            .await
+            .expect("created");
+
+        // An image nobody has: ErrImagePull, then ImagePullBackOff, with Events.
+        let p = until_pod(&n, "no-image", "backing off its pull", |p| {
+            container_status(p)["state"]["waiting"]["reason"] == "ImagePullBackOff"
+        })
+        .await;
+        assert_eq!(phase(&p), "Pending");
+        let events = wait::until("the pull failure's events", LIMIT, || async {
+            let ev = events_of(&n.client, "no-image").await;
+            (ev.iter()
+                .any(|e| e.starts_with("Failed: Failed to pull image"))
+                && ev.iter().any(|e| e == "Failed: Error: ErrImagePull")
+                && ev
+                    .iter()
+                    .any(|e| e.starts_with("BackOff: Back-off pulling image")))
+            .then_some(ev)
+        })
+        .await;
+        assert!(
+            events.iter().any(|e| e.contains("does-not-exist")),
+            "{events:?}"
+        );
+
+        // A configMap key that does not exist: CreateContainerConfigError, until it does.
+        let p = until_pod(&n, "no-config", "refused for its config", |p| {
+            container_status(p)["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+        })
+        .await;
+        assert_eq!(
+            container_status(&p)["state"]["waiting"]["message"],
+            "configmap \"settings\" not found"
+        );
+        n.client
+            .create(
+                &json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": "settings", "namespace": "default"},
+                        "data": {"greeting": "hello"}}),
+                "default",
+            )
+            .await
+            .expect("configmap");
+        until_pod(&n, "no-config", "running once its config exists", |p| {
+            phase(p) == "Running"
+        })
+        .await;
+        let events = events_of(&n.client, "no-config").await;
+        for want in [
+            "Created: Created container: main",
+            "Started: Started container main",
+        ] {
+            assert!(events.iter().any(|e| e == want), "{want} in {events:?}");
+        }
+
+        // A Job's pod runs to completion and the Job completes.
+        n.client
+            .create(
+                &json!({"apiVersion": "batch/v1", "kind": "Job",
+                        "metadata": {"name": "once", "namespace": "default"},
+                        "spec": {"template": {"spec": {
+                            "restartPolicy": "Never",
+                            "containers": [{"name": "work", "image": "busybox",
+                                            "command": ["sh", "-c", "echo done"]}]}}}}),
+                "default",
+            )
+            .await
+            .expect("job");
+        let jobs = Kind::of("batch/v1", "Job").expect("Job");
+        let c = n.client.clone();
+        wait::until("the Job to complete", LIMIT, || {
+            let c = c.clone();
+            async move {
+                let job = c.get(&jobs, "default", "once").await.ok()?;
+                (job["status"]["succeeded"] == 1).then_some(())
+            }
+        })
+        .await;
     });
 }

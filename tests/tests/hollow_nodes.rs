@@ -271,11 +271,16 @@ async fn the_scheduler_places_pods_and_explains_those_that_fit_nowhere() {
         },
     )
     .await;
-    let described = tests::cli::ok(&cluster.endpoints(), &["describe", "pod", "huge"]);
-    assert!(
-        described.contains("FailedScheduling") && described.contains(message),
-        "{described}"
-    );
+    // The Event is written beside the condition, not before it: wait for it too.
+    let endpoints = cluster.endpoints();
+    let told = tests::wait::try_until(Duration::from_secs(20), || {
+        let described = tests::cli::ok(&endpoints, &["describe", "pod", "huge"]);
+        let found = described.contains("FailedScheduling") && described.contains(message);
+        async move { found.then_some(()) }
+    })
+    .await;
+    let described = tests::cli::ok(&endpoints, &["describe", "pod", "huge"]);
+    assert!(told.is_some(), "{described}");
     let huge = client.get(&pods, "default", "huge").await.unwrap();
     assert!(huge["spec"]["nodeName"].is_null());
 

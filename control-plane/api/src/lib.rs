@@ -5,6 +5,7 @@
 pub mod client;
 pub mod deployments;
 pub mod error;
+pub mod events;
 pub mod kinds;
 pub mod merge;
 pub mod object;

@@ -2,7 +2,7 @@
 //! allocation, deletion rules) with the election fence, and the Events that tell users what the
 //! controllers did. The scheduler's bindings go through here too, batched by `update_many`.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use skiff_api::pb::{DeleteRequest, WriteRequest};
 use skiff_api::{object, ApiError, Kind, Reason};
 
@@ -145,27 +145,16 @@ impl Pass {
         message: &str,
         component: &str,
     ) {
-        let namespace = match object::namespace(involved) {
-            "" => "default",
-            ns => ns,
+        let what = skiff_api::events::Occurrence {
+            warning,
+            reason,
+            message,
+            component,
+            host: "",
         };
-        let event = json!({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {
-                "name": format!("{}.{:x}", object::name(involved), rand::random::<u64>()),
-                "namespace": namespace
-            },
-            "involvedObject": {
-                "apiVersion": object::api_version(involved), "kind": object::kind(involved),
-                "name": object::name(involved), "namespace": object::namespace(involved),
-                "uid": object::meta_str(involved, "uid")
-            },
-            "reason": reason,
-            "message": message,
-            "type": if warning { "Warning" } else { "Normal" },
-            "source": {"component": component},
-            "firstTimestamp": now(), "lastTimestamp": now(), "count": 1
-        });
+        let name = format!("{}.{:x}", object::name(involved), rand::random::<u64>());
+        let t = now();
+        let event = skiff_api::events::event(&name, involved, &what, 1, &t, &t);
         if let Err(e) = self.create(&event).await {
             tracing::debug!(%e, reason, "event not written");
         }

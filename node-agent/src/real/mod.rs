@@ -22,6 +22,7 @@ use k8s_openapi::api::core::v1::Pod;
 use skiff_api::Client;
 
 use crate::config::Args;
+use crate::events::Recorder;
 use crate::image::registries::RegistryConfig;
 use crate::image::ImageService;
 use crate::network::cni::Cni;
@@ -31,6 +32,7 @@ use record::Records;
 
 pub struct RealRuntime {
     client: Client,
+    events: Recorder,
     images: ImageService,
     containers: Containers,
     cni: Cni,
@@ -51,6 +53,7 @@ impl RealRuntime {
         cni: Cni,
         host_ip: Ipv4Addr,
         node_memory_bytes: u64,
+        events: Recorder,
     ) -> anyhow::Result<RealRuntime> {
         let mut registries = match &args.registry_config {
             Some(path) => RegistryConfig::load(path)?,
@@ -66,6 +69,7 @@ impl RealRuntime {
         };
         Ok(RealRuntime {
             client,
+            events,
             images: ImageService::open(args.root_dir.join("images"), registries)?,
             containers: Containers::open(args.root_dir.join("containers"), shim)?,
             cni,
@@ -113,7 +117,7 @@ impl PodRuntime for RealRuntime {
         let u = uid(pod);
         let lock = self.lock(&u);
         let held = lock.lock().await;
-        let r = sync::kill_pod(self, &u, grace).await;
+        let r = sync::kill_pod(self, Some(pod), &u, grace).await;
         drop(held);
         if r.is_ok() {
             self.forget_lock(&u);
@@ -128,7 +132,7 @@ impl PodRuntime for RealRuntime {
     async fn remove_leftover(&self, uid: &str) -> Result<(), String> {
         let lock = self.lock(uid);
         let held = lock.lock().await;
-        let r = sync::kill_pod(self, uid, Duration::ZERO).await;
+        let r = sync::kill_pod(self, None, uid, Duration::ZERO).await;
         drop(held);
         self.forget_lock(uid);
         r

@@ -53,6 +53,10 @@ pub struct ContainerRecord {
     pub failure: Option<(String, String, Timestamp)>,
     pub failure_backoff: BackOff,
     pub image_id: String,
+    /// The state last announced in Events (a waiting reason, Running, or Terminated), so each
+    /// change is told once.
+    #[serde(default)]
+    pub shown: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -221,8 +221,74 @@ fn observation(c: &Container, r: &ContainerRecord, state: RunState) -> Container
     }
 }
 
-/// Observes one container and starts it when it should run.
+/// Tells, in Events, what changed about a container since it was last told.
+fn announce(rt: &RealRuntime, pod: &Pod, c: &Container, r: &mut ContainerRecord, state: &RunState) {
+    let key = match state {
+        RunState::Waiting { reason, .. } => reason.clone(),
+        RunState::Running { .. } => "Running".to_string(),
+        RunState::Terminated(t) => format!("Terminated:{}", t.reason),
+    };
+    if r.shown == key {
+        return;
+    }
+    r.shown = key;
+    let image = c.image.clone().unwrap_or_default();
+    let ev = &rt.events;
+    match state {
+        RunState::Waiting { reason, message } => match reason.as_str() {
+            "CrashLoopBackOff" => ev.warning(
+                pod,
+                "BackOff",
+                format!(
+                    "Back-off restarting failed container {} in pod {}",
+                    c.name,
+                    pod_label(pod)
+                ),
+            ),
+            "ImagePullBackOff" => {
+                ev.normal(
+                    pod,
+                    "BackOff",
+                    format!("Back-off pulling image \"{image}\""),
+                );
+                ev.warning(pod, "Failed", "Error: ImagePullBackOff");
+            }
+            "ErrImagePull" | "InvalidImageName" | "ErrImageNeverPull" => {
+                // The status says "failed to pull…"; the Event, as the kubelet's, "Failed…".
+                let mut chars = message.chars();
+                let told = chars
+                    .next()
+                    .map(|f| f.to_uppercase().chain(chars).collect::<String>())
+                    .unwrap_or_default();
+                ev.warning(pod, "Failed", told);
+                ev.warning(pod, "Failed", format!("Error: {reason}"));
+            }
+            "CreateContainerConfigError" => ev.warning(pod, "Failed", format!("Error: {message}")),
+            _ => {}
+        },
+        RunState::Terminated(t) if t.reason == "StartError" => {
+            ev.warning(pod, "Failed", format!("Error: {}", t.message))
+        }
+        _ => {}
+    }
+}
+
+/// Observes one container and starts it when it should run, telling what changed.
 async fn container(
+    rt: &RealRuntime,
+    pod: &Pod,
+    rec: &mut PodRecord,
+    c: &Container,
+    policy: &str,
+) -> ContainerObservation {
+    let o = observe(rt, pod, rec, c, policy).await;
+    if let Some(r) = rec.containers.get_mut(&c.name) {
+        announce(rt, pod, c, r, &o.state);
+    }
+    o
+}
+
+async fn observe(
     rt: &RealRuntime,
     pod: &Pod,
     rec: &mut PodRecord,
@@ -483,6 +549,27 @@ async fn prepare_and_start(
     let secrets = pull_secrets(rt, pod).await;
     let image = pull(&rt.images, c, &secrets).await?;
     r.image_id = image.image_id.clone();
+    let reference = c.image.clone().unwrap_or_default();
+    match &image.pulled {
+        Some(report) => {
+            rt.events
+                .normal(pod, "Pulling", format!("Pulling image \"{reference}\""));
+            rt.events.normal(
+                pod,
+                "Pulled",
+                format!(
+                    "Successfully pulled image \"{reference}\" in {:?}. Image size: {} bytes.",
+                    report.duration, image.size
+                ),
+            );
+        }
+        None if r.id.is_empty() => rt.events.normal(
+            pod,
+            "Pulled",
+            format!("Container image \"{reference}\" already present on machine"),
+        ),
+        None => {}
+    }
     let config = image.config.config().clone().unwrap_or_default();
     let image_process = ImageProcess {
         entrypoint: config.entrypoint().clone().unwrap_or_default(),
@@ -538,7 +625,13 @@ async fn prepare_and_start(
         })
         .await
     {
-        Ok(started) => Ok(started.started_at),
+        Ok(started) => {
+            rt.events
+                .normal(pod, "Created", format!("Created container: {}", c.name));
+            rt.events
+                .normal(pod, "Started", format!("Started container {}", c.name));
+            Ok(started.started_at)
+        }
         Err(e) => {
             r.id = previous_id;
             if let Err(e) = rt.containers.remove(id).await {
@@ -549,7 +642,12 @@ async fn prepare_and_start(
     }
 }
 
-pub(super) async fn kill_pod(rt: &RealRuntime, uid: &str, grace: Duration) -> Result<(), String> {
+pub(super) async fn kill_pod(
+    rt: &RealRuntime,
+    pod: Option<&Pod>,
+    uid: &str,
+    grace: Duration,
+) -> Result<(), String> {
     let rec = rt.records.load(uid);
     let mut ids: Vec<String> = Vec::new();
     if let Some(rec) = &rec {
@@ -569,6 +667,14 @@ pub(super) async fn kill_pod(rt: &RealRuntime, uid: &str, grace: Duration) -> Re
             .collect()
     };
     let live = running(&ids);
+    if let (Some(pod), Some(rec)) = (pod, &rec) {
+        for (name, r) in &rec.containers {
+            if live.contains(&r.id) {
+                rt.events
+                    .normal(pod, "Killing", format!("Stopping container {name}"));
+            }
+        }
+    }
     for id in &live {
         let _ = rt.containers.signal(id, nix::sys::signal::Signal::SIGTERM);
     }
