@@ -395,3 +395,80 @@ fn bad_input_is_reported_with_kubernetes_reasons_and_a_job_completes() {
         .await;
     });
 }
+
+#[test]
+fn readiness_gates_ready_and_a_failing_liveness_probe_restarts_the_container() {
+    if !netns::available() {
+        return;
+    }
+    let net = TestNet::create(1);
+    let host_ip = net.hosts[0].ip.clone();
+    net.run_in_host(0, move || async move {
+        let n = node(&host_ip).await;
+        // Ready only once /ready exists, which the container makes after a moment.
+        let serve = "mkdir -p /www && hostname > /www/index.html && \
+                     (sleep 2; touch /www/ready) & exec httpd -f -p 8080 -h /www";
+        n.client
+            .create(
+                &json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "slow", "namespace": "default"},
+                    "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                        "name": "web", "image": "busybox", "command": ["sh", "-c", serve],
+                        "ports": [{"name": "http", "containerPort": 8080}],
+                        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"},
+                                           "periodSeconds": 1}
+                    }]}
+                }),
+                "default",
+            )
+            .await
+            .expect("created");
+        n.client
+            .create(
+                &json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "dead", "namespace": "default"},
+                    "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                        "name": "web", "image": "busybox",
+                        "livenessProbe": {"tcpSocket": {"port": 9999},
+                                          "periodSeconds": 1, "failureThreshold": 2}
+                    }]}
+                }),
+                "default",
+            )
+            .await
+            .expect("created");
+
+        let unready = until_pod(&n, "slow", "running but not ready", |p| {
+            phase(p) == "Running"
+        })
+        .await;
+        assert_eq!(container_status(&unready)["ready"], false, "{unready:#}");
+        until_pod(&n, "slow", "ready once /ready exists", |p| {
+            container_status(p)["ready"] == true
+        })
+        .await;
+
+        let restarted = until_pod(&n, "dead", "restarted by its liveness probe", |p| {
+            container_status(p)["restartCount"].as_i64().unwrap_or(0) >= 1
+        })
+        .await;
+        let last = &container_status(&restarted)["lastState"]["terminated"];
+        assert!(
+            last["exitCode"].as_i64().unwrap_or(0) > 128,
+            "killed: {last}"
+        );
+        let events = wait::until("the probe's events", LIMIT, || async {
+            let ev = events_of(&n.client, "dead").await;
+            (ev.iter()
+                .any(|e| e.starts_with("Unhealthy: Liveness probe failed"))
+                && ev.iter().any(|e| {
+                    e == "Killing: Container web failed liveness probe, will be restarted"
+                }))
+            .then_some(ev)
+        })
+        .await;
+        assert!(!events.is_empty());
+    });
+}

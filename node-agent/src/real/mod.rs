@@ -7,6 +7,7 @@
 
 pub mod container_config;
 pub mod files;
+pub mod probes;
 pub mod process;
 pub mod record;
 pub mod restart;
@@ -33,6 +34,9 @@ use record::Records;
 pub struct RealRuntime {
     client: Client,
     events: Recorder,
+    prober: probes::Prober,
+    /// Containers being stopped because a probe failed, and since when.
+    stopping: Mutex<HashMap<String, std::time::Instant>>,
     images: ImageService,
     containers: Containers,
     cni: Cni,
@@ -70,6 +74,8 @@ impl RealRuntime {
         Ok(RealRuntime {
             client,
             events,
+            prober: probes::Prober::default(),
+            stopping: Mutex::default(),
             images: ImageService::open(args.root_dir.join("images"), registries)?,
             containers: Containers::open(args.root_dir.join("containers"), shim)?,
             cni,
@@ -119,6 +125,7 @@ impl PodRuntime for RealRuntime {
         let held = lock.lock().await;
         let r = sync::kill_pod(self, Some(pod), &u, grace).await;
         drop(held);
+        self.prober.forget(&u, None);
         if r.is_ok() {
             self.forget_lock(&u);
         }
@@ -134,6 +141,7 @@ impl PodRuntime for RealRuntime {
         let held = lock.lock().await;
         let r = sync::kill_pod(self, None, uid, Duration::ZERO).await;
         drop(held);
+        self.prober.forget(uid, None);
         self.forget_lock(uid);
         r
     }

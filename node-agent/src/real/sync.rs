@@ -15,6 +15,7 @@ use skiff_api::Kind;
 
 use super::container_config::{container_config, user, PodContext};
 use super::files;
+use super::probes::Outcome;
 use super::process::{self, ImageProcess, Sources};
 use super::record::{ContainerRecord, Ended, PodRecord};
 use super::restart::should_restart;
@@ -202,6 +203,25 @@ fn save(rt: &RealRuntime, rec: &PodRecord) {
 }
 
 fn observation(c: &Container, r: &ContainerRecord, state: RunState) -> ContainerObservation {
+    probed(
+        c,
+        r,
+        state,
+        Outcome {
+            started: true,
+            ready: true,
+            failed: false,
+        },
+    )
+}
+
+/// The observation of a container whose probes say `outcome`.
+fn probed(
+    c: &Container,
+    r: &ContainerRecord,
+    state: RunState,
+    outcome: Outcome,
+) -> ContainerObservation {
     let running = matches!(state, RunState::Running { .. });
     ContainerObservation {
         name: c.name.clone(),
@@ -215,9 +235,8 @@ fn observation(c: &Container, r: &ContainerRecord, state: RunState) -> Container
         state,
         last_terminated: r.last.as_ref().map(Into::into),
         restart_count: r.restart_count,
-        // Probes come later: a running container is ready and started.
-        ready: running,
-        started: running,
+        ready: running && outcome.ready,
+        started: running && outcome.started,
     }
 }
 
@@ -301,9 +320,20 @@ async fn observe(
         match rt.containers.state(&r.id) {
             ContainerState::Running { started_at, .. } => {
                 rec.containers.insert(c.name.clone(), r.clone());
-                return observation(c, &r, RunState::Running { started_at });
+                let outcome = match rec.ip {
+                    Some(ip) => rt.prober.observe(&rt.events, pod, c, &r.id, ip),
+                    None => Outcome::default(),
+                };
+                if outcome.failed {
+                    stop_unhealthy(rt, pod, &r.id);
+                }
+                return probed(c, &r, RunState::Running { started_at }, outcome);
             }
             ContainerState::Exited(exit) => {
+                rt.stopping
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&r.id);
                 r.ended = Some(Ended {
                     exit_code: exit.exit_code,
                     signal: exit.signal,
@@ -350,7 +380,38 @@ async fn observe(
     }
     let state = start(rt, pod, rec, c, &mut r).await;
     rec.containers.insert(c.name.clone(), r.clone());
-    observation(c, &r, state)
+    match (&state, rec.ip) {
+        // A container just started is probed from now on: not ready before its probes say so.
+        (RunState::Running { .. }, Some(ip)) => {
+            let outcome = rt.prober.observe(&rt.events, pod, c, &r.id, ip);
+            probed(c, &r, state, outcome)
+        }
+        _ => observation(c, &r, state),
+    }
+}
+
+/// Stops a container a probe found unhealthy: SIGTERM first, SIGKILL once the pod's grace
+/// period has passed; the restart policy takes it from there.
+fn stop_unhealthy(rt: &RealRuntime, pod: &Pod, id: &str) {
+    let grace = Duration::from_secs(
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0) as u64,
+    );
+    let mut stopping = rt.stopping.lock().unwrap_or_else(|e| e.into_inner());
+    let signal = match stopping.get(id) {
+        None => {
+            stopping.insert(id.to_string(), std::time::Instant::now());
+            nix::sys::signal::Signal::SIGTERM
+        }
+        Some(since) if since.elapsed() >= grace => nix::sys::signal::Signal::SIGKILL,
+        Some(_) => return,
+    };
+    if let Err(e) = rt.containers.signal(id, signal) {
+        tracing::debug!(%id, %e, "unhealthy container not signalled");
+    }
 }
 
 /// Why a start did not happen.

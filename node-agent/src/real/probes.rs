@@ -1,0 +1,331 @@
+//! Liveness, readiness and startup probes, with Kubernetes' defaults (period 10 s, timeout 1 s,
+//! failure threshold 3, success threshold 1, no initial delay) and semantics: readiness and
+//! liveness wait until the startup probe has succeeded; a container is ready only after its
+//! readiness probe passes; a liveness (or startup) probe failing `failureThreshold` times in a
+//! row marks the container for a restart. Each probe of each running container is a task of
+//! its own; syncs read the outcomes. httpGet and tcpSocket probes connect from the node to the
+//! pod's address, as the kubelet does; exec and grpc probes are not run yet (they count as
+//! passing, so pods using them still become ready).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Probe};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::events::Recorder;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Startup,
+    Readiness,
+    Liveness,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Startup => "Startup",
+            Kind::Readiness => "Readiness",
+            Kind::Liveness => "Liveness",
+        }
+    }
+}
+
+/// A probe's timing, Kubernetes' defaults filled in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub timeout: Duration,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+}
+
+pub fn timing(p: &Probe) -> Timing {
+    let secs =
+        |v: Option<i32>, default: i32| Duration::from_secs(v.unwrap_or(default).max(0) as u64);
+    Timing {
+        initial_delay: secs(p.initial_delay_seconds, 0),
+        period: secs(p.period_seconds, 10).max(Duration::from_secs(1)),
+        timeout: secs(p.timeout_seconds, 1).max(Duration::from_secs(1)),
+        success_threshold: p.success_threshold.unwrap_or(1).max(1) as u32,
+        failure_threshold: p.failure_threshold.unwrap_or(3).max(1) as u32,
+    }
+}
+
+/// The port a probe names: a number, or the name of one of the container's ports.
+pub fn port(port: &IntOrString, c: &Container) -> Option<u16> {
+    match port {
+        IntOrString::Int(n) => u16::try_from(*n).ok(),
+        IntOrString::String(name) => c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name.as_str()))
+            .and_then(|p| u16::try_from(p.container_port).ok()),
+    }
+}
+
+/// Whether an HTTP status line (`HTTP/1.1 204 No Content`) is a success (200–399).
+pub fn http_success(status_line: &str) -> bool {
+    status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse::<u16>().ok())
+        .is_some_and(|c| (200..400).contains(&c))
+}
+
+/// One try of a probe against the pod's address: Ok, or why it failed.
+async fn run_once(p: &Probe, c: &Container, ip: Ipv4Addr, timeout: Duration) -> Result<(), String> {
+    let attempt = async {
+        if let Some(h) = &p.http_get {
+            let port = port(&h.port, c).ok_or("no such port")?;
+            let path = h.path.clone().unwrap_or_else(|| "/".into());
+            let mut s = tokio::net::TcpStream::connect((ip, port))
+                .await
+                .map_err(|e| format!("Get \"http://{ip}:{port}{path}\": {e}"))?;
+            let mut req = format!("GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: kube-probe/1.34\r\nAccept: */*\r\nConnection: close\r\n");
+            for hdr in h.http_headers.iter().flatten() {
+                req.push_str(&format!("{}: {}\r\n", hdr.name, hdr.value));
+            }
+            req.push_str("\r\n");
+            s.write_all(req.as_bytes())
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut head = vec![0u8; 256];
+            let n = s.read(&mut head).await.map_err(|e| e.to_string())?;
+            let text = String::from_utf8_lossy(&head[..n]);
+            let line = text.lines().next().unwrap_or_default().to_string();
+            if http_success(&line) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "HTTP probe failed with statuscode: {}",
+                    line.split_whitespace().nth(1).unwrap_or("?")
+                ))
+            }
+        } else if let Some(t) = &p.tcp_socket {
+            let port = port(&t.port, c).ok_or("no such port")?;
+            tokio::net::TcpStream::connect((ip, port))
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("dial tcp {ip}:{port}: {e}"))
+        } else {
+            Ok(())
+        }
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("timeout: no answer within {timeout:?}")),
+    }
+}
+
+/// What the probes of one container have decided so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Startup probe passed (or there is none).
+    pub started: bool,
+    /// Readiness probe passing (or none, once started).
+    pub ready: bool,
+    /// Liveness or startup probe failed its threshold: restart the container.
+    pub failed: bool,
+}
+
+type Key = (String, String);
+
+struct Entry {
+    container_id: String,
+    outcome: Outcome,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The probes of every running container on the node.
+#[derive(Clone, Default)]
+pub struct Prober {
+    entries: Arc<Mutex<HashMap<Key, Entry>>>,
+}
+
+impl Prober {
+    /// The outcome for a running container, starting its probes the first time it is seen
+    /// (and again when the container was replaced).
+    pub fn observe(
+        &self,
+        events: &Recorder,
+        pod: &k8s_openapi::api::core::v1::Pod,
+        c: &Container,
+        container_id: &str,
+        ip: Ipv4Addr,
+    ) -> Outcome {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let key = (uid, c.name.clone());
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = entries.get(&key) {
+            if e.container_id == container_id {
+                return e.outcome;
+            }
+        }
+        if let Some(old) = entries.remove(&key) {
+            old.tasks.iter().for_each(|t| t.abort());
+        }
+        let outcome = Outcome {
+            started: c.startup_probe.is_none(),
+            ready: c.startup_probe.is_none() && c.readiness_probe.is_none(),
+            failed: false,
+        };
+        let mut tasks = Vec::new();
+        for (kind, probe) in [
+            (Kind::Startup, &c.startup_probe),
+            (Kind::Readiness, &c.readiness_probe),
+            (Kind::Liveness, &c.liveness_probe),
+        ] {
+            let Some(probe) = probe.clone() else { continue };
+            let this = self.clone();
+            let (key, c, id, events, pod) = (
+                key.clone(),
+                c.clone(),
+                container_id.to_string(),
+                events.clone(),
+                pod.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                this.run(kind, probe, key, c, id, ip, events, pod).await
+            }));
+        }
+        entries.insert(
+            key,
+            Entry {
+                container_id: container_id.to_string(),
+                outcome,
+                tasks,
+            },
+        );
+        outcome
+    }
+
+    fn update(&self, key: &Key, id: &str, f: impl FnOnce(&mut Outcome)) -> Option<Outcome> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let e = entries.get_mut(key).filter(|e| e.container_id == id)?;
+        f(&mut e.outcome);
+        Some(e.outcome)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        self,
+        kind: Kind,
+        probe: Probe,
+        key: Key,
+        c: Container,
+        id: String,
+        ip: Ipv4Addr,
+        events: Recorder,
+        pod: k8s_openapi::api::core::v1::Pod,
+    ) {
+        let t = timing(&probe);
+        tokio::time::sleep(t.initial_delay).await;
+        let mut tick = tokio::time::interval(t.period);
+        let (mut successes, mut failures) = (0u32, 0u32);
+        loop {
+            tick.tick().await;
+            let Some(now) = self.update(&key, &id, |_| {}) else {
+                return;
+            };
+            if kind != Kind::Startup && !now.started {
+                continue;
+            }
+            if kind == Kind::Startup && now.started {
+                return;
+            }
+            match run_once(&probe, &c, ip, t.timeout).await {
+                Ok(()) => {
+                    successes += 1;
+                    failures = 0;
+                    if successes >= t.success_threshold {
+                        self.update(&key, &id, |o| match kind {
+                            Kind::Startup => {
+                                o.started = true;
+                                if c.readiness_probe.is_none() {
+                                    o.ready = true;
+                                }
+                            }
+                            Kind::Readiness => o.ready = true,
+                            Kind::Liveness => {}
+                        });
+                    }
+                }
+                Err(why) => {
+                    failures += 1;
+                    successes = 0;
+                    events.warning(
+                        &pod,
+                        "Unhealthy",
+                        format!("{} probe failed: {why}", kind.name()),
+                    );
+                    if failures >= t.failure_threshold {
+                        self.update(&key, &id, |o| match kind {
+                            Kind::Readiness => o.ready = false,
+                            Kind::Liveness | Kind::Startup => o.failed = true,
+                        });
+                        if kind != Kind::Readiness {
+                            events.normal(
+                                &pod,
+                                "Killing",
+                                format!(
+                                    "Container {} failed {} probe, will be restarted",
+                                    c.name,
+                                    kind.name().to_lowercase()
+                                ),
+                            );
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops the probes of a pod's containers (all of them, or one container's).
+    pub fn forget(&self, uid: &str, container: Option<&str>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries.retain(|(u, name), e| {
+            let drop = u == uid && container.is_none_or(|c| c == name);
+            if drop {
+                e.tasks.iter().for_each(|t| t.abort());
+            }
+            !drop
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ContainerPort;
+
+    #[test]
+    fn defaults_and_ports() {
+        let t = timing(&Probe::default());
+        assert_eq!(t.period, Duration::from_secs(10));
+        assert_eq!(t.timeout, Duration::from_secs(1));
+        assert_eq!((t.success_threshold, t.failure_threshold), (1, 3));
+        let c = Container {
+            ports: Some(vec![ContainerPort {
+                name: Some("http".into()),
+                container_port: 8080,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        assert_eq!(port(&IntOrString::Int(80), &c), Some(80));
+        assert_eq!(port(&IntOrString::String("http".into()), &c), Some(8080));
+        assert_eq!(port(&IntOrString::String("grpc".into()), &c), None);
+        assert!(http_success("HTTP/1.1 200 OK"));
+        assert!(http_success("HTTP/1.0 302 Found"));
+        assert!(!http_success("HTTP/1.1 404 Not Found"));
+        assert!(!http_success("garbage"));
+    }
+}
