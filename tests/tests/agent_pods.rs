@@ -147,7 +147,8 @@ fn a_pod_runs_answers_on_its_ip_survives_an_agent_kill_and_leaves_nothing_when_d
                     "metadata": {"name": "web", "namespace": "default"},
                     "spec": {
                         "terminationGracePeriodSeconds": 3,
-                        "containers": [{"name": "web", "image": "busybox"}]
+                        "containers": [{"name": "web", "image": "busybox",
+                                        "ports": [{"containerPort": 8080, "hostPort": 18080}]}]
                     }
                 }),
                 "default",
@@ -176,6 +177,10 @@ fn a_pod_runs_answers_on_its_ip_survives_an_agent_kill_and_leaves_nothing_when_d
         let addr = format!("{ip}:{EXAMPLE_PORT}");
         let body = wait::until("the pod to answer on its IP", LIMIT, || http_get(&addr)).await;
         assert_eq!(body.trim(), "web");
+        // And on the node's address through its hostPort.
+        let through_host = format!("{host_ip}:18080");
+        let body = wait::until("the hostPort to answer", LIMIT, || http_get(&through_host)).await;
+        assert_eq!(body.trim(), "web");
 
         // SIGKILL the agent: the container keeps answering; the restarted agent adopts it with
         // the same ID and restart count.
@@ -200,6 +205,7 @@ fn a_pod_runs_answers_on_its_ip_survives_an_agent_kill_and_leaves_nothing_when_d
         })
         .await;
         assert_eq!(http_get(&addr).await, None, "nothing answers on the old IP");
+        assert_eq!(http_get(&through_host).await, None, "the hostPort is gone");
         let pods_dir = n.agent.dir().join("pods");
         let left: Vec<_> = std::fs::read_dir(&pods_dir)
             .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())

@@ -22,6 +22,7 @@ use super::restart::should_restart;
 use super::RealRuntime;
 use crate::image::registries::DockerConfigJson;
 use crate::image::{ImageService, PullPolicy};
+use crate::network::cni::PortMapping;
 use crate::network::netns;
 use crate::pod_runtime::{ContainerObservation, PodObservation, RunState};
 use crate::runtime::cgroups::{pod_cgroup_path, qos_class, remove_cgroup, QosClass};
@@ -87,6 +88,28 @@ fn log_path(rt: &RealRuntime, pod: &Pod, name: &str, restart: i32) -> PathBuf {
         .join(format!("{restart}.log"))
 }
 
+/// The hostPort mappings of a pod's containers, for the portmap plugin.
+pub fn port_mappings(pod: &Pod) -> Vec<PortMapping> {
+    let spec = pod.spec.as_ref();
+    spec.into_iter()
+        .flat_map(|s| {
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
+        })
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            let host_port = u16::try_from(p.host_port?).ok().filter(|h| *h > 0)?;
+            Some(PortMapping {
+                host_port,
+                container_port: u16::try_from(p.container_port).ok()?,
+                protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+                host_i_p: p.host_ip.clone().unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
 /// Brings the sandbox up: namespace, CNI, /etc files. Returns the pod's address.
 async fn sandbox(rt: &RealRuntime, pod: &Pod, rec: &mut PodRecord) -> Result<(), String> {
     let uid = rec.uid.clone();
@@ -99,7 +122,7 @@ async fn sandbox(rt: &RealRuntime, pod: &Pod, rec: &mut PodRecord) -> Result<(),
             Some(a) if rec.ip == Some(a.ip) => a,
             _ => rt
                 .cni
-                .add(&uid, &ns_path, &[])
+                .add(&uid, &ns_path, &port_mappings(pod))
                 .await
                 .map_err(|e| format!("failed to set up sandbox network: {e}"))?,
         };
@@ -764,8 +787,9 @@ pub(super) async fn kill_pod(
             .map_err(|e| format!("removing container {id}: {e}"))?;
     }
     let ns_path = rt.netns_dir.join(uid);
+    let ports = pod.map(port_mappings).unwrap_or_default();
     if rt.cni.attached(uid).is_some() || netns::exists(&ns_path) {
-        if let Err(e) = rt.cni.del(uid, &ns_path, &[]).await {
+        if let Err(e) = rt.cni.del(uid, &ns_path, &ports).await {
             tracing::warn!(uid, %e, "CNI DEL");
         }
     }
