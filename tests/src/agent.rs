@@ -101,7 +101,7 @@ impl Agent {
 }
 
 /// Pids of the processes whose command line mentions `needle`.
-fn processes_mentioning(needle: &str) -> Vec<i32> {
+pub fn processes_mentioning(needle: &str) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return vec![];
     };
