@@ -45,6 +45,8 @@ enum Command {
     Describe(commands::describe::Args),
     /// Edit an object as YAML in $EDITOR and update it.
     Edit(commands::edit::Args),
+    /// Print the output of a container of a pod (`-f` to follow it).
+    Logs(commands::logs::Args),
     /// Add, change (--overwrite) or remove (`key-`) labels.
     Label(commands::modify::LabelArgs),
     /// Set the replicas of a deployment, replica set or stateful set.
@@ -138,6 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(args) => commands::delete::run(&ctx, &args).await,
         Command::Describe(args) => commands::describe::run(&ctx, &args).await,
         Command::Edit(args) => commands::edit::run(&ctx, &args).await,
+        Command::Logs(args) => commands::logs::run(&ctx, &args).await,
         Command::Label(args) => commands::modify::label(&ctx, &args).await,
         Command::Scale(args) => commands::modify::scale(&ctx, &args).await,
         Command::Rollout(command) => commands::rollout::run(&ctx, &command).await,

@@ -1,6 +1,7 @@
-//! The real agent's start-up, in order: measure the machine, check the kernel settings the pod
-//! network needs, register the Node, wait for the pod CIDR the control plane assigns, write the
-//! CNI configuration for it, then renew the Lease and run the pods bound to this node.
+//! The real agent's start-up, in order: open the agent's port (served from then on), measure
+//! the machine, check the kernel settings the pod network needs, register the Node (with the
+//! port), wait for the pod CIDR the control plane assigns, write the CNI configuration for it,
+//! then renew the Lease and run the pods bound to this node.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +47,14 @@ async fn pod_cidr(client: &Client, name: &str) -> anyhow::Result<String> {
 pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.root_dir)
         .with_context(|| format!("creating {}", args.root_dir.display()))?;
+    let listener = crate::server::bind(std::net::SocketAddr::new(args.address, args.port)).await?;
+    let port = listener.local_addr()?.port();
+    let root_dir = args.root_dir.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::server::serve(listener, root_dir).await {
+            tracing::error!("the agent's port stopped: {e:#}");
+        }
+    });
     let facts = facts::measure(&args.root_dir, args.node_ip)?;
     let name = args
         .node_name
@@ -60,6 +69,7 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
         name: name.clone(),
         root_dir: args.root_dir.clone(),
         facts: facts.clone(),
+        port,
         reserved: args.system_reserved,
     };
     let not_ready = Err(kernel

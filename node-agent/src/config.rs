@@ -1,7 +1,7 @@
 //! The agent's flags (each also an environment variable), as the kubelet and k3s name them
 //! where they have one.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -22,6 +22,13 @@ pub struct Args {
     /// route's interface).
     #[arg(long, env = "SKIFF_NODE_IP")]
     pub node_ip: Option<Ipv4Addr>,
+    /// The port the agent serves its calls on (container logs, for the API server), published
+    /// in the Node's status.daemonEndpoints.kubeletEndpoint.port.
+    #[arg(long, env = "SKIFF_AGENT_PORT", default_value_t = crate::server::DEFAULT_PORT)]
+    pub port: u16,
+    /// The address the agent's port listens on.
+    #[arg(long, env = "SKIFF_AGENT_ADDRESS", default_value = "0.0.0.0")]
+    pub address: IpAddr,
     /// Where the agent keeps everything it writes: images, containers, pod directories, logs.
     #[arg(long, env = "SKIFF_ROOT_DIR", default_value = "/var/lib/skiff-agent")]
     pub root_dir: PathBuf,

@@ -15,3 +15,4 @@ pub mod pod_runtime;
 pub mod pods;
 pub mod real;
 pub mod runtime;
+pub mod server;

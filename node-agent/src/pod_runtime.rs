@@ -10,8 +10,8 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 
-/// How a container ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How a container ended (also what the agent's pod records keep).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Terminated {
     pub exit_code: i32,
     /// The signal that ended it, if one did.

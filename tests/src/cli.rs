@@ -60,3 +60,38 @@ pub fn ok_with_input(endpoints: &str, args: &[&str], stdin: &str) -> String {
     assert!(run.ok, "skiff {args:?} failed: {}", run.stderr);
     run.stdout
 }
+
+/// Starts `skiff --endpoints <endpoints> <args>` without waiting for it (for commands that keep
+/// running, such as `logs -f`), its stdout piped to the caller and its stderr discarded.
+pub fn spawn(endpoints: &str, args: &[&str]) -> std::process::Child {
+    Command::new(crate::bins::bin("skiff"))
+        .arg("--endpoints")
+        .arg(endpoints)
+        .arg("--config")
+        .arg("/nonexistent/skiff-test-config")
+        .args(args)
+        .env_remove("SKIFF_ENDPOINTS")
+        .env_remove("SKIFF_CONTEXT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("skiff starts")
+}
+
+/// The lines a child prints on stdout, as they come (read on a thread of their own, so the
+/// caller can wait for each with a deadline).
+pub fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}

@@ -412,7 +412,7 @@ fn readiness_gates_ready_and_a_failing_liveness_probe_restarts_the_container() {
     net.run_in_host(0, move || async move {
         let n = node(&host_ip).await;
         // Ready only once /ready exists, which the container makes after a moment.
-        let serve = "mkdir -p /www && hostname > /www/index.html && \
+        let serve = "mkdir -p /www && hostname > /www/index.html; \
                      (sleep 2; touch /www/ready) & exec httpd -f -p 8080 -h /www";
         n.client
             .create(

@@ -4,14 +4,11 @@
 //! page at the first page's revision, even after later writes; a token older than a compaction
 //! is refused as Expired, and a forged one as a bad request.
 
-use std::time::Duration;
-
 use serde_json::json;
 use skiff_api::pb::api_client::ApiClient;
 use skiff_api::pb::ListRequest;
 use skiff_api::{Client, Kind, Reason};
 use tests::cluster::Cluster;
-use tests::wait;
 
 fn request(limit: i64, token: &str) -> ListRequest {
     ListRequest {
@@ -109,17 +106,7 @@ async fn long_and_large_lists_come_in_consistent_pages() {
         .revision();
     // Under a loaded machine the request may time out while the compaction still lands:
     // ask again until it is done (or reported done already).
-    wait::until("the compaction", Duration::from_secs(60), || {
-        let mut etcd = etcd.clone();
-        async move {
-            match etcd.compact(now, None).await {
-                Ok(_) => Some(()),
-                Err(e) if e.to_string().contains("compacted") => Some(()),
-                Err(_) => None,
-            }
-        }
-    })
-    .await;
+    tests::cluster::compact(&etcd, now).await;
     let err = raw
         .list(request(100, &first.continue_token))
         .await

@@ -125,17 +125,7 @@ async fn the_watcher_lists_follows_resumes_and_relists_after_compaction() {
         .header()
         .expect("header")
         .revision();
-    wait::until("the compaction", Duration::from_secs(60), || {
-        let mut etcd = etcd.clone();
-        async move {
-            match etcd.compact(now, None).await {
-                Ok(_) => Some(()),
-                Err(e) if e.to_string().contains("compacted") => Some(()),
-                Err(_) => None,
-            }
-        }
-    })
-    .await;
+    tests::cluster::compact(&etcd, now).await;
     let mut restarted = None;
     for _ in 0..10 {
         let ev = next(&mut w).await;

@@ -199,7 +199,7 @@ async fn cluster_status_failover_completion_and_help() {
     let run = skiff(&urls, &["completion", "tcsh"], None);
     assert!(!run.ok);
     for cmd in [
-        "apply", "get", "delete", "describe", "edit", "label", "scale", "cluster",
+        "apply", "get", "delete", "describe", "edit", "label", "scale", "cluster", "logs",
     ] {
         let help = ok(&urls, &[cmd, "--help"]);
         assert!(

@@ -6,6 +6,7 @@ pub mod delete;
 pub mod describe;
 pub mod edit;
 pub mod get;
+pub mod logs;
 pub mod modify;
 pub mod node;
 pub mod rollout;

@@ -107,7 +107,7 @@ impl Client {
 
     /// Runs `call` on the current endpoint, moving on to the next while the answer is
     /// Unavailable (unreachable, or no leader), until one answers or the deadline passes.
-    async fn call<T, F, Fut>(&self, call: F) -> Result<T, ApiError>
+    pub(crate) async fn call<T, F, Fut>(&self, call: F) -> Result<T, ApiError>
     where
         F: Fn(RawClient<Channel>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,

@@ -7,6 +7,7 @@ pub mod deployments;
 pub mod error;
 pub mod events;
 pub mod kinds;
+pub mod logs;
 pub mod merge;
 pub mod object;
 pub mod quantity;
@@ -18,9 +19,16 @@ pub mod pb {
     tonic::include_proto!("skiff.v1");
 }
 
+/// Code generated from `proto/skiff/agent/v1/agent.proto`: the service each node agent serves
+/// on its port, for the API server.
+pub mod agent_pb {
+    tonic::include_proto!("skiff.agent.v1");
+}
+
 pub use client::{Client, DeleteOptions, Event, List, Watch, Written};
 pub use error::{ApiError, Reason};
 pub use kinds::Kind;
+pub use logs::{LogOptions, LogStream};
 
 /// The API version string `skiff version` reports.
 pub const API_VERSION: &str = "skiff.v1";

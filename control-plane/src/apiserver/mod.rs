@@ -7,6 +7,8 @@ pub mod allocate;
 pub mod defaults;
 pub mod deletion;
 pub mod expiry;
+pub mod log_target;
+pub mod logs;
 pub mod namespaces;
 pub mod paging;
 pub mod registry;
@@ -21,7 +23,8 @@ use serde_json::Value;
 use skiff_api::pb::api_server::Api;
 use skiff_api::pb::{
     ClusterStatusRequest, ClusterStatusResponse, DeleteRequest, GetRequest, ListRequest,
-    ListResponse, Member, ObjectResponse, WatchEvent, WatchRequest, WriteRequest,
+    ListResponse, LogChunk, LogsRequest, Member, ObjectResponse, WatchEvent, WatchRequest,
+    WriteRequest,
 };
 use skiff_api::selector::{FieldSelector, LabelSelector};
 use skiff_api::{object, ApiError, Kind, Reason};
@@ -629,6 +632,7 @@ fn set_annotation(obj: &mut Value, key: &str, value: &str) {
 #[tonic::async_trait]
 impl Api for ApiService {
     type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;
+    type LogsStream = ReceiverStream<Result<LogChunk, Status>>;
 
     async fn cluster_status(
         &self,
@@ -672,6 +676,14 @@ impl Api for ApiService {
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let rx = watch::start(self.registry.clone(), request.into_inner()).await?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn logs(
+        &self,
+        request: Request<LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let rx = logs::start(self.registry.clone(), request.into_inner()).await?;
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

@@ -27,6 +27,8 @@ pub struct Heartbeat {
     pub name: String,
     pub root_dir: PathBuf,
     pub facts: Facts,
+    /// The agent's port, published in the status.
+    pub port: u16,
     pub reserved: Reserved,
 }
 
@@ -59,6 +61,7 @@ impl Heartbeat {
         let status = object::status(
             &self.name,
             &self.facts,
+            self.port,
             &self.reserved,
             &conditions(&usage, ready),
             previous,
@@ -110,6 +113,7 @@ impl Heartbeat {
                 Ok(usage) => object::status(
                     &self.name,
                     &self.facts,
+                    self.port,
                     &self.reserved,
                     &conditions(&usage, now_ready.clone()),
                     Some(&last),

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
+    NodeSystemInfo,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use skiff_api::quantity::Quantity as Parsed;
@@ -82,10 +85,12 @@ pub fn node(name: &str, facts: &Facts) -> Node {
 }
 
 /// The status to report now; transition times are kept from `previous` for conditions whose
-/// state did not change.
+/// state did not change. `port` is the agent's own (`--port`), where the API server reaches it
+/// at the InternalIP.
 pub fn status(
     name: &str,
     facts: &Facts,
+    port: u16,
     reserved: &Reserved,
     conditions: &[Condition],
     previous: Option<&NodeStatus>,
@@ -164,6 +169,11 @@ pub fn status(
                 address: name.into(),
             },
         ]),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(port),
+            }),
+        }),
         node_info: Some(NodeSystemInfo {
             architecture: facts.architecture.clone(),
             boot_id: facts.boot_id.clone(),
@@ -261,7 +271,21 @@ mod tests {
         };
         let t0: Timestamp = "2026-12-04T00:00:00Z".parse().expect("time");
         let t1: Timestamp = "2026-12-04T00:00:10Z".parse().expect("time");
-        let s0 = status("n", &facts(), &reserved, &conditions(&u, Ok(())), None, t0);
+        let s0 = status(
+            "n",
+            &facts(),
+            10250,
+            &reserved,
+            &conditions(&u, Ok(())),
+            None,
+            t0,
+        );
+        let port = s0
+            .daemon_endpoints
+            .as_ref()
+            .and_then(|d| d.kubelet_endpoint.as_ref())
+            .map(|k| k.port);
+        assert_eq!(port, Some(10250));
         let alloc = s0.allocatable.as_ref().expect("allocatable");
         assert_eq!(alloc["cpu"].0, "1500m");
         assert_eq!(
@@ -272,6 +296,7 @@ mod tests {
         let s1 = status(
             "n",
             &facts(),
+            10250,
             &reserved,
             &conditions(&u, Ok(())),
             Some(&s0),
@@ -289,6 +314,7 @@ mod tests {
         let s2 = status(
             "n",
             &facts(),
+            10250,
             &reserved,
             &conditions(&u, Err("no network".into())),
             Some(&s1),

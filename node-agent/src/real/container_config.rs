@@ -2,7 +2,7 @@
 //! working directory, user), the security context (user and group, runAsNonRoot, privileged,
 //! capabilities, read-only root, privilege escalation, seccomp), cgroup limits from requests
 //! and limits (CPU shares and CFS quota, memory, the pod's pids limit), the OOM score the
-//! kubelet gives each QoS class, and the pod's files bound in. Pure.
+//! kubelet gives each QoS class, and the pod's files and volumes bound in. Pure.
 
 use std::path::{Path, PathBuf};
 
@@ -172,6 +172,30 @@ pub fn user(
     Ok((uid, gid))
 }
 
+/// The container's mounts: its volumes (`volumes::container_mounts`) and the pod's /etc files,
+/// except where a volume is mounted on the same path; parents before children, as containerd
+/// orders mounts.
+pub fn mounts(etc_dir: &Path, volumes: Vec<MountSpec>) -> Vec<MountSpec> {
+    let destination = |m: &MountSpec| match m {
+        MountSpec::Bind { destination, .. } | MountSpec::Tmpfs { destination, .. } => {
+            destination.clone()
+        }
+    };
+    let mut out = volumes;
+    for name in ["hosts", "hostname", "resolv.conf"] {
+        let at = PathBuf::from("/etc").join(name);
+        if !out.iter().any(|m| destination(m) == at) {
+            out.push(MountSpec::Bind {
+                source: etc_dir.join(name),
+                destination: at,
+                readonly: false,
+            });
+        }
+    }
+    out.sort_by_key(|m| destination(m).components().count());
+    out
+}
+
 /// The runtime's config for one container.
 #[allow(clippy::too_many_arguments)]
 pub fn container_config(
@@ -183,6 +207,7 @@ pub fn container_config(
     env: Vec<(String, String)>,
     cwd: String,
     (uid, gid): (u32, u32),
+    volume_mounts: Vec<MountSpec>,
 ) -> ContainerConfig {
     let sc = effective(ctx.pod, c);
     let privileged = sc.privileged == Some(true);
@@ -192,11 +217,6 @@ pub fn container_config(
         _ => SeccompMode::RuntimeDefault,
     };
     let caps = sc.capabilities.clone().unwrap_or_default();
-    let bind = |name: &str| MountSpec::Bind {
-        source: ctx.etc_dir.join(name),
-        destination: PathBuf::from("/etc").join(name),
-        readonly: false,
-    };
     ContainerConfig {
         id: id.into(),
         args: argv,
@@ -217,7 +237,7 @@ pub fn container_config(
         hostname: ctx.hostname.clone(),
         rootfs: rootfs.into(),
         readonly_rootfs: sc.read_only_root_filesystem == Some(true),
-        mounts: vec![bind("hosts"), bind("hostname"), bind("resolv.conf")],
+        mounts: mounts(&ctx.etc_dir, volume_mounts),
         network_namespace: ctx.netns.clone(),
         cgroups_path: ctx.pod_cgroup.join(id),
         resources: resources(c, ctx.pids_limit),
@@ -282,6 +302,33 @@ mod tests {
         assert_eq!(
             resources(&container(&[], &[("cpu", "1")]), None).cpu_shares,
             Some(1024)
+        );
+    }
+
+    #[test]
+    fn volumes_mount_beside_the_pod_files_parents_first() {
+        let bind = |source: &str, destination: &str| MountSpec::Bind {
+            source: source.into(),
+            destination: destination.into(),
+            readonly: false,
+        };
+        let got = mounts(
+            Path::new("/pod/etc"),
+            vec![
+                bind("/v/conf", "/etc/app/conf"),
+                bind("/v/hosts", "/etc/hosts"),
+                bind("/v/data", "/data"),
+            ],
+        );
+        assert_eq!(
+            got,
+            [
+                bind("/v/data", "/data"),
+                bind("/v/hosts", "/etc/hosts"),
+                bind("/pod/etc/hostname", "/etc/hostname"),
+                bind("/pod/etc/resolv.conf", "/etc/resolv.conf"),
+                bind("/v/conf", "/etc/app/conf"),
+            ]
         );
     }
 

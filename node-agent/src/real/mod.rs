@@ -12,6 +12,7 @@ pub mod process;
 pub mod record;
 pub mod restart;
 mod sync;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -35,6 +36,8 @@ pub struct RealRuntime {
     client: Client,
     events: Recorder,
     prober: probes::Prober,
+    /// What the volumes remember between syncs.
+    volume_memory: Mutex<volumes::Memory>,
     /// Containers being stopped because a probe failed, and since when.
     stopping: Mutex<HashMap<String, std::time::Instant>>,
     images: ImageService,
@@ -75,6 +78,7 @@ impl RealRuntime {
             client,
             events,
             prober: probes::Prober::default(),
+            volume_memory: Mutex::default(),
             stopping: Mutex::default(),
             images: ImageService::open(args.root_dir.join("images"), registries)?,
             containers: Containers::open(args.root_dir.join("containers"), shim)?,

@@ -131,6 +131,38 @@ fn lookup<'a>(
     }
 }
 
+/// One `configMapKeyRef` or `secretKeyRef`.
+struct KeyRef<'a> {
+    what: &'static str,
+    namespace: &'a str,
+    name: &'a str,
+    key: &'a str,
+    optional: bool,
+}
+
+impl KeyRef<'_> {
+    /// The value, None when an optional source or key is missing.
+    fn resolve(
+        &self,
+        sources: &BTreeMap<String, Option<BTreeMap<String, String>>>,
+        missing: fn(String) -> ConfigError,
+    ) -> Result<Option<String>, ConfigError> {
+        let Some(data) = lookup(sources, self.name, self.optional, missing)? else {
+            return Ok(None);
+        };
+        match data.get(self.key) {
+            Some(v) => Ok(Some(v.clone())),
+            None if self.optional => Ok(None),
+            None => Err(ConfigError::KeyMissing {
+                key: self.key.into(),
+                what: self.what,
+                namespace: self.namespace.into(),
+                name: self.name.into(),
+            }),
+        }
+    }
+}
+
 /// The container's environment, in order, as `NAME=value`.
 pub fn environment(
     pod: &Pod,
@@ -187,47 +219,27 @@ pub fn environment(
             if let Some(f) = &from.field_ref {
                 field_value(pod, &f.field_path, pod_ip, host_ip)?
             } else if let Some(r) = &from.config_map_key_ref {
-                let optional = r.optional == Some(true);
-                match lookup(
-                    &sources.config_maps,
-                    &r.name,
-                    optional,
-                    ConfigError::ConfigMapMissing,
-                )? {
-                    Some(d) => match d.get(&r.key) {
-                        Some(v) => v.clone(),
-                        None if optional => continue,
-                        None => {
-                            return Err(ConfigError::KeyMissing {
-                                key: r.key.clone(),
-                                what: "configmap",
-                                namespace: namespace.clone(),
-                                name: r.name.clone(),
-                            })
-                        }
-                    },
+                let key = KeyRef {
+                    what: "configmap",
+                    namespace: &namespace,
+                    name: &r.name,
+                    key: &r.key,
+                    optional: r.optional == Some(true),
+                };
+                match key.resolve(&sources.config_maps, ConfigError::ConfigMapMissing)? {
+                    Some(v) => v,
                     None => continue,
                 }
             } else if let Some(r) = &from.secret_key_ref {
-                let optional = r.optional == Some(true);
-                match lookup(
-                    &sources.secrets,
-                    &r.name,
-                    optional,
-                    ConfigError::SecretMissing,
-                )? {
-                    Some(d) => match d.get(&r.key) {
-                        Some(v) => v.clone(),
-                        None if optional => continue,
-                        None => {
-                            return Err(ConfigError::KeyMissing {
-                                key: r.key.clone(),
-                                what: "secret",
-                                namespace: namespace.clone(),
-                                name: r.name.clone(),
-                            })
-                        }
-                    },
+                let key = KeyRef {
+                    what: "secret",
+                    namespace: &namespace,
+                    name: &r.name,
+                    key: &r.key,
+                    optional: r.optional == Some(true),
+                };
+                match key.resolve(&sources.secrets, ConfigError::SecretMissing)? {
+                    Some(v) => v,
                     None => continue,
                 }
             } else {

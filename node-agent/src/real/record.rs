@@ -15,39 +15,14 @@ use super::restart::BackOff;
 use crate::pod_runtime::Terminated;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ended {
-    pub exit_code: i32,
-    pub signal: Option<i32>,
-    pub reason: String,
-    pub message: String,
-    pub started_at: Option<Timestamp>,
-    pub finished_at: Option<Timestamp>,
-    pub container_id: String,
-}
-
-impl From<&Ended> for Terminated {
-    fn from(e: &Ended) -> Terminated {
-        Terminated {
-            exit_code: e.exit_code,
-            signal: e.signal,
-            reason: e.reason.clone(),
-            message: e.message.clone(),
-            started_at: e.started_at,
-            finished_at: e.finished_at,
-            container_id: e.container_id.clone(),
-        }
-    }
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerRecord {
     /// The current (or last) container's ID; empty before the first start.
     pub id: String,
     pub restart_count: i32,
     /// How the container before the current one ended.
-    pub last: Option<Ended>,
+    pub last: Option<Terminated>,
     /// How the current one ended, once it has (kept until it is replaced).
-    pub ended: Option<Ended>,
+    pub ended: Option<Terminated>,
     pub crash_backoff: BackOff,
     /// The last failure to pull or create, and when (for ImagePullBackOff and friends).
     pub failure: Option<(String, String, Timestamp)>,

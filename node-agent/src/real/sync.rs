@@ -17,14 +17,15 @@ use super::container_config::{container_config, user, PodContext};
 use super::files;
 use super::probes::Outcome;
 use super::process::{self, ImageProcess, Sources};
-use super::record::{ContainerRecord, Ended, PodRecord};
+use super::record::{ContainerRecord, PodRecord};
 use super::restart::should_restart;
+use super::volumes;
 use super::RealRuntime;
 use crate::image::registries::DockerConfigJson;
 use crate::image::{ImageService, PullPolicy};
 use crate::network::cni::PortMapping;
 use crate::network::netns;
-use crate::pod_runtime::{ContainerObservation, PodObservation, RunState};
+use crate::pod_runtime::{ContainerObservation, PodObservation, RunState, Terminated};
 use crate::runtime::cgroups::{pod_cgroup_path, qos_class, remove_cgroup, QosClass};
 use crate::runtime::containers::{ContainerState, StartRequest};
 
@@ -110,6 +111,17 @@ pub fn port_mappings(pod: &Pod) -> Vec<PortMapping> {
         .collect()
 }
 
+/// What the pod's volumes need from the runtime.
+fn volume_host<'a>(rt: &'a RealRuntime, uid: &str) -> volumes::Host<'a> {
+    volumes::Host::new(
+        &rt.client,
+        &rt.events,
+        rt.records.pod_dir(uid),
+        rt.node_memory_bytes,
+        &rt.volume_memory,
+    )
+}
+
 /// Brings the sandbox up: namespace, CNI, /etc files. Returns the pod's address.
 async fn sandbox(rt: &RealRuntime, pod: &Pod, rec: &mut PodRecord) -> Result<(), String> {
     let uid = rec.uid.clone();
@@ -182,6 +194,7 @@ pub(super) async fn sync_pod(rt: &RealRuntime, pod: &Pod) -> PodObservation {
         return obs;
     }
     obs.ip = rec.ip;
+    volumes::refresh(&volume_host(rt, &uid), pod).await;
     let policy = spec
         .restart_policy
         .clone()
@@ -256,7 +269,7 @@ fn probed(
             format!("skiff://{}", r.id)
         },
         state,
-        last_terminated: r.last.as_ref().map(Into::into),
+        last_terminated: r.last.clone(),
         restart_count: r.restart_count,
         ready: running && outcome.ready,
         started: running && outcome.started,
@@ -357,7 +370,7 @@ async fn observe(
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&r.id);
-                r.ended = Some(Ended {
+                r.ended = Some(Terminated {
                     exit_code: exit.exit_code,
                     signal: exit.signal,
                     reason: exit.reason,
@@ -368,7 +381,7 @@ async fn observe(
                 });
             }
             ContainerState::Unknown => {
-                r.ended = Some(Ended {
+                r.ended = Some(Terminated {
                     exit_code: 137,
                     reason: "ContainerStatusUnknown".into(),
                     message: "The container could not be located when the pod was synced".into(),
@@ -382,7 +395,7 @@ async fn observe(
     if let Some(ended) = r.ended.clone() {
         if !should_restart(policy, ended.exit_code) {
             rec.containers.insert(c.name.clone(), r.clone());
-            return observation(c, &r, RunState::Terminated((&ended).into()));
+            return observation(c, &r, RunState::Terminated(ended.clone()));
         }
         r.crash_backoff
             .reset_after_run(ended.started_at, ended.finished_at);
@@ -445,6 +458,8 @@ enum NotStarted {
     },
     Config(String),
     Start(String),
+    /// A volume of the pod is not set up yet (told in a FailedMount Event).
+    Mount,
 }
 
 async fn start(
@@ -490,9 +505,10 @@ async fn start(
             waiting(reason, message)
         }
         Err(NotStarted::Config(message)) => waiting("CreateContainerConfigError", message),
+        Err(NotStarted::Mount) => waiting("ContainerCreating", ""),
         Err(NotStarted::Start(message)) => {
             // The kubelet shows a failed start as a run that ended at once with 128.
-            let ended = Ended {
+            let ended = Terminated {
                 exit_code: 128,
                 reason: "StartError".into(),
                 message: message.clone(),
@@ -508,7 +524,7 @@ async fn start(
             r.id = id;
             r.ended = Some(ended.clone());
             r.crash_backoff.tried();
-            RunState::Terminated((&ended).into())
+            RunState::Terminated(ended.clone())
         }
     }
 }
@@ -630,6 +646,10 @@ async fn prepare_and_start(
     r: &mut ContainerRecord,
     id: &str,
 ) -> Result<Timestamp, NotStarted> {
+    // Volumes first, as the kubelet mounts them before it pulls.
+    let pod_volumes = volumes::setup(&volume_host(rt, &rec.uid), pod)
+        .await
+        .map_err(|_| NotStarted::Mount)?;
     let secrets = pull_secrets(rt, pod).await;
     let image = pull(&rt.images, c, &secrets).await?;
     r.image_id = image.image_id.clone();
@@ -670,6 +690,8 @@ async fn prepare_and_start(
         process::argv(c, &image_process, &env).map_err(|e| NotStarted::Config(e.to_string()))?;
     let ids = user(pod, c, &image_process.user, &image.layers)
         .map_err(|e| NotStarted::Config(e.to_string()))?;
+    let volume_mounts = volumes::container_mounts(&pod_volumes, c, &env)
+        .map_err(|e| NotStarted::Config(e.to_string()))?;
     let ctx = PodContext {
         pod,
         netns: Some(rt.netns_dir.join(&rec.uid)),
@@ -688,6 +710,7 @@ async fn prepare_and_start(
         env,
         process::working_dir(c, &image_process),
         ids,
+        volume_mounts,
     );
     // The record names the container before it exists, so a crash in between leaves nothing
     // the next agent cannot find.
@@ -805,6 +828,8 @@ pub(super) async fn kill_pod(
             tracing::debug!(path = %path.display(), %e, "pod cgroup not removed");
         }
     }
+    // Volumes after the containers: nothing uses their mounts any more.
+    volumes::cleanup(&rt.records.pod_dir(uid), &rt.volume_memory).map_err(|e| e.to_string())?;
     rt.records.remove(uid).map_err(|e| e.to_string())?;
     Ok(())
 }
