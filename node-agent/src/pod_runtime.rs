@@ -75,6 +75,12 @@ pub trait PodRuntime: Send + Sync + 'static {
     /// sees. Called whenever the pod changes and periodically while it lives.
     fn sync_pod(&self, pod: &Pod) -> impl Future<Output = PodObservation> + Send;
 
+    /// Whether the pod needs a sync before its next periodic one (something changed, or is
+    /// due). Called every second between syncs, so it must be cheap.
+    fn needs_sync(&self, _pod: &Pod) -> bool {
+        true
+    }
+
     /// Stops every container of the pod (preStop, SIGTERM, then SIGKILL after `grace`) and
     /// frees what it held (network, directories).
     fn kill_pod(

@@ -65,15 +65,14 @@ pub fn create(path: &Path) -> Result<(), NetnsError> {
     made
 }
 
-/// Whether `path` holds a pinned namespace.
+/// The file system type of a namespace file (`NSFS_MAGIC`).
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// Whether `path` holds a pinned namespace: a bind mount of a namespace shows the namespace
+/// file system's type; the empty file left behind after an unmount does not. (A statfs, not a
+/// read of /proc/self/mountinfo, which with hundreds of container mounts costs far more.)
 pub fn exists(path: &Path) -> bool {
-    let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let wanted = path.to_string_lossy();
-    mounts
-        .lines()
-        .any(|l| l.split_whitespace().nth(4) == Some(wanted.as_ref()))
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
 }
 
 /// Unpins and removes the namespace at `path` (nothing to do if it is gone).

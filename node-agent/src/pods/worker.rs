@@ -55,6 +55,9 @@ pub async fn run<R: PodRuntime>(w: Worker<R>, mut updates: watch::Receiver<Optio
     let mut last: Option<Arc<Pod>> = None;
     let mut tick = tokio::time::interval(RESYNC);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first pass, and every pass after a change to the pod, syncs in full; a tick only
+    // when the runtime says something changed or is due.
+    let mut synced_now = true;
     loop {
         let current = updates.borrow_and_update().clone();
         match current {
@@ -90,6 +93,9 @@ pub async fn run<R: PodRuntime>(w: Worker<R>, mut updates: watch::Receiver<Optio
                     }
                 }
             }
+            Some(pod) if !synced_now && !w.runtime.needs_sync(&pod) => {
+                last = Some(pod);
+            }
             Some(pod) => {
                 let obs = w.runtime.sync_pod(&pod).await;
                 let status = pod_status(&pod, &obs, w.host_ip, jiff::Timestamp::now());
@@ -104,8 +110,9 @@ pub async fn run<R: PodRuntime>(w: Worker<R>, mut updates: watch::Receiver<Optio
                 if changed.is_err() {
                     return;
                 }
+                synced_now = true;
             }
-            _ = tick.tick() => {}
+            _ = tick.tick() => synced_now = false,
         }
     }
 }
@@ -121,7 +128,7 @@ async fn report(client: &Client, pod: &Pod, status: k8s_openapi::api::core::v1::
         }
     };
     match client.update_status(&value, "").await {
-        Ok(_) => {}
+        Ok(_) => tracing::debug!(pod = %name(pod), "status reported"),
         // A newer version is on its way through the watch; the next sync reports against it.
         Err(e) if e.reason == Reason::Conflict => {}
         Err(e) => tracing::warn!(pod = %name(pod), %e, "status not reported"),

@@ -7,6 +7,7 @@
 
 pub mod container_config;
 pub mod files;
+mod pleg;
 pub mod probes;
 pub mod process;
 pub mod record;
@@ -36,6 +37,7 @@ pub struct RealRuntime {
     client: Client,
     events: Recorder,
     prober: probes::Prober,
+    pleg: pleg::Pleg,
     /// What the volumes remember between syncs.
     volume_memory: Mutex<volumes::Memory>,
     /// Containers being stopped because a probe failed, and since when.
@@ -78,6 +80,7 @@ impl RealRuntime {
             client,
             events,
             prober: probes::Prober::default(),
+            pleg: pleg::Pleg::default(),
             volume_memory: Mutex::default(),
             stopping: Mutex::default(),
             images: ImageService::open(args.root_dir.join("images"), registries)?,
@@ -120,7 +123,15 @@ impl PodRuntime for RealRuntime {
     async fn sync_pod(&self, pod: &Pod) -> PodObservation {
         let lock = self.lock(&uid(pod));
         let _held = lock.lock().await;
-        sync::sync_pod(self, pod).await
+        let obs = sync::sync_pod(self, pod).await;
+        self.pleg
+            .synced(&uid(pod), &obs, &self.prober, volumes::refreshes(pod));
+        obs
+    }
+
+    fn needs_sync(&self, pod: &Pod) -> bool {
+        self.pleg
+            .needs_sync(&uid(pod), &self.containers, &self.prober)
     }
 
     async fn kill_pod(&self, pod: &Pod, grace: Duration) -> Result<(), String> {
@@ -130,6 +141,7 @@ impl PodRuntime for RealRuntime {
         let r = sync::kill_pod(self, Some(pod), &u, grace).await;
         drop(held);
         self.prober.forget(&u, None);
+        self.pleg.forget(&u);
         if r.is_ok() {
             self.forget_lock(&u);
         }
@@ -146,6 +158,7 @@ impl PodRuntime for RealRuntime {
         let r = sync::kill_pod(self, None, uid, Duration::ZERO).await;
         drop(held);
         self.prober.forget(uid, None);
+        self.pleg.forget(uid);
         self.forget_lock(uid);
         r
     }

@@ -206,6 +206,15 @@ impl Prober {
         outcome
     }
 
+    /// The outcome so far for a container, if its probes run (nothing is started).
+    pub fn peek(&self, uid: &str, container: &str, container_id: &str) -> Option<Outcome> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(&(uid.to_string(), container.to_string()))
+            .filter(|e| e.container_id == container_id)
+            .map(|e| e.outcome)
+    }
+
     fn update(&self, key: &Key, id: &str, f: impl FnOnce(&mut Outcome)) -> Option<Outcome> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let e = entries.get_mut(key).filter(|e| e.container_id == id)?;

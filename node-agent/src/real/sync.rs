@@ -157,7 +157,8 @@ async fn sandbox(rt: &RealRuntime, pod: &Pod, rec: &mut PodRecord) -> Result<(),
 
 pub(super) async fn sync_pod(rt: &RealRuntime, pod: &Pod) -> PodObservation {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let mut rec = rt.records.load(&uid).unwrap_or_else(|| PodRecord {
+    let loaded = rt.records.load(&uid);
+    let mut rec = loaded.clone().unwrap_or_else(|| PodRecord {
         uid: uid.clone(),
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         name: pod.metadata.name.clone().unwrap_or_default(),
@@ -190,7 +191,7 @@ pub(super) async fn sync_pod(rt: &RealRuntime, pod: &Pod) -> PodObservation {
             .map(creating)
             .collect();
         obs.containers = spec.containers.iter().map(creating).collect();
-        save(rt, &rec);
+        save_changed(rt, loaded.as_ref(), &rec);
         return obs;
     }
     obs.ip = rec.ip;
@@ -228,8 +229,15 @@ pub(super) async fn sync_pod(rt: &RealRuntime, pod: &Pod) -> PodObservation {
         };
         obs.containers.push(o);
     }
-    save(rt, &rec);
+    save_changed(rt, loaded.as_ref(), &rec);
     obs
+}
+
+/// Writes the record when this sync changed it (most syncs of a running pod change nothing).
+fn save_changed(rt: &RealRuntime, loaded: Option<&PodRecord>, rec: &PodRecord) {
+    if loaded != Some(rec) {
+        save(rt, rec);
+    }
 }
 
 fn save(rt: &RealRuntime, rec: &PodRecord) {

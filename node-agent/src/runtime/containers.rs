@@ -256,6 +256,13 @@ fn observe(dir: &Path) -> Result<Observed, std::io::Error> {
     }
 }
 
+/// Whether container `id` has ended (or failed to start) by its files: one stat each, for the
+/// agent's cheap checks between full syncs.
+pub fn has_ended(root: &Path, id: &str) -> bool {
+    let state = root.join(id).join("state");
+    state.join(EXIT).exists() || state.join(START_ERROR).exists()
+}
+
 /// The state of the container in `dir` (Unknown when it cannot be told; logged).
 pub fn read_state(dir: &Path) -> ContainerState {
     match observe(dir) {
@@ -295,6 +302,11 @@ impl Containers {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Whether container `id` has ended or failed to start (see [`has_ended`]).
+    pub fn has_ended(&self, id: &str) -> bool {
+        has_ended(&self.root, id)
     }
 
     /// The directory of container `id`.

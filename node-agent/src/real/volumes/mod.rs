@@ -384,6 +384,22 @@ pub async fn setup(host: &Host<'_>, pod: &Pod) -> Result<PodVolumes, SetupFailed
     }
 }
 
+/// Whether the pod has volumes that follow their sources (configMap, secret, downward API,
+/// projected), so it is synced often enough for [`refresh`].
+pub fn refreshes(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .is_some_and(|vs| {
+            vs.iter().any(|v| {
+                v.config_map.is_some()
+                    || v.secret.is_some()
+                    || v.downward_api.is_some()
+                    || v.projected.is_some()
+            })
+        })
+}
+
 /// Brings the pod's written configMap, secret, downward API and projected volumes up to date
 /// with their sources, at most every [`REFRESH_EVERY`].
 pub async fn refresh(host: &Host<'_>, pod: &Pod) {
