@@ -66,13 +66,13 @@ pub fn create(path: &Path) -> Result<(), NetnsError> {
 }
 
 /// The file system type of a namespace file (`NSFS_MAGIC`).
-const NSFS_MAGIC: i64 = 0x6e73_6673;
+const NSFS_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x6e73_6673);
 
 /// Whether `path` holds a pinned namespace: a bind mount of a namespace shows the namespace
 /// file system's type; the empty file left behind after an unmount does not. (A statfs, not a
 /// read of /proc/self/mountinfo, which with hundreds of container mounts costs far more.)
 pub fn exists(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type() == NSFS_MAGIC)
 }
 
 /// Unpins and removes the namespace at `path` (nothing to do if it is gone).

@@ -16,6 +16,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::pod_runtime::{ContainerObservation, PodObservation, RunState, Terminated};
 use crate::runtime::cgroups as qos;
 
+/// A time as the API keeps it: whole seconds. A status made with finer times would never equal
+/// the one read back, and would be written again on every sync.
+fn time(t: Timestamp) -> Time {
+    Time(Timestamp::from_second(t.as_second()).unwrap_or(t))
+}
+
 fn restart_policy(pod: &Pod) -> &str {
     pod.spec
         .as_ref()
@@ -30,8 +36,8 @@ fn terminated(t: &Terminated) -> ContainerStateTerminated {
         signal: t.signal,
         reason: (!t.reason.is_empty()).then(|| t.reason.clone()),
         message: (!t.message.is_empty()).then(|| t.message.clone()),
-        started_at: t.started_at.map(Time),
-        finished_at: t.finished_at.map(Time),
+        started_at: t.started_at.map(time),
+        finished_at: t.finished_at.map(time),
     }
 }
 
@@ -46,7 +52,7 @@ fn container_status(c: &ContainerObservation) -> ContainerStatus {
         },
         RunState::Running { started_at } => ContainerState {
             running: Some(ContainerStateRunning {
-                started_at: Some(Time(*started_at)),
+                started_at: Some(time(*started_at)),
             }),
             ..Default::default()
         },
@@ -152,7 +158,7 @@ fn condition(
         .and_then(|cs| cs.iter().find(|c| c.type_ == kind))
         .filter(|c| c.status == status)
         .and_then(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
+        .unwrap_or(time(now));
     PodCondition {
         type_: kind.into(),
         status: status.into(),
@@ -244,7 +250,7 @@ pub fn pod_status(pod: &Pod, obs: &PodObservation, host_ip: Ipv4Addr, now: Times
         pod_ips: ip.map(|ip| vec![PodIP { ip }]),
         start_time: previous
             .and_then(|p| p.start_time.clone())
-            .or(obs.started_at.map(Time)),
+            .or(obs.started_at.map(time)),
         qos_class: Some(qos_class(pod).into()),
         init_container_statuses: (!obs.init_containers.is_empty())
             .then(|| obs.init_containers.iter().map(container_status).collect()),
@@ -362,6 +368,29 @@ mod tests {
         assert_eq!(phase(&pod("Always"), &init), "Pending");
         init.init_containers = vec![obs(RunState::Terminated(ended(2)), None)];
         assert_eq!(phase(&pod("Never"), &init), "Failed");
+    }
+
+    #[test]
+    fn a_status_read_back_from_the_api_is_the_status_made_again() {
+        let mut p = pod("Always");
+        let o = PodObservation {
+            ip: Some("10.244.0.7".parse().expect("ip")),
+            started_at: Some(t("2026-12-04T00:00:00.123456789Z")),
+            containers: vec![obs(
+                RunState::Running {
+                    started_at: t("2026-12-04T00:00:01.987654321Z"),
+                },
+                None,
+            )],
+            ..Default::default()
+        };
+        let host = "192.168.1.2".parse().expect("ip");
+        let s = pod_status(&p, &o, host, t("2026-12-04T00:00:02.5Z"));
+        // Through the API's JSON, which keeps whole seconds.
+        let back: PodStatus =
+            serde_json::from_value(serde_json::to_value(&s).expect("json")).expect("status");
+        p.status = Some(back.clone());
+        assert_eq!(pod_status(&p, &o, host, t("2026-12-04T00:00:03.7Z")), back);
     }
 
     #[test]
