@@ -183,3 +183,76 @@ impl Drop for Agent {
         remove_cgroups(&self.cgroup_root);
     }
 }
+
+/// One test node: a replica, Debian's docker-registry holding the example image as `busybox`,
+/// and a real agent pulling through a `docker.io` mirror entry and serving its port on a free
+/// one — all in the calling thread's network namespace. Returns once the node is Ready.
+pub struct TestNode {
+    // Field order is drop order: the agent (and its pods) go before the cluster.
+    pub agent: Agent,
+    pub registry: crate::registry::TestRegistry,
+    pub cluster: crate::cluster::Cluster,
+    pub client: skiff_api::Client,
+    pub port: u16,
+    _config: tempfile::TempDir,
+}
+
+impl TestNode {
+    pub async fn start(host_ip: &str) -> TestNode {
+        let limit = std::time::Duration::from_secs(60);
+        let cluster = crate::cluster::Cluster::start(1).await;
+        let registry = crate::registry::TestRegistry::start()
+            .await
+            .expect("registry starts");
+        crate::registry::push_example_image(&registry, "library/busybox", "latest")
+            .await
+            .expect("image pushed");
+        let config_dir = tempfile::tempdir().expect("tempdir");
+        let config = config_dir.path().join("registries.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "mirrors:\n  docker.io:\n    endpoint:\n      - \"http://{}\"\n",
+                registry.host()
+            ),
+        )
+        .expect("registries.yaml");
+        let port = crate::cluster::free_port();
+        let agent = Agent::start(
+            "node-a",
+            &cluster.endpoints(),
+            &[
+                "--node-ip",
+                host_ip,
+                "--port",
+                &port.to_string(),
+                "--registry-config",
+                &config.to_string_lossy(),
+                "--disable-default-registry-endpoint",
+            ],
+        );
+        let client = skiff_api::Client::new(&[cluster.endpoints()]).expect("client");
+        let nodes = skiff_api::Kind::of("v1", "Node").expect("Node");
+        let c = client.clone();
+        crate::wait::until("the node to be Ready", limit, || {
+            let c = c.clone();
+            async move {
+                let n = c.get(&nodes, "", "node-a").await.ok()?;
+                let ready = n["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                ready.then_some(())
+            }
+        })
+        .await;
+        TestNode {
+            agent,
+            registry,
+            cluster,
+            client,
+            port,
+            _config: config_dir,
+        }
+    }
+}

@@ -10,12 +10,10 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use skiff_api::{Client, Kind};
-use tests::agent::Agent;
+use skiff_api::Kind;
+use tests::agent::TestNode;
 use tests::cli::{lines_of, skiff, spawn};
-use tests::cluster::{free_port, Cluster};
 use tests::netns::{self, TestNet};
-use tests::registry::{push_example_image, TestRegistry};
 use tests::wait;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -24,69 +22,18 @@ fn pods() -> Kind {
     Kind::of("v1", "Pod").expect("Pod")
 }
 
-/// A cluster, a registry holding `busybox` and an agent serving its port, all inside the
-/// calling thread's namespace.
-struct Node {
-    // Field order is drop order: the agent (and its pods) go before the cluster.
-    agent: Agent,
-    _registry: TestRegistry,
-    cluster: Cluster,
-    client: Client,
-    port: u16,
+/// A test node (see `tests::agent::TestNode`), with the helpers below.
+struct Node(TestNode);
+
+impl std::ops::Deref for Node {
+    type Target = TestNode;
+    fn deref(&self) -> &TestNode {
+        &self.0
+    }
 }
 
 async fn node(host_ip: &str) -> Node {
-    let cluster = Cluster::start(1).await;
-    let registry = TestRegistry::start().await.expect("registry starts");
-    push_example_image(&registry, "library/busybox", "latest")
-        .await
-        .expect("image pushed");
-    let dir = tempfile::tempdir().expect("tempdir").keep();
-    let config = dir.join("registries.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "mirrors:\n  docker.io:\n    endpoint:\n      - \"http://{}\"\n",
-            registry.host()
-        ),
-    )
-    .expect("registries.yaml");
-    let port = free_port();
-    let agent = Agent::start(
-        "node-a",
-        &cluster.endpoints(),
-        &[
-            "--node-ip",
-            host_ip,
-            "--port",
-            &port.to_string(),
-            "--registry-config",
-            &config.to_string_lossy(),
-            "--disable-default-registry-endpoint",
-        ],
-    );
-    let client = Client::new(&[cluster.endpoints()]).expect("client");
-    let nodes = Kind::of("v1", "Node").expect("Node");
-    let c = client.clone();
-    wait::until("the node to be Ready", LIMIT, || {
-        let c = c.clone();
-        async move {
-            let n = c.get(&nodes, "", "node-a").await.ok()?;
-            let ready = n["status"]["conditions"]
-                .as_array()?
-                .iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
-            ready.then_some(())
-        }
-    })
-    .await;
-    Node {
-        agent,
-        _registry: registry,
-        cluster,
-        client,
-        port,
-    }
+    Node(TestNode::start(host_ip).await)
 }
 
 impl Node {

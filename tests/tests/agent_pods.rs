@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use skiff_api::{Client, Kind};
-use tests::agent::Agent;
-use tests::cluster::Cluster;
+use tests::agent::TestNode;
 use tests::netns::{self, TestNet};
-use tests::registry::{push_example_image, TestRegistry, EXAMPLE_PORT};
+use tests::registry::EXAMPLE_PORT;
 use tests::wait;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -20,64 +19,10 @@ fn pods() -> Kind {
     Kind::of("v1", "Pod").expect("Pod")
 }
 
-/// A cluster, a registry holding `busybox` (the example web server) and an agent, all inside
-/// the calling thread's namespace; `host_ip` is the agent's node IP.
-struct Node {
-    // Field order is drop order: the agent (and its pods) go before the cluster.
-    agent: Agent,
-    _registry: TestRegistry,
-    _cluster: Cluster,
-    client: Client,
-}
+type Node = TestNode;
 
 async fn node(host_ip: &str) -> Node {
-    let cluster = Cluster::start(1).await;
-    let registry = TestRegistry::start().await.expect("registry starts");
-    push_example_image(&registry, "library/busybox", "latest")
-        .await
-        .expect("image pushed");
-    let dir = tempfile::tempdir().expect("tempdir").keep();
-    let config = dir.join("registries.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "mirrors:\n  docker.io:\n    endpoint:\n      - \"http://{}\"\n",
-            registry.host()
-        ),
-    )
-    .expect("registries.yaml");
-    let agent = Agent::start(
-        "node-a",
-        &cluster.endpoints(),
-        &[
-            "--node-ip",
-            host_ip,
-            "--registry-config",
-            &config.to_string_lossy(),
-            "--disable-default-registry-endpoint",
-        ],
-    );
-    let client = Client::new(&[cluster.endpoints()]).expect("client");
-    let nodes = Kind::of("v1", "Node").expect("Node");
-    let c = client.clone();
-    wait::until("the node to be Ready", LIMIT, || {
-        let c = c.clone();
-        async move {
-            let n = c.get(&nodes, "", "node-a").await.ok()?;
-            let ready = n["status"]["conditions"]
-                .as_array()?
-                .iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
-            ready.then_some(())
-        }
-    })
-    .await;
-    Node {
-        agent,
-        _registry: registry,
-        _cluster: cluster,
-        client,
-    }
+    TestNode::start(host_ip).await
 }
 
 async fn get_pod(client: &Client, name: &str) -> Option<Value> {

@@ -23,11 +23,9 @@ use anyhow::{bail, Context};
 use node_agent::runtime::{ContainerConfig, Containers, StartRequest};
 use serde_json::json;
 use skiff_api::{Client, Kind};
-use tests::agent::{processes_mentioning, Agent};
+use tests::agent::{processes_mentioning, TestNode};
 use tests::bench::{percentile, rss_bytes};
-use tests::cluster::Cluster;
 use tests::netns::TestNet;
-use tests::registry::{push_example_image, TestRegistry};
 
 const CONTAINER_RUNS: usize = 50;
 const PODS: usize = 100;
@@ -147,22 +145,9 @@ struct PodFigures {
 }
 
 async fn pods(host_ip: String) -> anyhow::Result<PodFigures> {
-    let cluster = Cluster::start(1).await;
-    let registry = TestRegistry::start().await?;
-    push_example_image(&registry, "library/busybox", "latest").await?;
-    let config = registry_config(&registry)?;
-    let agent = Agent::start(
-        "bench",
-        &cluster.endpoints(),
-        &[
-            "--node-ip",
-            &host_ip,
-            "--registry-config",
-            &config,
-            "--disable-default-registry-endpoint",
-        ],
-    );
-    let client = Client::new(&[cluster.endpoints()])?;
+    let node = TestNode::start(&host_ip).await;
+    let agent = &node.agent;
+    let client = node.client.clone();
     let pods = Kind::of("v1", "Pod").context("Pod")?;
     let pod = |name: &str| {
         json!({"apiVersion": "v1", "kind": "Pod",
@@ -222,24 +207,8 @@ async fn pods(host_ip: String) -> anyhow::Result<PodFigures> {
         shims: shims.len(),
         idle_cpu_percent: idle * 100.0,
     };
-    drop(agent);
-    drop(cluster);
+    drop(node);
     Ok(figures)
-}
-
-fn registry_config(registry: &TestRegistry) -> anyhow::Result<String> {
-    let path = std::env::temp_dir().join(format!(
-        "skiff-bench-registries-{}.yaml",
-        std::process::id()
-    ));
-    std::fs::write(
-        &path,
-        format!(
-            "mirrors:\n  docker.io:\n    endpoint:\n      - \"http://{}\"\n",
-            registry.host()
-        ),
-    )?;
-    Ok(path.to_string_lossy().into_owned())
 }
 
 fn ms(d: Duration) -> String {
