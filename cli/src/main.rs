@@ -47,6 +47,11 @@ enum Command {
     Edit(commands::edit::Args),
     /// Print the output of a container of a pod (`-f` to follow it).
     Logs(commands::logs::Args),
+    /// Run a command in a container of a pod (`-it` for a shell).
+    Exec(commands::exec::Args),
+    /// Images on the nodes: import tarballs, list, write the example image.
+    #[command(subcommand)]
+    Image(commands::image::Command),
     /// Add, change (--overwrite) or remove (`key-`) labels.
     Label(commands::modify::LabelArgs),
     /// Set the replicas of a deployment, replica set or stateful set.
@@ -84,6 +89,19 @@ impl std::fmt::Display for Reported {
 
 impl std::error::Error for Reported {}
 
+/// The command is over and the process leaves with this status (`skiff exec` passes on the
+/// remote command's exit code).
+#[derive(Debug)]
+pub struct ExitWith(pub u8);
+
+impl std::fmt::Display for ExitWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for ExitWith {}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -96,9 +114,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // A read of stdin may still be waiting on its thread (`exec -i`): do not wait for it.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            if let Some(ExitWith(code)) = e.downcast_ref::<ExitWith>() {
+                return std::process::ExitCode::from(*code);
+            }
             if e.downcast_ref::<Reported>().is_none() {
                 eprintln!("error: {e:#}");
             }
@@ -141,6 +165,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Describe(args) => commands::describe::run(&ctx, &args).await,
         Command::Edit(args) => commands::edit::run(&ctx, &args).await,
         Command::Logs(args) => commands::logs::run(&ctx, &args).await,
+        Command::Exec(args) => commands::exec::run(&ctx, &args).await,
+        Command::Image(command) => commands::image::run(&ctx, &command).await,
         Command::Label(args) => commands::modify::label(&ctx, &args).await,
         Command::Scale(args) => commands::modify::scale(&ctx, &args).await,
         Command::Rollout(command) => commands::rollout::run(&ctx, &command).await,

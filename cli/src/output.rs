@@ -187,6 +187,9 @@ fn columns(kind: &str, wide: bool) -> Vec<&'static str> {
             "RECLAIM POLICY",
             "STATUS",
             "CLAIM",
+            "STORAGECLASS",
+            "VOLUMEATTRIBUTESCLASS",
+            "REASON",
             "AGE",
         ],
         "PersistentVolumeClaim" => vec![
@@ -195,6 +198,16 @@ fn columns(kind: &str, wide: bool) -> Vec<&'static str> {
             "VOLUME",
             "CAPACITY",
             "ACCESS MODES",
+            "STORAGECLASS",
+            "VOLUMEATTRIBUTESCLASS",
+            "AGE",
+        ],
+        "StorageClass" => vec![
+            "NAME",
+            "PROVISIONER",
+            "RECLAIMPOLICY",
+            "VOLUMEBINDINGMODE",
+            "ALLOWVOLUMEEXPANSION",
             "AGE",
         ],
         "Event" => vec!["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"],
@@ -383,6 +396,9 @@ fn row(kind: &str, v: &Value, wide: bool) -> Vec<String> {
                 "" => String::new(),
                 c => format!("{}/{c}", s(v, "spec.claimRef.namespace")),
             },
+            s(v, "spec.storageClassName").to_string(),
+            unset(s(v, "spec.volumeAttributesClassName")),
+            s(v, "status.reason").to_string(),
             age,
         ],
         "PersistentVolumeClaim" => vec![
@@ -391,8 +407,39 @@ fn row(kind: &str, v: &Value, wide: bool) -> Vec<String> {
             s(v, "spec.volumeName").to_string(),
             s(v, "status.capacity.storage").to_string(),
             access_modes(v),
+            s(v, "spec.storageClassName").to_string(),
+            unset(s(v, "spec.volumeAttributesClassName")),
             age,
         ],
+        "StorageClass" => {
+            let default = ["", "beta."].iter().any(|beta| {
+                object::annotations(v)
+                    .get(&format!(
+                        "storageclass.{beta}kubernetes.io/is-default-class"
+                    ))
+                    .map(String::as_str)
+                    == Some("true")
+            });
+            vec![
+                if default {
+                    format!("{name} (default)")
+                } else {
+                    name
+                },
+                s(v, "provisioner").to_string(),
+                match s(v, "reclaimPolicy") {
+                    "" => "Delete".to_string(),
+                    p => p.to_string(),
+                },
+                match s(v, "volumeBindingMode") {
+                    "" => "Immediate".to_string(),
+                    m => m.to_string(),
+                },
+                (object::field(v, "allowVolumeExpansion").and_then(Value::as_bool) == Some(true))
+                    .to_string(),
+                age,
+            ]
+        }
         "Event" => vec![
             match s(v, "lastTimestamp") {
                 "" => self::age(object::meta_str(v, "creationTimestamp")),
@@ -439,6 +486,15 @@ fn row(kind: &str, v: &Value, wide: bool) -> Vec<String> {
     r
 }
 
+/// kubectl's `<unset>` for an empty optional field.
+fn unset(s: &str) -> String {
+    if s.is_empty() {
+        "<unset>".into()
+    } else {
+        s.into()
+    }
+}
+
 fn access_modes(v: &Value) -> String {
     object::field(v, "spec.accessModes")
         .and_then(Value::as_array)
@@ -471,8 +527,14 @@ pub fn table(kind: &Kind, objects: &[Value], wide: bool, with_namespace: bool) -
             r.insert(0, object::namespace(o).to_string());
         }
     }
+    grid(&header, &rows)
+}
+
+/// Rows under a header, columns padded to their widest cell (3 spaces apart), as kubectl
+/// prints tables.
+pub fn grid(header: &[String], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(String::len).collect();
-    for r in &rows {
+    for r in rows {
         for (i, cell) in r.iter().enumerate() {
             if i < widths.len() {
                 widths[i] = widths[i].max(cell.len());
@@ -480,7 +542,7 @@ pub fn table(kind: &Kind, objects: &[Value], wide: bool, with_namespace: bool) -
         }
     }
     let mut out = String::new();
-    for line in std::iter::once(&header).chain(rows.iter()) {
+    for line in std::iter::once(header).chain(rows.iter().map(Vec::as_slice)) {
         let cells: Vec<String> = line
             .iter()
             .enumerate()
@@ -568,5 +630,48 @@ mod tests {
         let t = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(200);
         assert_eq!(age(&t.to_string()), "3m20s");
         assert_eq!(age("garbage"), "<unknown>");
+    }
+    #[test]
+    fn storage_classes_print_like_kubectl() {
+        let kind = Kind::named("sc").unwrap();
+        let classes = vec![
+            json!({"metadata": {"name": "local-path", "creationTimestamp": "2020-01-01T00:00:00Z",
+                                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+                   "provisioner": "skiff.io/local-path", "reclaimPolicy": "Delete",
+                   "volumeBindingMode": "WaitForFirstConsumer"}),
+            json!({"metadata": {"name": "fast", "creationTimestamp": "2020-01-01T00:00:00Z"},
+                   "provisioner": "example.com/fast", "allowVolumeExpansion": true}),
+        ];
+        let out = table(&kind, &classes, false, false);
+        let lines: Vec<Vec<&str>> = out
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            lines[0],
+            [
+                "NAME",
+                "PROVISIONER",
+                "RECLAIMPOLICY",
+                "VOLUMEBINDINGMODE",
+                "ALLOWVOLUMEEXPANSION",
+                "AGE"
+            ]
+        );
+        assert_eq!(
+            lines[1][..6],
+            [
+                "local-path",
+                "(default)",
+                "skiff.io/local-path",
+                "Delete",
+                "WaitForFirstConsumer",
+                "false"
+            ]
+        );
+        assert_eq!(
+            lines[2][..5],
+            ["fast", "example.com/fast", "Delete", "Immediate", "true"]
+        );
     }
 }

@@ -110,6 +110,20 @@ pub struct Args {
     /// The pod network, one /24 per node (a /16 holds 256 nodes, a /14 1,024).
     #[arg(long, env = "SKIFF_CLUSTER_CIDR", default_value = crate::controllers::ipam::CLUSTER_CIDR, value_parser = crate::controllers::ipam::PodNetwork::parse)]
     pub cluster_cidr: crate::controllers::ipam::PodNetwork,
+    /// Run no node agent beside this replica. By default a replica started as root also runs
+    /// `skiff-agent` (beside this program or on PATH), so that one machine is a whole
+    /// cluster, as `k3s server` does.
+    #[arg(long, env = "SKIFF_DISABLE_AGENT")]
+    pub disable_agent: bool,
+    /// A flag for this replica's node agent (repeatable), e.g. `--agent-arg=--node-ip=10.0.0.5`
+    /// or `--agent-arg=--registry-config=/etc/skiff/registries.yaml`.
+    #[arg(
+        long = "agent-arg",
+        env = "SKIFF_AGENT_ARGS",
+        value_delimiter = ' ',
+        allow_hyphen_values = true
+    )]
+    pub agent_args: Vec<String>,
 }
 
 fn parse_event_ttl(s: &str) -> Result<Duration, String> {

@@ -6,6 +6,7 @@ pub mod apiserver;
 pub mod config;
 pub mod controllers;
 pub mod cron;
+pub mod node_agent;
 pub use skiff_api::quantity;
 pub mod scheduler;
 pub mod serve;

@@ -19,6 +19,7 @@ use raft_store::server::{accept_nodelay, StoreServer};
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let cfg = args.store_config().await?;
+    let advertised = cfg.advertise_client_urls.clone();
     let mut listeners = Vec::new();
     for url in args.client_listen_urls() {
         let addr = bind_addr("--listen-client-urls", &url).await?;
@@ -31,7 +32,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let registry = Arc::new(Registry::new(store.replica.clone()));
     let built_in = {
         let registry = registry.clone();
-        tokio::spawn(async move { namespaces::ensure_built_in(&registry).await })
+        tokio::spawn(async move {
+            // The default StorageClass first: the built-in namespaces stay the last keys a
+            // starting cluster writes.
+            crate::controllers::persistentvolume::local_path::ensure_default_class(&registry).await;
+            namespaces::ensure_built_in(&registry).await;
+        })
     };
     let (leading, leadership) = tokio::sync::watch::channel(None);
     let api_service = Arc::new(ApiService::new(
@@ -68,6 +74,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(crate::controllers::cronjob::run(ctx.clone())),
         tokio::spawn(crate::controllers::daemonset::run(ctx.clone())),
         tokio::spawn(crate::controllers::statefulset::run(ctx.clone())),
+        tokio::spawn(crate::controllers::persistentvolume::run(ctx.clone())),
     ];
     let mut servers = Vec::new();
     for listener in listeners {
@@ -83,12 +90,26 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .await
         }));
     }
+    let agent = match crate::node_agent::EmbeddedAgent::start(
+        args.disable_agent,
+        &advertised,
+        &args.agent_args,
+    ) {
+        Ok(agent) => Some(agent),
+        Err(why) => {
+            tracing::info!("{why}");
+            None
+        }
+    };
     tokio::select! {
         signal = wait_for_signal() => signal?,
         // The store stops by itself when this member was removed from the cluster.
         _ = store.stopping() => {}
     }
     tracing::info!("shutting down");
+    if let Some(agent) = agent {
+        agent.stop().await;
+    }
     built_in.abort();
     for l in loops {
         l.abort();

@@ -17,6 +17,7 @@ use crate::node::facts;
 use crate::node::heartbeat::Heartbeat;
 use crate::pods::manager::PodManager;
 use crate::real::RealRuntime;
+use crate::server::AgentService;
 
 /// Waits until the control plane has given `name` a pod CIDR.
 async fn pod_cidr(client: &Client, name: &str) -> anyhow::Result<String> {
@@ -49,9 +50,10 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.root_dir.display()))?;
     let listener = crate::server::bind(std::net::SocketAddr::new(args.address, args.port)).await?;
     let port = listener.local_addr()?.port();
-    let root_dir = args.root_dir.clone();
+    let images = Arc::new(args.image_service()?);
+    let service = AgentService::new(args.root_dir.clone(), images.clone(), args.shim_path()?);
     tokio::spawn(async move {
-        if let Err(e) = crate::server::serve(listener, root_dir).await {
+        if let Err(e) = crate::server::serve(listener, service).await {
             tracing::error!("the agent's port stopped: {e:#}");
         }
     });
@@ -79,6 +81,11 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
     let first = heartbeat.register(not_ready.clone()).await?;
     let (ready_tx, ready_rx) = watch::channel(not_ready);
     tokio::spawn(heartbeat.run(first, ready_rx));
+    tokio::spawn(crate::node::storage::run(
+        client.clone(),
+        name.clone(),
+        args.root_dir.clone(),
+    ));
 
     let cidr = pod_cidr(&client, &name).await?;
     let cni = Cni {
@@ -100,6 +107,7 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
         facts.address,
         facts.memory_bytes,
         crate::events::Recorder::new(client.clone(), name.clone()),
+        images,
     )?);
     PodManager {
         client,

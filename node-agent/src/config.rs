@@ -71,6 +71,30 @@ pub struct Args {
 }
 
 impl Args {
+    /// The shim binary: `--shim`, or `skiff-shim` beside this program.
+    pub fn shim_path(&self) -> std::io::Result<PathBuf> {
+        match &self.shim {
+            Some(p) => Ok(p.clone()),
+            None => Ok(std::env::current_exe()?
+                .parent()
+                .map(|d| d.join("skiff-shim"))
+                .unwrap_or_else(|| PathBuf::from("skiff-shim"))),
+        }
+    }
+
+    /// The image store with the registries `--registry-config` names.
+    pub fn image_service(&self) -> anyhow::Result<crate::image::ImageService> {
+        let mut registries = match &self.registry_config {
+            Some(path) => crate::image::RegistryConfig::load(path)?,
+            None => crate::image::RegistryConfig::default(),
+        };
+        registries.disable_default_endpoint = self.disable_default_registry_endpoint;
+        Ok(crate::image::ImageService::open(
+            self.root_dir.join("images"),
+            registries,
+        )?)
+    }
+
     pub fn endpoint_list(&self) -> Vec<String> {
         self.endpoints
             .split(',')

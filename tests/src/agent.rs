@@ -168,19 +168,23 @@ fn remove_cgroups(name: &str) {
     }
 }
 
+/// Removes what a node's agent left under `root` and `cgroup_root` once the agent is gone:
+/// shims and containers (the shims name the root in their arguments; containers die with
+/// their cgroup's processes), mounts, cgroups.
+pub fn clean_up_node(root: &Path, cgroup_root: &str) {
+    for pid in processes_mentioning(&root.to_string_lossy()) {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
+    }
+    for m in mounts_below(root) {
+        let _ = Command::new("umount").args(["-l", &m]).output();
+    }
+    remove_cgroups(cgroup_root);
+}
+
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
-        let root = self.root.path().to_string_lossy().to_string();
-        // Shims and containers: the shims name the root in their arguments; containers die with
-        // their cgroup's processes being killed below.
-        for pid in processes_mentioning(&root) {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
-        }
-        for m in mounts_below(self.root.path()) {
-            let _ = Command::new("umount").args(["-l", &m]).output();
-        }
-        remove_cgroups(&self.cgroup_root);
+        clean_up_node(self.root.path(), &self.cgroup_root);
     }
 }
 
@@ -199,6 +203,11 @@ pub struct TestNode {
 
 impl TestNode {
     pub async fn start(host_ip: &str) -> TestNode {
+        Self::start_with(host_ip, &[]).await
+    }
+
+    /// A test node whose agent also gets `agent_flags`.
+    pub async fn start_with(host_ip: &str, agent_flags: &[&str]) -> TestNode {
         let limit = std::time::Duration::from_secs(60);
         let cluster = crate::cluster::Cluster::start(1).await;
         let registry = crate::registry::TestRegistry::start()
@@ -218,19 +227,19 @@ impl TestNode {
         )
         .expect("registries.yaml");
         let port = crate::cluster::free_port();
-        let agent = Agent::start(
-            "node-a",
-            &cluster.endpoints(),
-            &[
-                "--node-ip",
-                host_ip,
-                "--port",
-                &port.to_string(),
-                "--registry-config",
-                &config.to_string_lossy(),
-                "--disable-default-registry-endpoint",
-            ],
-        );
+        let port_text = port.to_string();
+        let config_text = config.to_string_lossy();
+        let mut flags = vec![
+            "--node-ip",
+            host_ip,
+            "--port",
+            &port_text,
+            "--registry-config",
+            &config_text,
+            "--disable-default-registry-endpoint",
+        ];
+        flags.extend_from_slice(agent_flags);
+        let agent = Agent::start("node-a", &cluster.endpoints(), &flags);
         let client = skiff_api::Client::new(&[cluster.endpoints()]).expect("client");
         let nodes = skiff_api::Kind::of("v1", "Node").expect("Node");
         let c = client.clone();
@@ -255,4 +264,72 @@ impl TestNode {
             _config: config_dir,
         }
     }
+}
+
+impl TestNode {
+    /// Creates pod `name` in `default` with `spec` (and `labels`).
+    pub async fn create_pod(&self, name: &str, labels: serde_json::Value, spec: serde_json::Value) {
+        self.client
+            .create(
+                &serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": name, "namespace": "default", "labels": labels},
+                        "spec": spec}),
+                "default",
+            )
+            .await
+            .expect("pod created");
+    }
+
+    /// Waits up to a minute until `check` holds for pod `name` in `default`, printing the
+    /// pod's status and the agent's log when it never does.
+    pub async fn until_pod(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let pods = skiff_api::Kind::of("v1", "Pod").expect("Pod");
+        let limit = std::time::Duration::from_secs(60);
+        let found = crate::wait::try_until(limit, || async {
+            let p = self.client.get(&pods, "default", name).await.ok()?;
+            check(&p).then_some(p)
+        })
+        .await;
+        match found {
+            Some(p) => p,
+            None => {
+                let last = self.client.get(&pods, "default", name).await.ok();
+                panic!(
+                    "timed out waiting for pod {name} to be {what}; it is {}\nagent log:\n{}",
+                    last.map(|p| p["status"].to_string()).unwrap_or_default(),
+                    self.agent.log()
+                )
+            }
+        }
+    }
+
+    /// The Events about object `name` in `default`, as "reason: message" lines.
+    pub async fn events_of(&self, name: &str) -> Vec<String> {
+        events_of(&self.client, name).await
+    }
+}
+
+/// The Events about object `name` in `default`, as "reason: message" lines.
+pub async fn events_of(client: &skiff_api::Client, name: &str) -> Vec<String> {
+    let kind = skiff_api::Kind::of("v1", "Event").expect("Event");
+    let list = client
+        .list(&kind, Some("default"), "", "")
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    list.iter()
+        .filter(|e| e["involvedObject"]["name"] == name)
+        .map(|e| {
+            format!(
+                "{}: {}",
+                e["reason"].as_str().unwrap_or_default(),
+                e["message"].as_str().unwrap_or_default()
+            )
+        })
+        .collect()
 }

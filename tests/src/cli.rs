@@ -7,6 +7,8 @@ use std::process::{Command, Stdio};
 #[derive(Debug)]
 pub struct Run {
     pub ok: bool,
+    /// The exit status (None when a signal ended it).
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -42,6 +44,7 @@ pub fn skiff(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Run {
     let out = child.wait_with_output().expect("skiff runs");
     Run {
         ok: out.status.success(),
+        code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }

@@ -221,6 +221,10 @@ impl Cluster {
             }
             None => Command::new(self.program.binary()),
         };
+        if self.program == Program::Skiff {
+            // Tests that want a node start their own agent, with its own root and cgroups.
+            cmd.arg("--disable-agent");
+        }
         let child = cmd
             .arg("--name")
             .arg(&m.name)

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod etcdctl;
 pub mod history;
 pub mod hollow;
+pub mod http;
 pub mod netns;
 pub mod pod_tracker;
 pub mod registry;

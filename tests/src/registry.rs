@@ -5,9 +5,10 @@
 //! file, optionally htpasswd basic auth), and kills it when dropped. [`ImageBuilder`] makes OCI
 //! or Docker v2 images (layers as tars, plain, gzip or zstd; a config; a manifest; optionally an
 //! index) as bytes, and [`push_image`] pushes them with oci-client. [`example_layer`] is the
-//! project's example image: Debian's statically linked `/bin/busybox` with a symlink per applet,
-//! `/etc/passwd` and `/etc/group` (root and nobody 65534) and `/tmp`, whose command serves its
-//! hostname over HTTP on port 8080.
+//! project's example image (built by `skiff_api::example_image`, which the CLI uses too):
+//! Debian's statically linked `/bin/busybox` with a symlink per applet, `/etc/passwd` and
+//! `/etc/group` (root and nobody 65534) and `/tmp`, whose command serves its hostname over HTTP
+//! on port 8080.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -26,15 +27,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Where Debian installs the registry (package `docker-registry`).
 pub const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
 /// Debian's statically linked busybox (package `busybox-static`).
-pub const BUSYBOX: &str = "/bin/busybox";
-/// The example image's command: a web server answering with the container's hostname.
-pub const EXAMPLE_CMD: [&str; 3] = [
-    "sh",
-    "-c",
-    "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www",
-];
-/// The port the example image serves on.
-pub const EXAMPLE_PORT: u16 = 8080;
+pub const BUSYBOX: &str = skiff_api::example_image::DEFAULT_BUSYBOX;
+pub use skiff_api::example_image::{EXAMPLE_CMD, EXAMPLE_PORT};
 
 /// A running `docker-registry` on `127.0.0.1`, killed on drop.
 pub struct TestRegistry {
@@ -531,86 +525,29 @@ pub async fn push_manifest(
     Ok(manifest.digest.clone())
 }
 
-/// A tar header for a root-owned entry with a fixed time (reproducible layers).
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(1_704_067_200);
-    h.set_size(size);
-    h
-}
-
-/// The example image's only layer, an uncompressed tar: `/bin/busybox` from the host (Debian's
-/// busybox-static), a symlink in `/bin` for each of its applets, `/etc/passwd` and `/etc/group`
-/// with root and nobody (65534), `/tmp` (1777) and empty `/root`, `/proc`, `/sys`, `/dev`.
+/// The example image's only layer, an uncompressed tar (skiff-api's
+/// [`skiff_api::example_image::layer`]): `/bin/busybox` from the host (Debian's busybox-static),
+/// a symlink in `/bin` for each of its applets, `/etc/passwd` and `/etc/group` with root and
+/// nobody (65534), `/tmp` (1777) and empty `/root`, `/proc`, `/sys`, `/dev`.
 pub fn example_layer() -> anyhow::Result<Vec<u8>> {
-    let busybox = std::fs::read(BUSYBOX)
-        .with_context(|| format!("reading {BUSYBOX}: install Debian's busybox-static"))?;
-    let list = Command::new(BUSYBOX)
-        .arg("--list")
-        .output()
-        .with_context(|| format!("{BUSYBOX} --list"))?;
-    let applets: Vec<String> = String::from_utf8_lossy(&list.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|a| !a.is_empty() && *a != "busybox" && !a.contains('/'))
-        .map(str::to_string)
-        .collect();
-    if !applets.iter().any(|a| a == "httpd") || !applets.iter().any(|a| a == "sh") {
-        bail!(
-            "{BUSYBOX} lacks sh or httpd (applets: {})",
-            applets.join(" ")
-        );
-    }
-    let mut tar = tar::Builder::new(Vec::new());
-    for (dir, mode) in [
-        ("bin", 0o755),
-        ("dev", 0o755),
-        ("etc", 0o755),
-        ("proc", 0o555),
-        ("root", 0o700),
-        ("sys", 0o555),
-        ("tmp", 0o1777),
-    ] {
-        tar.append_data(
-            &mut header(tar::EntryType::Directory, mode, 0),
-            dir,
-            std::io::empty(),
-        )?;
-    }
-    tar.append_data(
-        &mut header(tar::EntryType::Regular, 0o755, busybox.len() as u64),
-        "bin/busybox",
-        &busybox[..],
-    )?;
-    for applet in &applets {
-        let mut h = header(tar::EntryType::Symlink, 0o777, 0);
-        tar.append_link(&mut h, format!("bin/{applet}"), "busybox")?;
-    }
-    let passwd =
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
-    let group = "root:x:0:\nnobody:x:65534:\n";
-    for (path, content) in [("etc/passwd", passwd), ("etc/group", group)] {
-        tar.append_data(
-            &mut header(tar::EntryType::Regular, 0o644, content.len() as u64),
-            path,
-            content.as_bytes(),
-        )?;
-    }
-    Ok(tar.into_inner()?)
+    Ok(skiff_api::example_image::layer(Path::new(BUSYBOX))?)
 }
 
-/// The example image: [`example_layer`] with [`EXAMPLE_CMD`], port 8080 exposed, working dir `/`.
+/// The example image as skiff-api's [`skiff_api::example_image::config`] describes it:
+/// [`example_layer`] with [`EXAMPLE_CMD`], port 8080 exposed, working dir `/`, `SKIFF_EXAMPLE=1`.
 pub fn example_image() -> anyhow::Result<ImageBuilder> {
-    Ok(ImageBuilder::new()
+    let mut builder = ImageBuilder::new()
         .layer(example_layer()?)
         .cmd(&EXAMPLE_CMD)
-        .working_dir("/")
-        .expose(&format!("{EXAMPLE_PORT}/tcp"))
-        .env("SKIFF_EXAMPLE=1"))
+        .working_dir(skiff_api::example_image::EXAMPLE_WORKING_DIR)
+        .expose(&format!("{EXAMPLE_PORT}/tcp"));
+    // The builder starts with the same PATH; the example's other variables are added.
+    for var in skiff_api::example_image::EXAMPLE_ENV {
+        if !builder.env.iter().any(|v| v == var) {
+            builder = builder.env(var);
+        }
+    }
+    Ok(builder)
 }
 
 /// Builds the example image (OCI, gzip) and pushes it to `registry` as `repository:tag`; returns

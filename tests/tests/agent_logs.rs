@@ -41,38 +41,6 @@ impl Node {
         self.cluster.endpoints()
     }
 
-    async fn create_pod(&self, name: &str, labels: Value, spec: Value) {
-        self.client
-            .create(
-                &json!({"apiVersion": "v1", "kind": "Pod",
-                        "metadata": {"name": name, "namespace": "default", "labels": labels},
-                        "spec": spec}),
-                "default",
-            )
-            .await
-            .expect("pod created");
-    }
-
-    /// Waits until `check` holds for the pod, printing the agent's log on failure.
-    async fn until_pod(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let found = wait::try_until(LIMIT, || async {
-            let p = self.client.get(&pods(), "default", name).await.ok()?;
-            check(&p).then_some(p)
-        })
-        .await;
-        match found {
-            Some(p) => p,
-            None => {
-                let last = self.client.get(&pods(), "default", name).await.ok();
-                panic!(
-                    "timed out waiting for pod {name} to be {what}; it is {}\nagent log:\n{}",
-                    last.map(|p| p["status"].to_string()).unwrap_or_default(),
-                    self.agent.log()
-                )
-            }
-        }
-    }
-
     /// Runs `skiff logs <args>` until its output is `want` (the container may still be
     /// writing it).
     async fn until_logs(&self, args: &[&str], want: &str) {

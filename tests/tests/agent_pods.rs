@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use skiff_api::{Client, Kind};
-use tests::agent::TestNode;
+use tests::agent::{events_of, TestNode};
 use tests::netns::{self, TestNet};
 use tests::registry::EXAMPLE_PORT;
 use tests::wait;
@@ -27,45 +27,6 @@ async fn node(host_ip: &str) -> Node {
 
 async fn get_pod(client: &Client, name: &str) -> Option<Value> {
     client.get(&pods(), "default", name).await.ok()
-}
-
-/// Waits until `check` holds for the pod, printing the agent's log on failure.
-async fn until_pod(n: &Node, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let found = wait::try_until(LIMIT, || async {
-        let p = get_pod(&n.client, name).await?;
-        check(&p).then_some(p)
-    })
-    .await;
-    match found {
-        Some(p) => p,
-        None => {
-            let last = get_pod(&n.client, name).await;
-            panic!(
-                "timed out waiting for pod {name} to be {what}; it is {}\nagent log:\n{}",
-                last.map(|p| p["status"].to_string()).unwrap_or_default(),
-                n.agent.log()
-            )
-        }
-    }
-}
-
-/// The body of an HTTP GET to `addr`, or None if nothing answers.
-async fn http_get(addr: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let connect = tokio::net::TcpStream::connect(addr);
-    let mut s = tokio::time::timeout(Duration::from_secs(2), connect)
-        .await
-        .ok()?
-        .ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out))
-        .await
-        .ok()?
-        .ok()?;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1").then(|| body.to_string())
 }
 
 fn phase(p: &Value) -> &str {
@@ -100,10 +61,11 @@ fn a_pod_runs_answers_on_its_ip_survives_an_agent_kill_and_leaves_nothing_when_d
             )
             .await
             .expect("pod created");
-        let p = until_pod(&n, "web", "Running and ready", |p| {
-            phase(p) == "Running" && container_status(p)["ready"] == true
-        })
-        .await;
+        let p = n
+            .until_pod("web", "Running and ready", |p| {
+                phase(p) == "Running" && container_status(p)["ready"] == true
+            })
+            .await;
         let ip = p["status"]["podIP"].as_str().expect("pod IP").to_string();
         assert!(ip.starts_with("10.244."), "pod IP {ip}");
         assert_eq!(p["status"]["hostIP"], host_ip.as_str());
@@ -120,25 +82,38 @@ fn a_pod_runs_answers_on_its_ip_survives_an_agent_kill_and_leaves_nothing_when_d
 
         // The example image answers with its hostname: the pod's name.
         let addr = format!("{ip}:{EXAMPLE_PORT}");
-        let body = wait::until("the pod to answer on its IP", LIMIT, || http_get(&addr)).await;
+        let body = wait::until("the pod to answer on its IP", LIMIT, || {
+            tests::http::get(&addr)
+        })
+        .await;
         assert_eq!(body.trim(), "web");
         // And on the node's address through its hostPort.
         let through_host = format!("{host_ip}:18080");
-        let body = wait::until("the hostPort to answer", LIMIT, || http_get(&through_host)).await;
+        let body = wait::until("the hostPort to answer", LIMIT, || {
+            tests::http::get(&through_host)
+        })
+        .await;
         assert_eq!(body.trim(), "web");
 
         // SIGKILL the agent: the container keeps answering; the restarted agent adopts it with
         // the same ID and restart count.
         n.agent.kill();
-        assert_eq!(http_get(&addr).await.as_deref().map(str::trim), Some("web"));
+        assert_eq!(
+            tests::http::get(&addr).await.as_deref().map(str::trim),
+            Some("web")
+        );
         n.agent.restart();
-        let again = until_pod(&n, "web", "reported by the restarted agent", |p| {
-            phase(p) == "Running"
-        })
-        .await;
+        let again = n
+            .until_pod("web", "reported by the restarted agent", |p| {
+                phase(p) == "Running"
+            })
+            .await;
         assert_eq!(container_status(&again)["containerID"], id.as_str());
         assert_eq!(container_status(&again)["restartCount"], 0);
-        assert_eq!(http_get(&addr).await.as_deref().map(str::trim), Some("web"));
+        assert_eq!(
+            tests::http::get(&addr).await.as_deref().map(str::trim),
+            Some("web")
+        );
 
         // Deleting the pod stops it (the web server dies on SIGTERM) and removes it.
         n.client
@@ -149,8 +124,16 @@ fn a_pod_runs_answers_on_its_ip_survives_an_agent_kill_and_leaves_nothing_when_d
             get_pod(&n.client, "web").await.is_none().then_some(())
         })
         .await;
-        assert_eq!(http_get(&addr).await, None, "nothing answers on the old IP");
-        assert_eq!(http_get(&through_host).await, None, "the hostPort is gone");
+        assert_eq!(
+            tests::http::get(&addr).await,
+            None,
+            "nothing answers on the old IP"
+        );
+        assert_eq!(
+            tests::http::get(&through_host).await,
+            None,
+            "the hostPort is gone"
+        );
         let pods_dir = n.agent.dir().join("pods");
         let left: Vec<_> = std::fs::read_dir(&pods_dir)
             .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
@@ -189,54 +172,41 @@ fn exit_codes_and_restart_policies_read_as_in_kubernetes() {
         ] {
             n.client.create(&p, "default").await.expect("created");
         }
-        let failed = until_pod(&n, "fails", "Failed", |p| phase(p) == "Failed").await;
+        let failed = n
+            .until_pod("fails", "Failed", |p| phase(p) == "Failed")
+            .await;
         let t = &container_status(&failed)["state"]["terminated"];
         assert_eq!(t["exitCode"], 3, "{failed:#}");
         assert_eq!(t["reason"], "Error");
 
-        let ok = until_pod(&n, "succeeds", "Succeeded", |p| phase(p) == "Succeeded").await;
+        let ok = n
+            .until_pod("succeeds", "Succeeded", |p| phase(p) == "Succeeded")
+            .await;
         assert_eq!(
             container_status(&ok)["state"]["terminated"]["reason"],
             "Completed"
         );
 
         // restartPolicy Always: restarted at once, then backing off.
-        let looping = until_pod(&n, "crashes", "in CrashLoopBackOff", |p| {
-            container_status(p)["state"]["waiting"]["reason"] == "CrashLoopBackOff"
-        })
-        .await;
+        let looping = n
+            .until_pod("crashes", "in CrashLoopBackOff", |p| {
+                container_status(p)["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+            })
+            .await;
         let cs = container_status(&looping);
         assert!(cs["restartCount"].as_i64().unwrap_or(0) >= 1, "{cs:#}");
         assert_eq!(cs["lastState"]["terminated"]["exitCode"], 1);
         assert_eq!(phase(&looping), "Running");
 
-        let missing = until_pod(&n, "no-such-command", "Failed", |p| phase(p) == "Failed").await;
+        let missing = n
+            .until_pod("no-such-command", "Failed", |p| phase(p) == "Failed")
+            .await;
         assert_eq!(
             container_status(&missing)["state"]["terminated"]["exitCode"],
             127,
             "{missing:#}"
         );
     });
-}
-
-/// The Events about pod `name`, as "reason: message" lines.
-async fn events_of(client: &Client, name: &str) -> Vec<String> {
-    let kind = Kind::of("v1", "Event").expect("Event");
-    let list = client
-        .list(&kind, Some("default"), "", "")
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
-    list.iter()
-        .filter(|e| e["involvedObject"]["name"] == name)
-        .map(|e| {
-            format!(
-                "{}: {}",
-                e["reason"].as_str().unwrap_or_default(),
-                e["message"].as_str().unwrap_or_default()
-            )
-        })
-        .collect()
 }
 
 #[test]
@@ -270,10 +240,11 @@ fn bad_input_is_reported_with_kubernetes_reasons_and_a_job_completes() {
             .expect("created");
 
         // An image nobody has: ErrImagePull, then ImagePullBackOff, with Events.
-        let p = until_pod(&n, "no-image", "backing off its pull", |p| {
-            container_status(p)["state"]["waiting"]["reason"] == "ImagePullBackOff"
-        })
-        .await;
+        let p = n
+            .until_pod("no-image", "backing off its pull", |p| {
+                container_status(p)["state"]["waiting"]["reason"] == "ImagePullBackOff"
+            })
+            .await;
         assert_eq!(phase(&p), "Pending");
         let events = wait::until("the pull failure's events", LIMIT, || async {
             let ev = events_of(&n.client, "no-image").await;
@@ -292,10 +263,11 @@ fn bad_input_is_reported_with_kubernetes_reasons_and_a_job_completes() {
         );
 
         // A configMap key that does not exist: CreateContainerConfigError, until it does.
-        let p = until_pod(&n, "no-config", "refused for its config", |p| {
-            container_status(p)["state"]["waiting"]["reason"] == "CreateContainerConfigError"
-        })
-        .await;
+        let p = n
+            .until_pod("no-config", "refused for its config", |p| {
+                container_status(p)["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+            })
+            .await;
         assert_eq!(
             container_status(&p)["state"]["waiting"]["message"],
             "configmap \"settings\" not found"
@@ -309,7 +281,7 @@ fn bad_input_is_reported_with_kubernetes_reasons_and_a_job_completes() {
             )
             .await
             .expect("configmap");
-        until_pod(&n, "no-config", "running once its config exists", |p| {
+        n.until_pod("no-config", "running once its config exists", |p| {
             phase(p) == "Running"
         })
         .await;
@@ -391,20 +363,20 @@ fn readiness_gates_ready_and_a_failing_liveness_probe_restarts_the_container() {
             .await
             .expect("created");
 
-        let unready = until_pod(&n, "slow", "running but not ready", |p| {
-            phase(p) == "Running"
-        })
-        .await;
+        let unready = n
+            .until_pod("slow", "running but not ready", |p| phase(p) == "Running")
+            .await;
         assert_eq!(container_status(&unready)["ready"], false, "{unready:#}");
-        until_pod(&n, "slow", "ready once /ready exists", |p| {
+        n.until_pod("slow", "ready once /ready exists", |p| {
             container_status(p)["ready"] == true
         })
         .await;
 
-        let restarted = until_pod(&n, "dead", "restarted by its liveness probe", |p| {
-            container_status(p)["restartCount"].as_i64().unwrap_or(0) >= 1
-        })
-        .await;
+        let restarted = n
+            .until_pod("dead", "restarted by its liveness probe", |p| {
+                container_status(p)["restartCount"].as_i64().unwrap_or(0) >= 1
+            })
+            .await;
         let last = &container_status(&restarted)["lastState"]["terminated"];
         assert!(
             last["exitCode"].as_i64().unwrap_or(0) > 128,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use skiff_api::{Client, Kind};
-use tests::agent::TestNode;
+use tests::agent::{events_of, TestNode};
 use tests::netns::{self, TestNet};
 use tests::registry::EXAMPLE_PORT;
 use tests::wait;
@@ -63,29 +63,6 @@ fn logs_of(n: &Node, name: &str) -> String {
     out
 }
 
-/// Waits until `check` holds for the pod; on failure shows its status, its containers' logs
-/// and the agent's log.
-async fn until_pod(n: &Node, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let found = wait::try_until(LIMIT, || async {
-        let p = get_pod(&n.client, name).await?;
-        check(&p).then_some(p)
-    })
-    .await;
-    match found {
-        Some(p) => p,
-        None => {
-            let last = get_pod(&n.client, name).await;
-            panic!(
-                "timed out waiting for pod {name} to be {what}; it is {}\ncontainer logs:\n{}\n\
-                 agent log:\n{}",
-                last.map(|p| p["status"].to_string()).unwrap_or_default(),
-                logs_of(n, name),
-                n.agent.log()
-            )
-        }
-    }
-}
-
 fn phase(p: &Value) -> &str {
     p["status"]["phase"].as_str().unwrap_or_default()
 }
@@ -98,10 +75,11 @@ fn waiting_reason(p: &Value) -> &str {
 
 /// Waits for a restartPolicy Never pod to succeed, failing at once if it fails.
 async fn succeeds(n: &Node, name: &str) {
-    let p = until_pod(n, name, "finished", |p| {
-        matches!(phase(p), "Succeeded" | "Failed")
-    })
-    .await;
+    let p = n
+        .until_pod(name, "finished", |p| {
+            matches!(phase(p), "Succeeded" | "Failed")
+        })
+        .await;
     assert_eq!(
         phase(&p),
         "Succeeded",
@@ -111,60 +89,23 @@ async fn succeeds(n: &Node, name: &str) {
     );
 }
 
-/// The body of an HTTP GET to `addr`, or None if nothing answers.
-async fn http_get(addr: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let connect = tokio::net::TcpStream::connect(addr);
-    let mut s = tokio::time::timeout(Duration::from_secs(2), connect)
-        .await
-        .ok()?
-        .ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out))
-        .await
-        .ok()?
-        .ok()?;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1").then(|| body.to_string())
-}
-
 /// Waits until the pod's web server answers `want`.
 async fn serves(n: &Node, name: &str, want: &str) {
-    let p = until_pod(n, name, "Running", |p| phase(p) == "Running").await;
+    let p = n
+        .until_pod(name, "Running", |p| phase(p) == "Running")
+        .await;
     let ip = p["status"]["podIP"].as_str().expect("pod IP").to_string();
     let addr = format!("{ip}:{EXAMPLE_PORT}");
     let got = wait::try_until(LIMIT, || async {
-        http_get(&addr).await.filter(|b| b.trim() == want)
+        tests::http::get(&addr).await.filter(|b| b.trim() == want)
     })
     .await;
     assert!(
         got.is_some(),
         "pod {name} never served {want:?} (last: {:?})\ncontainer logs:\n{}",
-        http_get(&addr).await,
+        tests::http::get(&addr).await,
         logs_of(n, name)
     );
-}
-
-/// The Events about pod `name`, as "reason: message" lines.
-async fn events_of(client: &Client, name: &str) -> Vec<String> {
-    let kind = Kind::of("v1", "Event").expect("Event");
-    let list = client
-        .list(&kind, Some("default"), "", "")
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
-    list.iter()
-        .filter(|e| e["involvedObject"]["name"] == name)
-        .map(|e| {
-            format!(
-                "{}: {}",
-                e["reason"].as_str().unwrap_or_default(),
-                e["message"].as_str().unwrap_or_default()
-            )
-        })
-        .collect()
 }
 
 /// Waits for an Event about `pod` that reads `want` (or starts so, when `want` ends in `…`).
@@ -252,8 +193,8 @@ fn checker(name: &str, script: &str, mounts: Value, volumes: Value) -> Value {
     )
 }
 
-/// A hostPath PersistentVolume at `path`, and a claim bound to it (Skiff has no binder: the
-/// test binds it as one would).
+/// A hostPath PersistentVolume at `path`, and a claim naming it with no class (static binding,
+/// as Kubernetes' docs have it), which the binder binds.
 async fn bound_claim(client: &Client, path: &Path) {
     client
         .create(
@@ -271,21 +212,19 @@ async fn bound_claim(client: &Client, path: &Path) {
             &json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                     "metadata": {"name": "claim", "namespace": "default"},
                     "spec": {"volumeName": "local-pv", "accessModes": ["ReadWriteOnce"],
+                             "storageClassName": "",
                              "resources": {"requests": {"storage": "1Gi"}}}}),
             "default",
         )
         .await
         .expect("claim");
     let kind = Kind::of("v1", "PersistentVolumeClaim").expect("PersistentVolumeClaim");
-    let mut claim = client
-        .get(&kind, "default", "claim")
-        .await
-        .expect("claim read");
-    claim["status"] = json!({"phase": "Bound"});
-    client
-        .update_status(&claim, "default")
-        .await
-        .expect("claim bound");
+    let bound = tests::wait::try_until(std::time::Duration::from_secs(30), || async {
+        let c = client.get(&kind, "default", "claim").await.ok()?;
+        (c["status"]["phase"] == "Bound").then_some(())
+    })
+    .await;
+    assert!(bound.is_some(), "the claim was never bound to local-pv");
 }
 
 #[test]
@@ -373,18 +312,21 @@ fn empty_dirs_host_paths_sub_paths_and_claims() {
             .create(
                 &json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                         "metadata": {"name": "pending-claim", "namespace": "default"},
-                        "spec": {"accessModes": ["ReadWriteOnce"],
+                        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
                                  "resources": {"requests": {"storage": "1Gi"}}}}),
                 "default",
             )
             .await
             .expect("claim");
-        let unbound = checker(
+        // Bound to the node by hand, past the scheduler (which would hold it Pending for the
+        // claim): the agent holds it in ContainerCreating.
+        let mut unbound = checker(
             "unbound",
             "true",
             json!([{"name": "c", "mountPath": "/pv"}]),
             json!([{"name": "c", "persistentVolumeClaim": {"claimName": "pending-claim"}}]),
         );
+        unbound["spec"]["nodeName"] = json!("node-a");
         for p in [
             &shared, &memory, &host, &bad_host, &sub, &backstep, &claimer, &unbound,
         ] {
@@ -424,13 +366,13 @@ fn empty_dirs_host_paths_sub_paths_and_claims() {
             ),
         )
         .await;
-        let p = until_pod(&n, "bad-host", "ContainerCreating", |p| {
+        let p = n.until_pod("bad-host", "ContainerCreating", |p| {
             waiting_reason(p) == "ContainerCreating"
         })
         .await;
         assert_eq!(phase(&p), "Pending");
 
-        let p = until_pod(&n, "backstep", "refused for its subPath", |p| {
+        let p = n.until_pod("backstep", "refused for its subPath", |p| {
             waiting_reason(p) == "CreateContainerConfigError"
         })
         .await;
@@ -597,7 +539,7 @@ fn config_maps_secrets_and_the_downward_api_are_projected_and_kept_current() {
             "FailedMount: MountVolume.SetUp failed for volume \"conf\" : configmap \"later\" not found",
         )
         .await;
-        let p = until_pod(&n, "late", "ContainerCreating", |p| {
+        let p = n.until_pod("late", "ContainerCreating", |p| {
             waiting_reason(p) == "ContainerCreating"
         })
         .await;
@@ -611,7 +553,7 @@ fn config_maps_secrets_and_the_downward_api_are_projected_and_kept_current() {
             )
             .await
             .expect("configmap");
-        until_pod(&n, "late", "Running once its configMap exists", |p| {
+        n.until_pod("late", "Running once its configMap exists", |p| {
             phase(p) == "Running"
         })
         .await;

@@ -160,12 +160,16 @@ async fn bad_requests_are_refused_with_etcds_errors_and_change_nothing() {
             .get("/", Some(GetOptions::new().with_prefix().with_keys_only()))
             .await
             .unwrap();
-        // Beside the API server's built-in namespaces, only the one good write.
+        // Beside the API server's built-in namespaces and default StorageClass, only the one
+        // good write.
         let keys: Vec<&str> = all
             .kvs()
             .iter()
             .map(|kv| kv.key_str().unwrap())
-            .filter(|k| !k.starts_with("/registry/namespaces/"))
+            .filter(|k| {
+                !k.starts_with("/registry/namespaces/")
+                    && !k.starts_with("/registry/storageclasses/")
+            })
             .collect();
         assert_eq!(keys, ["/keep"], "replica {i}");
     }

@@ -125,6 +125,7 @@ fn no_flags_run_a_single_replica_on_the_default_ports() {
     net.run_as_client(|| async {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(bin("skiff-server"))
+            .arg("--disable-agent")
             .current_dir(dir.path())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -6,11 +6,9 @@
 
 use std::io::Write;
 
-use serde_json::Value;
-use skiff_api::selector::LabelSelector;
 use skiff_api::{object, ApiError, Kind, LogOptions};
 
-use super::{kind_named, report, Ctx};
+use super::{pod_target, report, Ctx};
 use crate::Reported;
 
 #[derive(clap::Args, Debug)]
@@ -101,48 +99,6 @@ pub fn options(args: &Args, container: Option<String>) -> Result<LogOptions, Str
     })
 }
 
-/// How kubectl orders pods to pick one to show: on a node, running, ready, oldest first.
-fn preference(pod: &Value) -> (bool, u8, bool, String) {
-    let phase_rank = match object::field_string(pod, "status.phase").as_str() {
-        "Running" => 0,
-        "Pending" => 1,
-        "Unknown" => 2,
-        _ => 3,
-    };
-    let ready = object::field(pod, "status.conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        });
-    (
-        object::field_string(pod, "spec.nodeName").is_empty(),
-        phase_rank,
-        !ready,
-        object::meta_str(pod, "creationTimestamp").to_string(),
-    )
-}
-
-/// Pods of a workload: those its selector matches, or (without one) those it owns.
-fn pods_of(workload: &Value, pods: Vec<Value>) -> Result<Vec<Value>, String> {
-    let uid = object::meta_str(workload, "uid");
-    let owned = |p: &Value| {
-        object::field(p, "metadata.ownerReferences")
-            .and_then(Value::as_array)
-            .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
-    };
-    match object::field(workload, "spec.selector") {
-        Some(spec) => {
-            let selector = LabelSelector::from_spec(spec)?;
-            Ok(pods
-                .into_iter()
-                .filter(|p| selector.matches_object(p))
-                .collect())
-        }
-        None => Ok(pods.into_iter().filter(owned).collect()),
-    }
-}
-
 fn pods_kind() -> Kind {
     Kind::named("pods").expect("Pod is served")
 }
@@ -165,43 +121,9 @@ async fn pods(ctx: &Ctx, args: &Args) -> anyhow::Result<Vec<String>> {
         return Ok(names);
     }
     let target = args.target.as_deref().unwrap_or_default();
-    let Some((kind, name)) = target.split_once('/') else {
-        return Ok(vec![target.to_string()]);
-    };
-    let kind = kind_named(kind)?;
-    if kind.kind == "Pod" {
-        return Ok(vec![name.to_string()]);
-    }
-    if ![
-        "Deployment",
-        "ReplicaSet",
-        "StatefulSet",
-        "DaemonSet",
-        "Job",
-    ]
-    .contains(&kind.kind)
-    {
-        anyhow::bail!("cannot get the logs from {}", kind.resource());
-    }
-    let workload = ctx
-        .client
-        .get(&kind, &ctx.namespace, name)
-        .await
-        .map_err(|e| failed(&e))?;
-    let all = list(String::new()).await.map_err(|e| failed(&e))?;
-    let mut found = pods_of(&workload, all.items).map_err(anyhow::Error::msg)?;
-    found.sort_by_key(preference);
-    let Some(first) = found.first() else {
-        anyhow::bail!("no pods found for {}/{name}", kind.resource());
-    };
-    if found.len() > 1 {
-        eprintln!(
-            "Found {} pods, using pod/{}",
-            found.len(),
-            object::name(first)
-        );
-    }
-    Ok(vec![object::name(first).to_string()])
+    Ok(vec![
+        pod_target::pod(ctx, target, "get the logs from").await?,
+    ])
 }
 
 /// Reports an API error as kubectl does; the exit status is left to set.
@@ -376,7 +298,6 @@ pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use clap::Parser;
-    use serde_json::json;
 
     #[derive(Parser)]
     struct Cli {
@@ -428,52 +349,6 @@ mod tests {
         ] {
             assert!(options(&args(bad), None).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn a_workloads_pod_is_picked_as_kubectl_picks_it() {
-        let pod = |name: &str, node: &str, phase: &str, created: &str, labels: Value| {
-            json!({"metadata": {"name": name, "creationTimestamp": created, "labels": labels,
-                                "ownerReferences": [{"uid": "job-uid"}]},
-                   "spec": {"nodeName": node}, "status": {"phase": phase}})
-        };
-        let pods = vec![
-            pod(
-                "pending",
-                "",
-                "Pending",
-                "2026-01-01T00:00:00Z",
-                json!({"app": "web"}),
-            ),
-            pod(
-                "newer",
-                "n",
-                "Running",
-                "2026-01-03T00:00:00Z",
-                json!({"app": "web"}),
-            ),
-            pod(
-                "older",
-                "n",
-                "Running",
-                "2026-01-02T00:00:00Z",
-                json!({"app": "web"}),
-            ),
-            pod(
-                "other",
-                "n",
-                "Running",
-                "2026-01-01T00:00:00Z",
-                json!({"app": "db"}),
-            ),
-        ];
-        let deployment = json!({"spec": {"selector": {"matchLabels": {"app": "web"}}}});
-        let mut mine = pods_of(&deployment, pods.clone()).expect("selector");
-        mine.sort_by_key(preference);
-        let names: Vec<&str> = mine.iter().map(object::name).collect();
-        assert_eq!(names, ["older", "newer", "pending"]);
-        let job = json!({"metadata": {"uid": "job-uid"}, "spec": {}});
-        assert_eq!(pods_of(&job, pods).expect("owned").len(), 4);
     }
 
     #[test]

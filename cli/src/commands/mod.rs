@@ -5,10 +5,13 @@ pub mod cluster;
 pub mod delete;
 pub mod describe;
 pub mod edit;
+pub mod exec;
 pub mod get;
+pub mod image;
 pub mod logs;
 pub mod modify;
 pub mod node;
+pub mod pod_target;
 pub mod rollout;
 
 use skiff_api::{ApiError, Kind, Reason};

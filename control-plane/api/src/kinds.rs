@@ -52,6 +52,13 @@ pub const KINDS: &[Kind] = &[
         true,
     ),
     kind("v1", "Event", "events", &["ev"], true),
+    kind(
+        "storage.k8s.io/v1",
+        "StorageClass",
+        "storageclasses",
+        &["sc"],
+        false,
+    ),
     kind("apps/v1", "ReplicaSet", "replicasets", &["rs"], true),
     kind("apps/v1", "Deployment", "deployments", &["deploy"], true),
     kind("apps/v1", "DaemonSet", "daemonsets", &["ds"], true),
@@ -155,5 +162,12 @@ mod tests {
             "deployments.apps"
         );
         assert!(Kind::of("apps/v1", "Pod").is_none());
+        let sc = Kind::named("sc").unwrap();
+        assert_eq!(sc.kind, "StorageClass");
+        assert_eq!(
+            sc.key("ignored", "local-path"),
+            "/registry/storageclasses/local-path"
+        );
+        assert_eq!(sc.resource(), "storageclasses.storage.k8s.io");
     }
 }

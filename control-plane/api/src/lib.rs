@@ -6,6 +6,9 @@ pub mod client;
 pub mod deployments;
 pub mod error;
 pub mod events;
+pub mod example_image;
+pub mod exec;
+pub mod images;
 pub mod kinds;
 pub mod logs;
 pub mod merge;
@@ -16,7 +19,7 @@ pub mod selector;
 
 /// Code generated from `proto/skiff/v1/api.proto`.
 pub mod pb {
-    tonic::include_proto!("skiff.v1");
+    include!(concat!(env!("OUT_DIR"), "/api/skiff.v1.rs"));
 }
 
 /// Code generated from `proto/skiff/agent/v1/agent.proto`: the service each node agent serves

@@ -1,6 +1,8 @@
 //! What every write goes through before it is stored: decoding the JSON, finding the kind,
 //! settling the namespace, the server-set metadata (uid, creationTimestamp, generation,
 //! generateName), defaults, the schema check and validation. Nothing is stored on an error.
+//! Storage admission as kube-apiserver's plugins do it: DefaultStorageClass and the protection
+//! finalizers on create (`admit_storage`), a claim's immutable spec on update (`check_update`).
 
 use rand::Rng;
 use serde_json::Value;
@@ -170,6 +172,107 @@ pub fn admit(kind: &Kind, obj: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Kubernetes' StorageObjectInUseProtection and DefaultStorageClass admission, on create (pure
+/// part): a claim without a class (neither `spec.storageClassName`, even "", nor the beta
+/// annotation) gets `default_class` when there is one; claims and volumes get their protection
+/// finalizers.
+pub fn storage_on_create(kind: &Kind, obj: &mut Value, default_class: Option<&str>) {
+    use crate::controllers::persistentvolume::{PVC_PROTECTION, PV_PROTECTION};
+    let finalizer = match kind.kind {
+        "PersistentVolumeClaim" => PVC_PROTECTION,
+        "PersistentVolume" => PV_PROTECTION,
+        _ => return,
+    };
+    if kind.kind == "PersistentVolumeClaim" && !claim_has_class(obj) {
+        if let Some(class) = default_class {
+            if !obj.get("spec").is_some_and(Value::is_object) {
+                obj["spec"] = serde_json::json!({});
+            }
+            obj["spec"]["storageClassName"] = class.into();
+        }
+    }
+    let mut finalizers = super::deletion::finalizers(obj);
+    if !finalizers.iter().any(|f| f == finalizer) {
+        finalizers.push(finalizer.to_string());
+        object::set_meta(obj, "finalizers", finalizers.into());
+    }
+}
+
+/// Whether a claim (JSON) names a class, "" included.
+fn claim_has_class(obj: &Value) -> bool {
+    obj.pointer("/spec/storageClassName")
+        .is_some_and(|c| !c.is_null())
+        || object::annotations(obj).contains_key("volume.beta.kubernetes.io/storage-class")
+}
+
+/// `storage_on_create` for an incoming object, reading the StorageClasses when a claim needs
+/// the default one.
+pub async fn admit_storage(
+    registry: &super::registry::Registry,
+    inc: &mut Incoming,
+) -> Result<(), ApiError> {
+    let default_class = if inc.kind.kind == "PersistentVolumeClaim" && !claim_has_class(&inc.object)
+    {
+        let classes = Kind::named("storageclasses").expect("StorageClass is served");
+        let (items, _) = registry.list(&classes.prefix(None)).await?;
+        let values: Vec<&Value> = items.iter().map(|s| &s.object).collect();
+        crate::controllers::persistentvolume::default_class(&values)
+    } else {
+        None
+    };
+    storage_on_create(&inc.kind, &mut inc.object, default_class.as_deref());
+    Ok(())
+}
+
+/// What an update may not change, checked against the live object: a PersistentVolumeClaim's
+/// spec is immutable, as in Kubernetes, but for setting `volumeName` once (binding), a class
+/// on a claim that had none, `volumeAttributesClassName`, and the requests of a bound claim.
+pub fn check_update(kind: &Kind, live: &Value, next: &Value) -> Result<(), ApiError> {
+    if kind.kind != "PersistentVolumeClaim" {
+        return Ok(());
+    }
+    let old = live.get("spec").cloned().unwrap_or(Value::Null);
+    let mut new = next.get("spec").cloned().unwrap_or(Value::Null);
+    let same_as_old = |new: &mut Value, field: &str| match old.get(field) {
+        Some(v) => new[field] = v.clone(),
+        None => {
+            if let Some(m) = new.as_object_mut() {
+                m.remove(field);
+            }
+        }
+    };
+    if new.is_object() {
+        if old
+            .get("volumeName")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .is_empty()
+        {
+            same_as_old(&mut new, "volumeName");
+        }
+        if old.get("storageClassName").is_none_or(Value::is_null) {
+            same_as_old(&mut new, "storageClassName");
+        }
+        same_as_old(&mut new, "volumeAttributesClassName");
+        if object::field_string(live, "status.phase") == "Bound" {
+            same_as_old(&mut new, "resources");
+        }
+    }
+    if new == old {
+        return Ok(());
+    }
+    let error = validate::FieldError {
+        path: "spec".into(),
+        detail: "Forbidden: spec is immutable after creation except resources.requests and \
+                 volumeAttributesClassName for bound claims"
+            .into(),
+    };
+    Err(ApiError::new(
+        Reason::Invalid,
+        validate::invalid_message(kind.kind, object::name(next), &[error]),
+    ))
+}
+
 /// `pods "web" not found`.
 pub fn not_found(kind: &Kind, name: &str) -> ApiError {
     ApiError::new(
@@ -234,6 +337,69 @@ mod tests {
         assert_eq!(e.message, "no matches for kind \"Pod\" in version \"v2\"");
         let e = decode(br#"{"apiVersion":"v1"}"#, "").err().unwrap();
         assert_eq!(e.message, "Object 'Kind' is missing in the object");
+    }
+
+    #[test]
+    fn claims_without_a_class_get_the_default_one_and_protection() {
+        let pvc = Kind::named("pvc").unwrap();
+        let mut claim = serde_json::json!({"metadata": {"name": "c"}, "spec": {}});
+        storage_on_create(&pvc, &mut claim, Some("local-path"));
+        assert_eq!(claim["spec"]["storageClassName"], "local-path");
+        assert_eq!(
+            claim["metadata"]["finalizers"],
+            serde_json::json!(["kubernetes.io/pvc-protection"])
+        );
+        // "" asks for no class: kept; no default class: nothing set.
+        let mut none =
+            serde_json::json!({"metadata": {"name": "c"}, "spec": {"storageClassName": ""}});
+        storage_on_create(&pvc, &mut none, Some("local-path"));
+        assert_eq!(none["spec"]["storageClassName"], "");
+        let mut no_default = serde_json::json!({"metadata": {"name": "c"}, "spec": {}});
+        storage_on_create(&pvc, &mut no_default, None);
+        assert!(no_default["spec"].get("storageClassName").is_none());
+        let pv = Kind::named("pv").unwrap();
+        let mut volume = serde_json::json!({"metadata": {"name": "v", "finalizers": ["x"]}});
+        storage_on_create(&pv, &mut volume, Some("local-path"));
+        assert_eq!(
+            volume["metadata"]["finalizers"],
+            serde_json::json!(["x", "kubernetes.io/pv-protection"])
+        );
+        assert!(volume.get("spec").is_none());
+    }
+
+    #[test]
+    fn a_claims_spec_is_immutable_but_for_binding_and_expansion() {
+        let pvc = Kind::named("pvc").unwrap();
+        let live = serde_json::json!({"metadata": {"name": "data"},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+            "status": {"phase": "Pending"}});
+        let with = |f: &dyn Fn(&mut Value)| {
+            let mut next = live.clone();
+            f(&mut next);
+            next
+        };
+        let bound = with(&|n| {
+            n["spec"]["volumeName"] = "pv1".into();
+            n["spec"]["storageClassName"] = "local-path".into();
+        });
+        assert!(check_update(&pvc, &live, &bound).is_ok());
+        let rebound = with(&|n| n["spec"]["volumeName"] = "pv2".into());
+        assert!(check_update(&pvc, &bound, &rebound).is_err());
+        let modes = with(&|n| n["spec"]["accessModes"] = serde_json::json!(["ReadWriteMany"]));
+        let e = check_update(&pvc, &live, &modes).unwrap_err();
+        assert_eq!(e.reason, Reason::Invalid);
+        assert_eq!(
+            e.message,
+            "PersistentVolumeClaim \"data\" is invalid: spec: Forbidden: spec is immutable after \
+             creation except resources.requests and volumeAttributesClassName for bound claims"
+        );
+        let bigger = with(&|n| n["spec"]["resources"]["requests"]["storage"] = "2Gi".into());
+        assert!(check_update(&pvc, &live, &bigger).is_err(), "not bound yet");
+        let mut live_bound = live.clone();
+        live_bound["status"]["phase"] = "Bound".into();
+        assert!(check_update(&pvc, &live_bound, &bigger).is_ok());
+        let annotated = with(&|n| n["metadata"]["annotations"] = serde_json::json!({"a": "b"}));
+        assert!(check_update(&pvc, &live, &annotated).is_ok());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Kubernetes' defaults for the fields a manifest may leave out (restartPolicy, imagePullPolicy,
-//! protocol TCP, targetPort = port, replicas 1, rolling-update strategy...), applied to the JSON
-//! before validation so that what is stored and shown is complete.
+//! protocol TCP, targetPort = port, replicas 1, rolling-update strategy, a StorageClass's
+//! reclaimPolicy and binding mode, volumes' reclaim policy, volumeMode and phase...), applied to
+//! the JSON before validation so that what is stored and shown is complete.
 
 use serde_json::{json, Map, Value};
 
@@ -85,6 +86,27 @@ pub fn apply(kind: &str, obj: &mut Value) {
             }
         }
         "Secret" => default(obj, "type", "Opaque".into()),
+        "StorageClass" => {
+            default(obj, "reclaimPolicy", "Delete".into());
+            default(obj, "volumeBindingMode", "Immediate".into());
+        }
+        "PersistentVolume" => {
+            if let Some(spec) = child(obj, "spec") {
+                default(spec, "persistentVolumeReclaimPolicy", "Retain".into());
+                default(spec, "volumeMode", "Filesystem".into());
+            }
+            if let Some(status) = child(obj, "status") {
+                default(status, "phase", "Pending".into());
+            }
+        }
+        "PersistentVolumeClaim" => {
+            if let Some(spec) = child(obj, "spec") {
+                default(spec, "volumeMode", "Filesystem".into());
+            }
+            if let Some(status) = child(obj, "status") {
+                default(status, "phase", "Pending".into());
+            }
+        }
         "Pod" => {
             if let Some(spec) = child(obj, "spec") {
                 pod_spec(spec, false);
@@ -243,6 +265,29 @@ mod tests {
         assert!(on_delete["spec"]["updateStrategy"]
             .get("rollingUpdate")
             .is_none());
+    }
+
+    #[test]
+    fn storage_objects_get_kubernetes_defaults() {
+        let mut sc = json!({"provisioner": "x"});
+        apply("StorageClass", &mut sc);
+        assert_eq!(
+            (&sc["reclaimPolicy"], &sc["volumeBindingMode"]),
+            (&json!("Delete"), &json!("Immediate"))
+        );
+        let mut pv = json!({"spec": {"capacity": {"storage": "1Gi"}}});
+        apply("PersistentVolume", &mut pv);
+        assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+        assert_eq!(pv["spec"]["volumeMode"], "Filesystem");
+        assert_eq!(pv["status"]["phase"], "Pending");
+        let mut pvc = json!({"spec": {}});
+        apply("PersistentVolumeClaim", &mut pvc);
+        assert_eq!(pvc["spec"]["volumeMode"], "Filesystem");
+        assert_eq!(pvc["status"]["phase"], "Pending");
+        // A class the user chose (none, here) is kept.
+        let mut none = json!({"spec": {"storageClassName": ""}});
+        apply("PersistentVolumeClaim", &mut none);
+        assert_eq!(none["spec"]["storageClassName"], "");
     }
 
     #[test]

@@ -89,6 +89,19 @@ pub fn container(pod: &Value, requested: &str) -> Result<String, ApiError> {
     }
 }
 
+/// The status of the pod's container (init, app or ephemeral) named `container`.
+pub fn container_status<'a>(pod: &'a Value, container: &str) -> Option<&'a Value> {
+    [
+        "status.initContainerStatuses",
+        "status.containerStatuses",
+        "status.ephemeralContainerStatuses",
+    ]
+    .iter()
+    .filter_map(|p| object::field(pod, p).and_then(Value::as_array))
+    .flatten()
+    .find(|s| s.get("name").and_then(Value::as_str) == Some(container))
+}
+
 /// The container ID (`skiff://…`) of the run to read, from the container's status.
 pub fn run(pod: &Value, container: &str, previous: bool) -> Result<String, ApiError> {
     let pod_name = object::name(pod);
@@ -101,16 +114,7 @@ pub fn run(pod: &Value, container: &str, previous: bool) -> Result<String, ApiEr
     if object::field_string(pod, "spec.nodeName").is_empty() {
         return Err(waiting("ContainerCreating"));
     }
-    let status = [
-        "status.initContainerStatuses",
-        "status.containerStatuses",
-        "status.ephemeralContainerStatuses",
-    ]
-    .iter()
-    .filter_map(|p| object::field(pod, p).and_then(Value::as_array))
-    .flatten()
-    .find(|s| s.get("name").and_then(Value::as_str) == Some(container));
-    let Some(status) = status else {
+    let Some(status) = container_status(pod, container) else {
         return Err(waiting("ContainerCreating"));
     };
     let id_of = |v: Option<&Value>| {

@@ -3,10 +3,13 @@
 //! writes on a follower reach the leader through the store's own forwarding.
 
 pub mod admission;
+pub mod agents;
 pub mod allocate;
 pub mod defaults;
 pub mod deletion;
+pub mod exec;
 pub mod expiry;
+pub mod images;
 pub mod log_target;
 pub mod logs;
 pub mod namespaces;
@@ -20,6 +23,10 @@ pub mod watch;
 use std::sync::Arc;
 
 use serde_json::Value;
+use skiff_api::agent_pb::{
+    ExecInput, ExecOutput, ImportImagesChunk, ImportImagesResponse, ListImagesRequest,
+    ListImagesResponse,
+};
 use skiff_api::pb::api_server::Api;
 use skiff_api::pb::{
     ClusterStatusRequest, ClusterStatusResponse, DeleteRequest, GetRequest, ListRequest,
@@ -29,7 +36,7 @@ use skiff_api::pb::{
 use skiff_api::selector::{FieldSelector, LabelSelector};
 use skiff_api::{object, ApiError, Kind, Reason};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use admission::{already_exists, conflict, not_found, Incoming};
 use registry::{Also, Registry, Stored, WriteError};
@@ -241,6 +248,7 @@ impl ApiService {
     }
 
     async fn create_object(&self, mut inc: Incoming, fence: &Also) -> Result<Stored, ApiError> {
+        admission::admit_storage(&self.registry, &mut inc).await?;
         admission::set_create_metadata(&mut inc.object);
         admission::admit(&inc.kind, &mut inc.object)?;
         if inc.kind.namespaced {
@@ -353,6 +361,7 @@ impl ApiService {
             set_annotation(&mut next, LAST_APPLIED, &recorded);
             admission::keep_server_metadata(&live.object, &mut next);
             admission::admit(&inc.kind, &mut next)?;
+            admission::check_update(&inc.kind, &live.object, &next)?;
             let also = self
                 .allocations(&inc.kind, &mut next, Some(&live.object))
                 .await?;
@@ -633,6 +642,33 @@ fn set_annotation(obj: &mut Value, key: &str, value: &str) {
 impl Api for ApiService {
     type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;
     type LogsStream = ReceiverStream<Result<LogChunk, Status>>;
+    type ExecStream = ReceiverStream<Result<ExecOutput, Status>>;
+
+    async fn exec(
+        &self,
+        request: Request<Streaming<ExecInput>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let rx = exec::start(self.registry.clone(), request.into_inner()).await?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn import_images(
+        &self,
+        request: Request<Streaming<ImportImagesChunk>>,
+    ) -> Result<Response<ImportImagesResponse>, Status> {
+        Ok(Response::new(
+            images::import(self.registry.clone(), request.into_inner()).await?,
+        ))
+    }
+
+    async fn list_images(
+        &self,
+        request: Request<ListImagesRequest>,
+    ) -> Result<Response<ListImagesResponse>, Status> {
+        Ok(Response::new(
+            images::list(self.registry.clone(), request.into_inner()).await?,
+        ))
+    }
 
     async fn cluster_status(
         &self,

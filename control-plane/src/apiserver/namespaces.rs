@@ -1,6 +1,7 @@
 //! Namespaces: the built-in ones (default, kube-system, kube-public) exist from the start and
 //! cannot be deleted; an object is created only in a namespace that exists; deleting a namespace
-//! deletes everything in it in the same transaction.
+//! deletes everything in it in the same transaction. `ensure_exists` is how every built-in
+//! object (these namespaces, the default StorageClass) is put in place at start.
 
 use std::time::Duration;
 
@@ -71,24 +72,38 @@ pub async fn delete_with_contents(
 pub async fn ensure_built_in(registry: &Registry) {
     let kind = namespace_kind();
     for name in BUILT_IN {
-        loop {
-            let mut ns = serde_json::json!({
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {"name": name},
-                "spec": {"finalizers": ["kubernetes"]},
-                "status": {"phase": "Active"}
-            });
-            super::admission::set_create_metadata(&mut ns);
-            match registry
-                .create(&kind.key("", name), &ns, &Default::default())
-                .await
-            {
-                Ok(_) | Err(WriteError::Exists) => break,
-                Err(e) => {
-                    tracing::debug!(?e, namespace = name, "built-in namespace not created yet");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
+        let ns = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": name},
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"}
+        });
+        ensure_exists(registry, &kind, ns).await;
+    }
+}
+
+/// Creates `object` (of `kind`) unless an object of its name exists, retrying until the store
+/// has a leader: Kubernetes' addon manager's `EnsureExists` mode. An object that exists is left
+/// as it is, whatever it holds; one a user deleted comes back only on the next start of a
+/// replica. The object is admitted as any create (defaults, schema, validation); one that
+/// admission refuses is a bug, logged and given up. Creating is a compare-and-put, so replicas
+/// starting together do not race.
+pub async fn ensure_exists(registry: &Registry, kind: &Kind, object: serde_json::Value) {
+    let mut object = object;
+    super::admission::set_create_metadata(&mut object);
+    if let Err(e) = super::admission::admit(kind, &mut object) {
+        tracing::error!(%e, kind = kind.kind, "built-in object refused by admission");
+        return;
+    }
+    let name = skiff_api::object::name(&object).to_string();
+    let key = kind.key(skiff_api::object::namespace(&object), &name);
+    loop {
+        match registry.create(&key, &object, &Default::default()).await {
+            Ok(_) | Err(WriteError::Exists) => return,
+            Err(e) => {
+                tracing::debug!(?e, kind = kind.kind, %name, "built-in object not created yet");
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
     }

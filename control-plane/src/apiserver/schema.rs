@@ -2,7 +2,7 @@
 //! the first mismatch is reported with its field path (`spec.replicas: invalid type: string
 //! "three", expected i32`). Nothing of the typed value is kept; the JSON is what is stored.
 
-use k8s_openapi::api::{apps, batch, coordination, core};
+use k8s_openapi::api::{apps, batch, coordination, core, storage};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -41,6 +41,7 @@ pub fn check_kind(kind: &str, obj: &Value) -> Result<(), String> {
         "Job" => check::<batch::v1::Job>(obj),
         "CronJob" => check::<batch::v1::CronJob>(obj),
         "Lease" => check::<coordination::v1::Lease>(obj),
+        "StorageClass" => check::<storage::v1::StorageClass>(obj),
         other => Err(format!("no schema for kind {other}")),
     }
 }

@@ -56,6 +56,7 @@ pub fn prepare(inc: &Incoming, live: &Stored, part: Part) -> Result<Value, ApiEr
     };
     admission::keep_server_metadata(&live.object, &mut next);
     admission::admit(&inc.kind, &mut next)?;
+    admission::check_update(&inc.kind, &live.object, &next)?;
     Ok(next)
 }
 

@@ -476,6 +476,109 @@ fn stateful_set(spec: &Value, errs: &mut Errors) {
     }
 }
 
+/// Access modes a claim or volume may name.
+const ACCESS_MODES: &[&str] = &[
+    "ReadOnlyMany",
+    "ReadWriteMany",
+    "ReadWriteOnce",
+    "ReadWriteOncePod",
+];
+
+/// A claim's or volume's access modes: at least one, each known.
+fn access_modes(spec: &Value, path: &str, errs: &mut Errors) {
+    let modes = spec
+        .get("accessModes")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if modes.is_empty() {
+        errs.0.push(FieldError {
+            path: format!("{path}.accessModes"),
+            detail: "Required value: at least 1 access mode is required".into(),
+        });
+    }
+    for m in modes.iter().filter_map(Value::as_str) {
+        if !ACCESS_MODES.contains(&m) {
+            errs.unsupported(format!("{path}.accessModes"), m, ACCESS_MODES);
+        }
+    }
+}
+
+/// A storage quantity (`spec.resources.requests.storage`, `spec.capacity.storage`): present,
+/// a quantity, not negative.
+fn storage_quantity(errs: &mut Errors, path: &str, v: Option<&Value>) {
+    let Some(v) = v else {
+        errs.required(path.to_string());
+        return;
+    };
+    let text = quantity::text(v).unwrap_or_else(|| v.to_string().into());
+    let shown = Value::String(text.to_string());
+    match Quantity::parse(&text) {
+        Err(QuantityError::Format) => errs.invalid(
+            path,
+            &shown,
+            format!("must match the regex {}", quantity::PATTERN),
+        ),
+        Err(e) => errs.invalid(path, &shown, e.to_string()),
+        Ok(q) if q.is_negative() => {
+            errs.invalid(path, &shown, "must be greater than or equal to 0")
+        }
+        Ok(_) => {}
+    }
+}
+
+/// A StorageClass: its provisioner named, a reclaim policy and binding mode Kubernetes knows.
+fn storage_class(obj: &Value, errs: &mut Errors) {
+    if str_at(obj, "provisioner").unwrap_or_default().is_empty() {
+        errs.required("provisioner");
+    }
+    if let Some(p) = str_at(obj, "reclaimPolicy") {
+        if !["Delete", "Retain"].contains(&p) {
+            errs.unsupported("reclaimPolicy", p, &["Delete", "Retain"]);
+        }
+    }
+    if let Some(m) = str_at(obj, "volumeBindingMode") {
+        let modes = ["Immediate", "WaitForFirstConsumer"];
+        if !modes.contains(&m) {
+            errs.unsupported("volumeBindingMode", m, &modes);
+        }
+    }
+}
+
+/// A PersistentVolumeClaim's spec: access modes and a storage request.
+fn claim_spec(spec: Option<&Value>, errs: &mut Errors) {
+    let Some(spec) = spec else {
+        errs.required("spec");
+        return;
+    };
+    access_modes(spec, "spec", errs);
+    storage_quantity(
+        errs,
+        "spec.resources[storage]",
+        spec.pointer("/resources/requests/storage"),
+    );
+}
+
+/// A PersistentVolume's spec: access modes, a storage capacity, a known reclaim policy.
+fn volume_spec(spec: Option<&Value>, errs: &mut Errors) {
+    let Some(spec) = spec else {
+        errs.required("spec");
+        return;
+    };
+    access_modes(spec, "spec", errs);
+    storage_quantity(
+        errs,
+        "spec.capacity[storage]",
+        spec.pointer("/capacity/storage"),
+    );
+    if let Some(p) = str_at(spec, "persistentVolumeReclaimPolicy") {
+        let policies = ["Delete", "Recycle", "Retain"];
+        if !policies.contains(&p) {
+            errs.unsupported("spec.persistentVolumeReclaimPolicy", p, &policies);
+        }
+    }
+}
+
 /// Every problem with `obj` of `kind` (already defaulted); empty if valid.
 pub fn validate(kind: &str, obj: &Value) -> Vec<FieldError> {
     let mut errs = Errors::default();
@@ -483,6 +586,9 @@ pub fn validate(kind: &str, obj: &Value) -> Vec<FieldError> {
     let spec = obj.get("spec");
     match kind {
         "Pod" => pod_spec(spec, "spec", &["Always", "OnFailure", "Never"], &mut errs),
+        "StorageClass" => storage_class(obj, &mut errs),
+        "PersistentVolumeClaim" => claim_spec(spec, &mut errs),
+        "PersistentVolume" => volume_spec(spec, &mut errs),
         "Service" => match spec {
             Some(s) => service(s, &mut errs),
             None => errs.required("spec"),
@@ -545,6 +651,47 @@ pub fn validate(kind: &str, obj: &Value) -> Vec<FieldError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn claims_volumes_and_classes_need_what_kubernetes_needs() {
+        let claim = json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
+                           "resources": {"requests": {"storage": "1Gi"}}}});
+        assert!(validate("PersistentVolumeClaim", &claim).is_empty());
+        let bare = json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["Sideways"]}});
+        assert_eq!(
+            invalid_message("PersistentVolumeClaim", "data", &validate("PersistentVolumeClaim", &bare)),
+            "PersistentVolumeClaim \"data\" is invalid: [spec.accessModes: Unsupported value: \
+             \"Sideways\": supported values: \"ReadOnlyMany\", \"ReadWriteMany\", \"ReadWriteOnce\", \
+             \"ReadWriteOncePod\", spec.resources[storage]: Required value]"
+        );
+        let none = json!({"metadata": {"name": "data"}, "spec": {"resources": {"requests": {"storage": "x1"}}}});
+        let errs: Vec<String> = validate("PersistentVolumeClaim", &none)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errs[0],
+            "spec.accessModes: Required value: at least 1 access mode is required"
+        );
+        assert!(
+            errs[1].starts_with("spec.resources[storage]: Invalid value: \"x1\""),
+            "{errs:?}"
+        );
+        let pv = json!({"metadata": {"name": "pv"}, "spec": {"accessModes": ["ReadWriteOnce"],
+                        "capacity": {"storage": "1Gi"}, "persistentVolumeReclaimPolicy": "Keep"}});
+        assert_eq!(
+            validate("PersistentVolume", &pv)[0].to_string(),
+            "spec.persistentVolumeReclaimPolicy: Unsupported value: \"Keep\": supported values: \
+             \"Delete\", \"Recycle\", \"Retain\""
+        );
+        let sc = json!({"metadata": {"name": "fast"}, "provisioner": "x",
+                        "reclaimPolicy": "Delete", "volumeBindingMode": "Later"});
+        assert_eq!(
+            validate("StorageClass", &sc)[0].to_string(),
+            "volumeBindingMode: Unsupported value: \"Later\": supported values: \"Immediate\", \
+             \"WaitForFirstConsumer\""
+        );
+    }
 
     #[test]
     fn a_missing_image_is_named_by_its_path() {

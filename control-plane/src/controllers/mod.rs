@@ -13,6 +13,7 @@ pub mod gc;
 pub mod ipam;
 pub mod job;
 pub mod nodelifecycle;
+pub mod persistentvolume;
 pub mod pods;
 pub mod replicaset;
 pub mod runner;

@@ -6,12 +6,15 @@
 //! scheduler) and marks pods that fit nowhere: a PodScheduled=False condition with the reason
 //! (a status update), and a FailedScheduling Event when the reason changes. A binding that
 //! admission refuses gets a FailedScheduling Event and is not tried again until the pod
-//! changes.
+//! changes. A pod with unbound WaitForFirstConsumer claims has them marked first with the node
+//! chosen (`volume.kubernetes.io/selected-node`, fenced updates of the claims); only a pod whose
+//! claims were all marked is bound, so the provisioner never makes a volume on a node the pod
+//! did not go to.
 
 pub mod plan;
 pub mod predicates;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,9 +24,11 @@ use skiff_api::{object, Kind, Reason};
 use crate::apiserver::admission::now;
 use crate::apiserver::registry::Stored;
 use crate::apiserver::update::Part;
+use crate::controllers::persistentvolume::ANN_SELECTED_NODE;
 use crate::controllers::runner::{Again, Pass};
 use crate::controllers::Context;
 use plan::Decision;
+use predicates::volume_binding::Storage;
 
 fn set_condition(pod: &mut Value, status: &str, reason: Option<&str>, message: Option<&str>) {
     let mut cond = json!({"type": "PodScheduled", "status": status, "lastTransitionTime": now()});
@@ -67,6 +72,50 @@ fn pod_key(pod: &Value) -> (String, String) {
         object::namespace(pod).to_string(),
         object::name(pod).to_string(),
     )
+}
+
+/// Marks the claims of each binding with its node (those not marked so already); returns the
+/// bindings whose claims are all marked.
+async fn select_nodes<'a>(
+    p: &Pass,
+    binds: Vec<(&'a Stored, String, Vec<String>)>,
+) -> Vec<(&'a Stored, String)> {
+    let claim_kind = Kind::named("persistentvolumeclaims").expect("PVC is served");
+    // (bind index, claim to write)
+    let mut marks: Vec<(usize, Value)> = Vec::new();
+    let mut missing = BTreeSet::new();
+    for (i, (stored, node, claims)) in binds.iter().enumerate() {
+        let ns = object::namespace(&stored.object);
+        for name in claims {
+            let Some(claim) = p.cache.get(&claim_kind, ns, name) else {
+                missing.insert(i);
+                continue;
+            };
+            if object::annotations(&claim.object).get(ANN_SELECTED_NODE) == Some(node) {
+                continue;
+            }
+            let mut next = claim.object.clone();
+            let mut annotations = object::annotations(&next);
+            annotations.insert(ANN_SELECTED_NODE.into(), node.clone());
+            object::set_meta(&mut next, "annotations", json!(annotations));
+            marks.push((i, next));
+        }
+    }
+    let objects: Vec<Value> = marks.iter().map(|(_, c)| c.clone()).collect();
+    let results = p.update_many(&objects, Part::Main).await;
+    let mut failed = missing;
+    for ((i, claim), result) in marks.iter().zip(results) {
+        if let Err(e) = result {
+            tracing::debug!(claim = object::name(claim), %e, "selected node not written");
+            failed.insert(*i);
+        }
+    }
+    binds
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !failed.contains(i))
+        .map(|(_, (stored, node, _))| (stored, node))
+        .collect()
 }
 
 /// Binds each pod to its node: an update of the whole pod (its node and its PodScheduled
@@ -148,6 +197,19 @@ async fn pass(p: Pass, refused: Refused) -> Again {
     }
     let node_objects: Vec<Value> = node_items.iter().map(|s| s.object.clone()).collect();
     let pod_objects: Vec<Value> = pod_items.iter().map(|s| s.object.clone()).collect();
+    let objects = |kind: &str| -> Vec<Value> {
+        let kind = Kind::named(kind).expect("a served kind");
+        p.cache
+            .list(&kind, None)
+            .iter()
+            .map(|s| s.object.clone())
+            .collect()
+    };
+    let (claims, volumes, classes) = (
+        objects("persistentvolumeclaims"),
+        objects("persistentvolumes"),
+        objects("storageclasses"),
+    );
     let by_name: BTreeMap<(String, String), &Stored> = pod_items
         .iter()
         .map(|s| {
@@ -163,8 +225,11 @@ async fn pass(p: Pass, refused: Refused) -> Again {
     let mut binds = Vec::new();
     // Planning thousands of pods is CPU work: off the runtime's threads, so that the election's
     // renewals and the store keep their pace meanwhile.
-    let Ok(decisions) =
-        tokio::task::spawn_blocking(move || plan::plan(&node_objects, &pod_objects)).await
+    let Ok(decisions) = tokio::task::spawn_blocking(move || {
+        let storage = Storage::new(&claims, &volumes, &classes);
+        plan::plan_with(&node_objects, &pod_objects, &storage)
+    })
+    .await
     else {
         return None;
     };
@@ -174,9 +239,10 @@ async fn pass(p: Pass, refused: Refused) -> Again {
                 namespace,
                 name,
                 node,
+                claims,
             } => {
                 if let Some(stored) = by_name.get(&(namespace, name)) {
-                    binds.push((*stored, node));
+                    binds.push((*stored, node, claims));
                 }
             }
             Decision::Unschedulable {
@@ -190,6 +256,7 @@ async fn pass(p: Pass, refused: Refused) -> Again {
             }
         }
     }
+    let binds = select_nodes(&p, binds).await;
     bind(&p, &binds, &refused).await;
     None
 }
@@ -197,9 +264,11 @@ async fn pass(p: Pass, refused: Refused) -> Again {
 /// Schedules whenever this replica leads the controllers: after pod changes, and every second
 /// (for node changes).
 pub async fn run(ctx: Context) {
-    let pods = Kind::named("pods").expect("Pod is served");
+    // Pods, and the claims and volumes that make pods schedulable.
+    let watched = ["pods", "persistentvolumeclaims", "persistentvolumes"]
+        .map(|k| Kind::named(k).expect("a served kind").prefix(None));
     let refused = Refused::default();
-    crate::controllers::runner::run(ctx, &[pods.prefix(None)], Duration::from_secs(1), |p| {
+    crate::controllers::runner::run(ctx, &watched, Duration::from_secs(1), |p| {
         pass(p, refused.clone())
     })
     .await

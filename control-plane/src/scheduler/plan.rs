@@ -2,8 +2,9 @@
 //! why it fits nowhere. Filters, in order: node Ready, then the shared predicates
 //! (`super::predicates`): schedulable (not cordoned), nodeSelector and required node affinity,
 //! taints tolerated, host ports free, requests within what is left of allocatable (pod count,
-//! cpu, memory). Scores: least requested, plus spreading pods of the same owner across nodes.
-//! Placements within one pass see each other's requests.
+//! cpu, memory), the pod's PersistentVolumeClaims (volume binding). Scores: least requested,
+//! plus spreading pods of the same owner across nodes. Placements within one pass see each
+//! other's requests and the nodes chosen for each other's WaitForFirstConsumer claims.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +14,7 @@ use skiff_api::object;
 use super::predicates::node_ports::{self, HostPort};
 use super::predicates::resources::{self, Resources};
 use super::predicates::taints::{self, Toleration};
+use super::predicates::volume_binding::{Storage, VolumeNeeds};
 use super::predicates::{node_affinity, node_unschedulable, NodeInfo};
 use node_affinity::RequiredAffinity;
 
@@ -35,6 +37,9 @@ pub enum Decision {
         namespace: String,
         name: String,
         node: String,
+        /// The pod's unbound WaitForFirstConsumer claims, to be marked with the node before
+        /// the pod is bound.
+        claims: Vec<String>,
     },
     Unschedulable {
         namespace: String,
@@ -126,7 +131,12 @@ fn place(state: &mut NodeState, needs: &Needs) {
 
 /// Why `node` cannot take the pod, in Kubernetes' words, or None if it can: the filters, in
 /// order, each a shared predicate.
-fn misfit(needs: &Needs, node: &NodeState) -> Option<String> {
+fn misfit(
+    needs: &Needs,
+    volumes: &VolumeNeeds,
+    storage: &Storage,
+    node: &NodeState,
+) -> Option<String> {
     if !node.ready {
         return Some("node(s) were not ready".into());
     }
@@ -142,7 +152,10 @@ fn misfit(needs: &Needs, node: &NodeState) -> Option<String> {
     if !node_ports::free(&needs.host_ports, &node.host_ports) {
         return Some(node_ports::REASON.into());
     }
-    resources::insufficient(&needs.requests, &node.free).map(String::from)
+    if let Some(r) = resources::insufficient(&needs.requests, &node.free) {
+        return Some(r.into());
+    }
+    volumes.misfit(&node.info, storage).map(String::from)
 }
 
 /// Higher is better: least requested (0..=100), plus up to 100 for holding fewer pods of the
@@ -179,8 +192,14 @@ fn pending(pod: &Value) -> bool {
         )
 }
 
-/// Decisions for every pending pod, oldest first.
+/// Decisions for every pending pod, oldest first, in a cluster without any claims, volumes or
+/// storage classes.
 pub fn plan(nodes: &[Value], pods: &[Value]) -> Vec<Decision> {
+    plan_with(nodes, pods, &Storage::default())
+}
+
+/// Decisions for every pending pod, oldest first, given the cluster's storage.
+pub fn plan_with(nodes: &[Value], pods: &[Value], storage: &Storage) -> Vec<Decision> {
     let mut states: Vec<NodeState> = nodes.iter().map(node_state).collect();
     let index: BTreeMap<String, usize> = states
         .iter()
@@ -202,10 +221,24 @@ pub fn plan(nodes: &[Value], pods: &[Value]) -> Vec<Decision> {
             .cmp(&(object::meta_str(b, "creationTimestamp"), object::name(b)))
     });
     let mut out = Vec::new();
+    // Nodes chosen in this pass for WaitForFirstConsumer claims, by (namespace, claim).
+    let mut chosen: BTreeMap<(String, String), String> = BTreeMap::new();
     for pod in queue {
         let needs = Needs::of(pod);
         let namespace = object::namespace(pod).to_string();
         let name = object::name(pod).to_string();
+        let mut volumes = match VolumeNeeds::of(pod, &namespace, storage, &chosen) {
+            Ok(v) => v,
+            Err(why) => {
+                out.push(Decision::Unschedulable {
+                    namespace,
+                    name,
+                    message: format!("0/{} nodes are available: {why}.", states.len()),
+                });
+                continue;
+            }
+        };
+        volumes.forget_unknown_nodes(|n| index.contains_key(n));
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut fitting = Vec::new();
         let total = states.len();
@@ -213,7 +246,7 @@ pub fn plan(nodes: &[Value], pods: &[Value]) -> Vec<Decision> {
         while looked < total && fitting.len() < want {
             let i = (start + looked) % total;
             looked += 1;
-            match misfit(&needs, &states[i]) {
+            match misfit(&needs, &volumes, storage, &states[i]) {
                 Some(r) => *reasons.entry(r).or_default() += 1,
                 None => fitting.push(i),
             }
@@ -262,10 +295,15 @@ pub fn plan(nodes: &[Value], pods: &[Value]) -> Vec<Decision> {
             })
             .expect("fitting is not empty");
         place(&mut states[best], &needs);
+        let node = states[best].info.name.clone();
+        for claim in &volumes.to_select {
+            chosen.insert((namespace.clone(), claim.clone()), node.clone());
+        }
         out.push(Decision::Bind {
             namespace,
             name,
-            node: states[best].info.name.clone(),
+            node,
+            claims: volumes.to_select,
         });
     }
     out
@@ -405,6 +443,81 @@ mod tests {
         assert_eq!(bound(&d).len(), 2);
         assert!(
             matches!(&d[2], Decision::Unschedulable { message, .. } if message.contains("free ports"))
+        );
+    }
+
+    #[test]
+    fn claims_steer_pods_and_are_marked_with_the_node_chosen() {
+        let mut n1 = node("n1", "4", json!({"kubernetes.io/hostname": "n1"}));
+        n1["status"]["allocatable"]["cpu"] = json!("4");
+        let nodes = [n1, node("n2", "4", json!({"kubernetes.io/hostname": "n2"}))];
+        let claim = |name: &str, volume: Option<&str>| {
+            let mut c = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"storageClassName": "local-path", "accessModes": ["ReadWriteOnce"],
+                         "resources": {"requests": {"storage": "1Gi"}}}});
+            if let Some(v) = volume {
+                c["spec"]["volumeName"] = json!(v);
+            }
+            c
+        };
+        let storage = Storage::new(
+            &[claim("bound", Some("pv-n2")), claim("shared", None)],
+            &[
+                json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-n2"},
+                "spec": {"capacity": {"storage": "1Gi"}, "hostPath": {"path": "/x"},
+                         "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                            {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n2"]}]}]}}}}),
+            ],
+            &[
+                json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                     "metadata": {"name": "local-path"}, "provisioner": "skiff.io/local-path",
+                     "volumeBindingMode": "WaitForFirstConsumer"}),
+            ],
+        );
+        let with = |name: &str, claims: &[&str]| {
+            let volumes: Vec<Value> = claims
+                .iter()
+                .map(|c| json!({"name": c, "persistentVolumeClaim": {"claimName": c}}))
+                .collect();
+            pod(name, "10m", json!({"volumes": volumes}))
+        };
+        let d = plan_with(
+            &nodes,
+            &[
+                with("a", &["bound"]),
+                with("bb", &["shared"]),
+                with("ccc", &["shared"]),
+                with("dddd", &["nope"]),
+            ],
+            &storage,
+        );
+        let Decision::Bind { node, claims, .. } = &d[0] else {
+            panic!("{d:?}")
+        };
+        assert_eq!((node.as_str(), claims.len()), ("n2", 0));
+        // The first pod of the shared claim chooses its node; the second follows it there.
+        let Decision::Bind {
+            node: first,
+            claims,
+            ..
+        } = &d[1]
+        else {
+            panic!("{d:?}")
+        };
+        assert_eq!(claims, &["shared".to_string()]);
+        let Decision::Bind { node: second, .. } = &d[2] else {
+            panic!("{d:?}")
+        };
+        assert_eq!(first, second);
+        assert_eq!(
+            d[3],
+            Decision::Unschedulable {
+                namespace: "default".into(),
+                name: "dddd".into(),
+                message: "0/2 nodes are available: persistentvolumeclaim \"nope\" not found."
+                    .into()
+            }
         );
     }
 

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use super::import::ImportError;
 use super::pull::PullError;
 use super::reference::ReferenceError;
 
@@ -27,6 +28,9 @@ pub enum ImageError {
         #[source]
         source: PullError,
     },
+    /// An image tarball could not be imported.
+    #[error("importing images: {0}")]
+    Import(#[from] ImportError),
     /// The node's image store cannot be used.
     #[error("image store {}: {source}", path.display())]
     Store {
@@ -45,7 +49,20 @@ impl ImageError {
         match self {
             ImageError::InvalidName(_) => "InvalidImageName",
             ImageError::NeverPull { .. } => "ErrImageNeverPull",
-            ImageError::Pull { .. } | ImageError::Store { .. } => "ErrImagePull",
+            ImageError::Pull { .. } | ImageError::Store { .. } | ImageError::Import(_) => {
+                "ErrImagePull"
+            }
+        }
+    }
+
+    /// Whether the caller's input is at fault (an invalid name, a bad archive), not the node.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            ImageError::InvalidName(_) => true,
+            ImageError::Import(e) => e.is_bad_input(),
+            ImageError::NeverPull { .. } | ImageError::Pull { .. } | ImageError::Store { .. } => {
+                false
+            }
         }
     }
 }

@@ -7,9 +7,11 @@
 //! its [`PullPolicy`], with the pod's pull secrets as [`DockerConfigJson`]; the [`Image`] it gets
 //! back carries the config (entrypoint, command, env, working dir, user) and the unpacked layer
 //! directories for the container's overlay. Failures are [`ImageError`]s whose `reason()` is the
-//! kubelet's waiting reason.
+//! kubelet's waiting reason. [`ImageService::import`] adds the images of a `docker save` or OCI
+//! layout tarball to the store, as a pull would have.
 
 pub mod error;
+pub mod import;
 pub mod pull;
 pub mod reference;
 pub mod registries;
@@ -18,6 +20,7 @@ pub mod store;
 pub mod unpack;
 
 pub use error::ImageError;
+pub use import::ImportError;
 pub use reference::{ImageRef, ReferenceError};
 pub use registries::{Credentials, DockerConfigJson, RegistriesError, RegistryConfig};
 pub use service::{Image, ImageService, PullPolicy, PullReport};

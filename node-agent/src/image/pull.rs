@@ -199,6 +199,16 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// Whether an image for `p` runs here: OS and architecture equal and its variant (or none)
+    /// one of ours.
+    pub fn runs(&self, p: &oci_spec::image::Platform) -> bool {
+        p.os().to_string() == self.os
+            && p.architecture().to_string() == self.architecture
+            && self.variants.contains(p.variant())
+    }
+}
+
 impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.os, self.architecture)
@@ -271,6 +281,31 @@ pub fn select_platform<'a>(index: &'a ImageIndex, platform: &Platform) -> Option
         }
     }
     None
+}
+
+/// The index entry for `platform` as [`select_platform`] picks it, or [`PullError::NoPlatform`]
+/// listing the platforms the index has. Pulls and imports choose with this.
+pub fn choose_platform<'a>(
+    index: &'a ImageIndex,
+    platform: &Platform,
+) -> Result<&'a Descriptor, PullError> {
+    select_platform(index, platform).ok_or_else(|| PullError::NoPlatform {
+        platform: platform.to_string(),
+        available: platform_list(index.manifests()),
+    })
+}
+
+/// The platforms `entries` name (`linux/arm/v7, linux/amd64`), for messages.
+pub fn platform_list(entries: &[Descriptor]) -> String {
+    entries
+        .iter()
+        .filter_map(|d| d.platform().as_ref())
+        .map(|p| match p.variant() {
+            Some(v) => format!("{}/{}/{v}", p.os(), p.architecture()),
+            None => format!("{}/{}", p.os(), p.architecture()),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -639,22 +674,7 @@ async fn resolve_at(
             manifest: *manifest,
         }),
         Manifest::Index(index) => {
-            let Some(entry) = select_platform(&index, platform) else {
-                let available = index
-                    .manifests()
-                    .iter()
-                    .filter_map(|d| d.platform().as_ref())
-                    .map(|p| match p.variant() {
-                        Some(v) => format!("{}/{}/{v}", p.os(), p.architecture()),
-                        None => format!("{}/{}", p.os(), p.architecture()),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(PullError::NoPlatform {
-                    platform: platform.to_string(),
-                    available,
-                });
-            };
+            let entry = choose_platform(&index, platform)?;
             let child_digest = entry.digest().to_string();
             let (child_bytes, _) = client.manifest(&child_digest).await?;
             let manifest = match parse_manifest(&child_bytes).map_err(|m| {

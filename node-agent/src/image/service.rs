@@ -14,10 +14,11 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
-use oci_spec::image::{Descriptor, ImageConfiguration};
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
 use tokio::sync::Mutex;
 
 use super::error::ImageError;
+use super::import;
 use super::pull::{self, Platform, PullError, RegistryClient, MAX_CONFIG_BYTES};
 use super::reference::ImageRef;
 use super::registries::{DockerConfigJson, RegistryConfig};
@@ -175,6 +176,22 @@ impl ImageService {
     pub async fn get(&self, reference: &str) -> Result<Option<Image>, ImageError> {
         let image = ImageRef::parse(reference)?;
         self.present(&image).await
+    }
+
+    /// Imports the images of a tarball (`docker save`'s docker-archive, or an OCI image layout;
+    /// plain, gzip or zstd) read once from `reader`, as `ctr images import` does; returns one
+    /// record per name. Imported images are stored exactly as pulled ones, so [`Self::get`]
+    /// and [`Self::ensure`] (under `IfNotPresent` or `Never`) use them without a registry. See
+    /// [`super::import`] for what is checked; on an error no record is written.
+    ///
+    /// It blocks while it reads and unpacks: async callers run it in `spawn_blocking` (it is
+    /// sync so that any reader, such as a channel fed by an upload, can stream into it).
+    pub fn import(&self, reader: impl std::io::Read) -> Result<Vec<ImageRecord>, ImageError> {
+        Ok(import::import(
+            &self.inner.store,
+            &self.inner.platform,
+            reader,
+        )?)
     }
 
     /// Every stored image's record, ordered by reference.
@@ -344,28 +361,14 @@ impl ImageService {
             }
         }
 
-        let now = jiff::Timestamp::now();
-        let layers: Vec<LayerRecord> = manifest
-            .layers()
-            .iter()
-            .zip(&diff_ids)
-            .map(|(l, diff_id)| LayerRecord {
-                digest: l.digest().to_string(),
-                media_type: l.media_type().to_string(),
-                size: l.size(),
-                diff_id: diff_id.clone(),
-            })
-            .collect();
-        let record = ImageRecord {
-            reference: image.to_string(),
-            repo_digest: resolved.repo_digest,
-            manifest_digest: resolved.manifest_digest,
-            config_digest,
-            size: config_descriptor.size() + layers.iter().map(|l| l.size).sum::<u64>(),
-            layers,
-            pulled_at: now,
-            last_used: now,
-        };
+        let record = image_record(
+            image,
+            resolved.repo_digest,
+            resolved.manifest_digest,
+            &manifest,
+            &diff_ids,
+            jiff::Timestamp::now(),
+        );
         self.blocking_store({
             let record = record.clone();
             move |store| {
@@ -405,35 +408,7 @@ impl ImageService {
         let media_type = descriptor.media_type().to_string();
         let expected_diff_id = diff_id.to_string();
         self.blocking_store(move |store| {
-            let blob_path = store.blob_path(&digest)?;
-            let staged = store.temp_dir().map_err(|source| PullError::Io {
-                what: "making a directory to unpack into".into(),
-                source,
-            })?;
-            let fs_dir = staged.path().join("fs");
-            std::fs::create_dir(&fs_dir).map_err(|source| PullError::Io {
-                what: format!("making {}", fs_dir.display()),
-                source,
-            })?;
-            let blob = std::fs::File::open(&blob_path).map_err(|source| PullError::Io {
-                what: format!("opening layer {digest}"),
-                source,
-            })?;
-            let unpacked = unpack::unpack_layer(blob, &media_type, &fs_dir).map_err(|source| {
-                PullError::Unpack {
-                    layer: digest.clone(),
-                    source,
-                }
-            })?;
-            if unpacked.diff_id != expected_diff_id {
-                return Err(PullError::DiffIdMismatch {
-                    layer: digest,
-                    expected: expected_diff_id,
-                    got: unpacked.diff_id,
-                });
-            }
-            store.commit_layer(staged, &digest, &unpacked.diff_id)?;
-            Ok(())
+            unpack_stored_layer(store, &digest, &media_type, &expected_diff_id)
         })
         .await?;
         Ok(downloaded)
@@ -489,13 +464,89 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
-fn load_config(store: &Store, digest: &str) -> Result<ImageConfiguration, PullError> {
-    let bytes = store.read_blob(digest, MAX_CONFIG_BYTES)?;
-    serde_json::from_slice(&bytes).map_err(|e| {
+pub(super) fn load_config(store: &Store, digest: &str) -> Result<ImageConfiguration, PullError> {
+    parse_config(digest, &store.read_blob(digest, MAX_CONFIG_BYTES)?)
+}
+
+/// Parses the image config blob `digest`.
+pub(super) fn parse_config(digest: &str, bytes: &[u8]) -> Result<ImageConfiguration, PullError> {
+    serde_json::from_slice(bytes).map_err(|e| {
         PullError::Unsupported(format!(
             "image config {digest} is not an image configuration: {e}"
         ))
     })
+}
+
+/// Unpacks the stored layer blob `digest` into `tmp/`, checks its diff ID against the config's
+/// `expected_diff_id` and commits it as the layer's directory. Pulls and imports both unpack
+/// with this; it blocks.
+pub(super) fn unpack_stored_layer(
+    store: &Store,
+    digest: &str,
+    media_type: &str,
+    expected_diff_id: &str,
+) -> Result<(), PullError> {
+    let blob_path = store.blob_path(digest)?;
+    let staged = store.temp_dir().map_err(|source| PullError::Io {
+        what: "making a directory to unpack into".into(),
+        source,
+    })?;
+    let fs_dir = staged.path().join("fs");
+    std::fs::create_dir(&fs_dir).map_err(|source| PullError::Io {
+        what: format!("making {}", fs_dir.display()),
+        source,
+    })?;
+    let blob = std::fs::File::open(&blob_path).map_err(|source| PullError::Io {
+        what: format!("opening layer {digest}"),
+        source,
+    })?;
+    let unpacked =
+        unpack::unpack_layer(blob, media_type, &fs_dir).map_err(|source| PullError::Unpack {
+            layer: digest.to_string(),
+            source,
+        })?;
+    if unpacked.diff_id != expected_diff_id {
+        return Err(PullError::DiffIdMismatch {
+            layer: digest.to_string(),
+            expected: expected_diff_id.to_string(),
+            got: unpacked.diff_id,
+        });
+    }
+    store.commit_layer(staged, digest, &unpacked.diff_id)?;
+    Ok(())
+}
+
+/// The record of `image` whose content is `manifest` (layers paired with the config's
+/// `diff_ids`), stored or used at `now`. Pulls and imports record images with this.
+pub(super) fn image_record(
+    image: &ImageRef,
+    repo_digest: String,
+    manifest_digest: String,
+    manifest: &ImageManifest,
+    diff_ids: &[String],
+    now: jiff::Timestamp,
+) -> ImageRecord {
+    let layers: Vec<LayerRecord> = manifest
+        .layers()
+        .iter()
+        .zip(diff_ids)
+        .map(|(l, diff_id)| LayerRecord {
+            digest: l.digest().to_string(),
+            media_type: l.media_type().to_string(),
+            size: l.size(),
+            diff_id: diff_id.clone(),
+        })
+        .collect();
+    ImageRecord {
+        reference: image.to_string(),
+        repo_digest,
+        manifest_digest,
+        config_digest: manifest.config().digest().to_string(),
+        size: manifest.config().size() + layers.iter().map(|l| l.size).sum::<u64>(),
+        layers,
+        pulled_at: now,
+        last_used: now,
+    }
 }
 
 fn to_image(

@@ -39,7 +39,7 @@ pub struct ImageRecord {
     pub layers: Vec<LayerRecord>,
     /// Bytes of the config plus the compressed layers.
     pub size: u64,
-    /// When it was last pulled (resolved against a registry).
+    /// When it was last pulled (resolved against a registry) or imported from a tarball.
     #[serde(with = "rfc3339")]
     pub pulled_at: jiff::Timestamp,
     /// When a container last asked for it.

@@ -1,4 +1,5 @@
-//! Registering the Node and keeping it alive: the Node is applied at start, its Lease in
+//! Registering the Node and keeping it alive: the Node is applied at start (with the local
+//! volumes' directory made and published), its Lease in
 //! `kube-node-lease` renewed every 10 s (a Lease renewal is what the control plane's node
 //! lifecycle watches), and its status — capacity, conditions from fresh measurements, addresses,
 //! node info — reported when it changes and at least once a minute, as the kubelet does.
@@ -37,10 +38,13 @@ fn nodes() -> Kind {
 }
 
 impl Heartbeat {
-    /// Applies the Node (creating it or taking over a Node of this name) and reports a first
-    /// status.
+    /// Makes the local volumes' directory, applies the Node (creating it or taking over a Node
+    /// of this name) and reports a first status.
     pub async fn register(&self, ready: Result<(), String>) -> anyhow::Result<NodeStatus> {
-        let node = serde_json::to_value(object::node(&self.name, &self.facts))?;
+        let storage = super::storage::ensure_dir(&self.root_dir).with_context(|| {
+            format!("creating {}", super::storage::dir(&self.root_dir).display())
+        })?;
+        let node = serde_json::to_value(object::node(&self.name, &self.facts, &storage))?;
         self.client
             .apply(&node, "")
             .await

@@ -1,6 +1,7 @@
-//! The Node and Lease objects this agent writes, made from measured facts: labels, addresses,
-//! capacity and allocatable (capacity less `--system-reserved` and the memory the eviction
-//! threshold keeps free), node info, and conditions with their transition times. Pure.
+//! The Node and Lease objects this agent writes, made from measured facts: labels, the
+//! local-path directory annotation, addresses, capacity and allocatable (capacity less
+//! `--system-reserved` and the memory the eviction threshold keeps free), node info, and
+//! conditions with their transition times. Pure.
 
 use std::collections::BTreeMap;
 
@@ -64,8 +65,10 @@ fn q(s: String) -> Quantity {
     Quantity(s)
 }
 
-/// The Node as registered (metadata only; the control plane owns the spec's pod CIDR).
-pub fn node(name: &str, facts: &Facts) -> Node {
+/// The Node as registered (metadata only; the control plane owns the spec's pod CIDR), with
+/// the directory local volumes go in on this node (`storage_dir`, for the local-path
+/// provisioner).
+pub fn node(name: &str, facts: &Facts, storage_dir: &std::path::Path) -> Node {
     let labels: BTreeMap<String, String> = [
         ("kubernetes.io/hostname", name),
         ("kubernetes.io/os", "linux"),
@@ -78,6 +81,10 @@ pub fn node(name: &str, facts: &Facts) -> Node {
         metadata: ObjectMeta {
             name: Some(name.into()),
             labels: Some(labels),
+            annotations: Some(BTreeMap::from([(
+                super::storage::DIR_ANNOTATION.to_string(),
+                storage_dir.to_string_lossy().into_owned(),
+            )])),
             ..Default::default()
         },
         ..Default::default()
@@ -239,6 +246,26 @@ mod tests {
             machine_id: "m".into(),
             boot_id: "b".into(),
         }
+    }
+
+    #[test]
+    fn the_node_publishes_where_local_volumes_go() {
+        let n = node(
+            "n1",
+            &facts(),
+            std::path::Path::new("/var/lib/skiff-agent/storage"),
+        );
+        let annotations = n.metadata.annotations.unwrap_or_default();
+        assert_eq!(
+            annotations
+                .get("skiff.io/local-path-dir")
+                .map(String::as_str),
+            Some("/var/lib/skiff-agent/storage")
+        );
+        assert_eq!(
+            n.metadata.labels.unwrap_or_default()["kubernetes.io/hostname"],
+            "n1"
+        );
     }
 
     #[test]

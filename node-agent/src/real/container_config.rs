@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, Pod, SecurityContext};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, SecurityContext};
 use skiff_api::quantity::Quantity;
 
 use crate::pods::status::qos_class;
@@ -37,7 +37,6 @@ pub struct PodContext<'a> {
     /// /etc/hosts, /etc/hostname, /etc/resolv.conf written for the pod.
     pub etc_dir: PathBuf,
     pub hostname: String,
-    pub pids_limit: Option<i64>,
     pub node_memory_bytes: u64,
 }
 
@@ -51,9 +50,42 @@ fn quantity(c: &Container, which: &str, name: &str) -> Option<Quantity> {
     Quantity::parse(&m.get(name)?.0).ok()
 }
 
+/// The pod's cgroup limits, as the kubelet's pod-level cgroup: what the pod needs is the larger
+/// of its app containers' sum and its largest init container (init containers run one at a
+/// time, before the others); CPU shares from the requests; a CPU quota and a memory limit only
+/// when every container has that limit; `pids_limit` for the whole pod.
+pub fn pod_resources(spec: &PodSpec, pids_limit: Option<i64>) -> Resources {
+    let apps = &spec.containers;
+    let inits = spec.init_containers.as_deref().unwrap_or_default();
+    // The pod's total of one amount, or None when a container lacks it.
+    let total = |amount: &dyn Fn(&Container) -> Option<i64>| -> Option<i64> {
+        let sum = apps.iter().map(amount).sum::<Option<i64>>()?;
+        let init = inits.iter().map(amount).collect::<Option<Vec<i64>>>()?;
+        Some(init.into_iter().fold(sum, i64::max))
+    };
+    let cpu_request = total(&|c| {
+        Some(
+            quantity(c, "requests", "cpu")
+                .or_else(|| quantity(c, "limits", "cpu"))
+                .map(|q| q.milli_value())
+                .unwrap_or(0),
+        )
+    })
+    .unwrap_or(0);
+    let cpu_limit = total(&|c| quantity(c, "limits", "cpu").map(|q| q.milli_value()));
+    let memory = total(&|c| quantity(c, "limits", "memory").map(|q| q.value()));
+    Resources {
+        cpu_shares: Some(cpu_shares(cpu_request)),
+        cpu_quota: cpu_limit.map(|l| cpu_quota(l, CPU_PERIOD)),
+        cpu_period: cpu_limit.map(|_| CPU_PERIOD),
+        memory_limit_bytes: memory,
+        pids_limit,
+    }
+}
+
 /// cgroup limits from the container's requests and limits (a missing request takes the limit,
-/// as the API server defaults it).
-pub fn resources(c: &Container, pids_limit: Option<i64>) -> Resources {
+/// as the API server defaults it). The pids limit is the pod's (see [`pod_resources`]).
+pub fn resources(c: &Container) -> Resources {
     let cpu_request = quantity(c, "requests", "cpu").or_else(|| quantity(c, "limits", "cpu"));
     let cpu_limit = quantity(c, "limits", "cpu");
     let memory = quantity(c, "limits", "memory");
@@ -66,7 +98,7 @@ pub fn resources(c: &Container, pids_limit: Option<i64>) -> Resources {
             .map(|q| cpu_quota(q.milli_value(), CPU_PERIOD)),
         cpu_period: cpu_limit.map(|_| CPU_PERIOD),
         memory_limit_bytes: memory.map(|q| q.value()),
-        pids_limit,
+        pids_limit: None,
     }
 }
 
@@ -240,7 +272,7 @@ pub fn container_config(
         mounts: mounts(&ctx.etc_dir, volume_mounts),
         network_namespace: ctx.netns.clone(),
         cgroups_path: ctx.pod_cgroup.join(id),
-        resources: resources(c, ctx.pids_limit),
+        resources: resources(c),
         oom_score_adj: Some(oom_score_adj(ctx.pod, c, ctx.node_memory_bytes)),
         privileged,
         capabilities: CapabilityChanges {
@@ -290,19 +322,49 @@ mod tests {
     #[test]
     fn limits_become_cgroup_values() {
         let c = container(&[("cpu", "250m")], &[("cpu", "200m"), ("memory", "64Mi")]);
-        let r = resources(&c, Some(100));
+        let r = resources(&c);
         assert_eq!(r.cpu_shares, Some(256));
         assert_eq!(r.cpu_quota, Some(20_000));
         assert_eq!(r.cpu_period, Some(CPU_PERIOD));
         assert_eq!(r.memory_limit_bytes, Some(64 << 20));
-        assert_eq!(r.pids_limit, Some(100));
-        let none = resources(&container(&[], &[]), None);
+        assert_eq!(r.pids_limit, None);
+        let none = resources(&container(&[], &[]));
         assert_eq!(none.cpu_shares, Some(2));
         assert_eq!(none.cpu_quota, None);
         assert_eq!(
-            resources(&container(&[], &[("cpu", "1")]), None).cpu_shares,
+            resources(&container(&[], &[("cpu", "1")])).cpu_shares,
             Some(1024)
         );
+    }
+
+    #[test]
+    fn a_pod_gets_its_containers_total_or_its_largest_init_container() {
+        let app1 = container(&[("cpu", "250m")], &[("cpu", "500m"), ("memory", "64Mi")]);
+        let app2 = container(&[("cpu", "100m")], &[("cpu", "200m"), ("memory", "32Mi")]);
+        let big_init = container(&[("cpu", "2")], &[("cpu", "2"), ("memory", "16Mi")]);
+        let spec = |apps: Vec<Container>, inits: Vec<Container>| PodSpec {
+            containers: apps,
+            init_containers: Some(inits),
+            ..Default::default()
+        };
+        let r = pod_resources(&spec(vec![app1.clone(), app2.clone()], vec![]), Some(64));
+        assert_eq!(r.cpu_shares, Some(cpu_shares(350)));
+        assert_eq!(r.cpu_quota, Some(70_000));
+        assert_eq!(r.memory_limit_bytes, Some(96 << 20));
+        assert_eq!(r.pids_limit, Some(64));
+        // A larger init container raises what the pod may use while it runs.
+        let r = pod_resources(
+            &spec(vec![app1.clone(), app2.clone()], vec![big_init]),
+            None,
+        );
+        assert_eq!(r.cpu_shares, Some(2048));
+        assert_eq!(r.cpu_quota, Some(200_000));
+        assert_eq!(r.memory_limit_bytes, Some(96 << 20));
+        // One container without a limit: no pod limit for that resource.
+        let unlimited = container(&[("cpu", "100m")], &[]);
+        let r = pod_resources(&spec(vec![app1, unlimited], vec![]), None);
+        assert_eq!((r.cpu_quota, r.memory_limit_bytes), (None, None));
+        assert_eq!(r.cpu_shares, Some(cpu_shares(350)));
     }
 
     #[test]

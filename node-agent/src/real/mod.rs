@@ -7,7 +7,9 @@
 
 pub mod container_config;
 pub mod files;
+pub mod hooks;
 mod pleg;
+pub mod probe_checks;
 pub mod probes;
 pub mod process;
 pub mod record;
@@ -26,7 +28,6 @@ use skiff_api::Client;
 
 use crate::config::Args;
 use crate::events::Recorder;
-use crate::image::registries::RegistryConfig;
 use crate::image::ImageService;
 use crate::network::cni::Cni;
 use crate::pod_runtime::{PodObservation, PodRuntime};
@@ -42,7 +43,7 @@ pub struct RealRuntime {
     volume_memory: Mutex<volumes::Memory>,
     /// Containers being stopped because a probe failed, and since when.
     stopping: Mutex<HashMap<String, std::time::Instant>>,
-    images: ImageService,
+    images: Arc<ImageService>,
     containers: Containers,
     cni: Cni,
     records: Records,
@@ -63,28 +64,18 @@ impl RealRuntime {
         host_ip: Ipv4Addr,
         node_memory_bytes: u64,
         events: Recorder,
+        images: Arc<ImageService>,
     ) -> anyhow::Result<RealRuntime> {
-        let mut registries = match &args.registry_config {
-            Some(path) => RegistryConfig::load(path)?,
-            None => RegistryConfig::default(),
-        };
-        registries.disable_default_endpoint = args.disable_default_registry_endpoint;
-        let shim = match &args.shim {
-            Some(p) => p.clone(),
-            None => std::env::current_exe()?
-                .parent()
-                .map(|d| d.join("skiff-shim"))
-                .unwrap_or_else(|| PathBuf::from("skiff-shim")),
-        };
+        let containers = Containers::open(args.root_dir.join("containers"), args.shim_path()?)?;
         Ok(RealRuntime {
             client,
             events,
-            prober: probes::Prober::default(),
+            prober: probes::Prober::new(containers.clone()),
             pleg: pleg::Pleg::default(),
             volume_memory: Mutex::default(),
             stopping: Mutex::default(),
-            images: ImageService::open(args.root_dir.join("images"), registries)?,
-            containers: Containers::open(args.root_dir.join("containers"), shim)?,
+            images,
+            containers,
             cni,
             records: Records {
                 dir: args.root_dir.join("pods"),

@@ -3,9 +3,7 @@
 //! liveness wait until the startup probe has succeeded; a container is ready only after its
 //! readiness probe passes; a liveness (or startup) probe failing `failureThreshold` times in a
 //! row marks the container for a restart. Each probe of each running container is a task of
-//! its own; syncs read the outcomes. httpGet and tcpSocket probes connect from the node to the
-//! pod's address, as the kubelet does; exec and grpc probes are not run yet (they count as
-//! passing, so pods using them still become ready).
+//! its own; syncs read the outcomes. The checks themselves are `probe_checks`'.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -13,10 +11,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Probe};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::probe_checks::{run_once, Target};
 use crate::events::Recorder;
+use crate::runtime::containers::Containers;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -57,73 +55,6 @@ pub fn timing(p: &Probe) -> Timing {
     }
 }
 
-/// The port a probe names: a number, or the name of one of the container's ports.
-pub fn port(port: &IntOrString, c: &Container) -> Option<u16> {
-    match port {
-        IntOrString::Int(n) => u16::try_from(*n).ok(),
-        IntOrString::String(name) => c
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| p.name.as_deref() == Some(name.as_str()))
-            .and_then(|p| u16::try_from(p.container_port).ok()),
-    }
-}
-
-/// Whether an HTTP status line (`HTTP/1.1 204 No Content`) is a success (200–399).
-pub fn http_success(status_line: &str) -> bool {
-    status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse::<u16>().ok())
-        .is_some_and(|c| (200..400).contains(&c))
-}
-
-/// One try of a probe against the pod's address: Ok, or why it failed.
-async fn run_once(p: &Probe, c: &Container, ip: Ipv4Addr, timeout: Duration) -> Result<(), String> {
-    let attempt = async {
-        if let Some(h) = &p.http_get {
-            let port = port(&h.port, c).ok_or("no such port")?;
-            let path = h.path.clone().unwrap_or_else(|| "/".into());
-            let mut s = tokio::net::TcpStream::connect((ip, port))
-                .await
-                .map_err(|e| format!("Get \"http://{ip}:{port}{path}\": {e}"))?;
-            let mut req = format!("GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: kube-probe/1.34\r\nAccept: */*\r\nConnection: close\r\n");
-            for hdr in h.http_headers.iter().flatten() {
-                req.push_str(&format!("{}: {}\r\n", hdr.name, hdr.value));
-            }
-            req.push_str("\r\n");
-            s.write_all(req.as_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut head = vec![0u8; 256];
-            let n = s.read(&mut head).await.map_err(|e| e.to_string())?;
-            let text = String::from_utf8_lossy(&head[..n]);
-            let line = text.lines().next().unwrap_or_default().to_string();
-            if http_success(&line) {
-                Ok(())
-            } else {
-                Err(format!(
-                    "HTTP probe failed with statuscode: {}",
-                    line.split_whitespace().nth(1).unwrap_or("?")
-                ))
-            }
-        } else if let Some(t) = &p.tcp_socket {
-            let port = port(&t.port, c).ok_or("no such port")?;
-            tokio::net::TcpStream::connect((ip, port))
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("dial tcp {ip}:{port}: {e}"))
-        } else {
-            Ok(())
-        }
-    };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("timeout: no answer within {timeout:?}")),
-    }
-}
-
 /// What the probes of one container have decided so far.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -144,12 +75,21 @@ struct Entry {
 }
 
 /// The probes of every running container on the node.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Prober {
     entries: Arc<Mutex<HashMap<Key, Entry>>>,
+    /// Where exec probes run their commands.
+    containers: Containers,
 }
 
 impl Prober {
+    pub fn new(containers: Containers) -> Prober {
+        Prober {
+            entries: Arc::default(),
+            containers,
+        }
+    }
+
     /// The outcome for a running container, starting its probes the first time it is seen
     /// (and again when the container was replaced).
     pub fn observe(
@@ -249,7 +189,13 @@ impl Prober {
             if kind == Kind::Startup && now.started {
                 return;
             }
-            match run_once(&probe, &c, ip, t.timeout).await {
+            let target = Target {
+                ip,
+                container: &c,
+                containers: &self.containers,
+                id: &id,
+            };
+            match run_once(&probe, &target, t.timeout).await {
                 Ok(()) => {
                     successes += 1;
                     failures = 0;
@@ -313,28 +259,12 @@ impl Prober {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::ContainerPort;
 
     #[test]
-    fn defaults_and_ports() {
+    fn kubernetes_defaults_fill_in_the_timing() {
         let t = timing(&Probe::default());
         assert_eq!(t.period, Duration::from_secs(10));
         assert_eq!(t.timeout, Duration::from_secs(1));
         assert_eq!((t.success_threshold, t.failure_threshold), (1, 3));
-        let c = Container {
-            ports: Some(vec![ContainerPort {
-                name: Some("http".into()),
-                container_port: 8080,
-                ..Default::default()
-            }]),
-            ..Default::default()
-        };
-        assert_eq!(port(&IntOrString::Int(80), &c), Some(80));
-        assert_eq!(port(&IntOrString::String("http".into()), &c), Some(8080));
-        assert_eq!(port(&IntOrString::String("grpc".into()), &c), None);
-        assert!(http_success("HTTP/1.1 200 OK"));
-        assert!(http_success("HTTP/1.0 302 Found"));
-        assert!(!http_success("HTTP/1.1 404 Not Found"));
-        assert!(!http_success("garbage"));
     }
 }

@@ -42,6 +42,9 @@ pub struct PodRecord {
     pub started_at: Option<Timestamp>,
     pub ip: Option<Ipv4Addr>,
     pub containers: BTreeMap<String, ContainerRecord>,
+    /// The pod's cgroup exists with its limits written.
+    #[serde(default)]
+    pub cgroup_ready: bool,
 }
 
 /// Where pod records live: `<root>/pods/<uid>/record.json`.

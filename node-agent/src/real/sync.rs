@@ -6,6 +6,7 @@
 //! next step, so an agent killed at any point picks up from the record and the shims' files.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use skiff_api::Kind;
 
-use super::container_config::{container_config, user, PodContext};
+use super::container_config::{container_config, pod_resources, user, PodContext};
 use super::files;
 use super::probes::Outcome;
 use super::process::{self, ImageProcess, Sources};
@@ -27,7 +28,16 @@ use crate::network::cni::PortMapping;
 use crate::network::netns;
 use crate::pod_runtime::{ContainerObservation, PodObservation, RunState, Terminated};
 use crate::runtime::cgroups::{pod_cgroup_path, qos_class, remove_cgroup, QosClass};
+use crate::runtime::containers::Containers;
 use crate::runtime::containers::{ContainerState, StartRequest};
+use crate::runtime::pod_cgroup;
+
+use super::hooks::{self, Hook};
+use super::probe_checks::Target;
+
+/// What a container gets between SIGTERM and SIGKILL at least, after its preStop hook (the
+/// kubelet's minimum).
+const MIN_STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a stopped pod's containers get after SIGKILL to be seen gone.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -151,6 +161,12 @@ async fn sandbox(rt: &RealRuntime, pod: &Pod, rec: &mut PodRecord) -> Result<(),
         write("hosts", files::hosts(pod, rec.ip))?;
         write("hostname", format!("{}\n", files::hostname(pod)))?;
         write("resolv.conf", files::resolv_conf(&node_resolv))?;
+    }
+    if !rec.cgroup_ready {
+        let limits = pod_resources(&pod.spec.clone().unwrap_or_default(), rt.pids_limit);
+        pod_cgroup::ensure(&pod_cgroup(&rt.cgroup_root, pod), &limits)
+            .map_err(|e| format!("failed to create the pod's cgroup: {e}"))?;
+        rec.cgroup_ready = true;
     }
     Ok(())
 }
@@ -368,8 +384,8 @@ async fn observe(
                     Some(ip) => rt.prober.observe(&rt.events, pod, c, &r.id, ip),
                     None => Outcome::default(),
                 };
-                if outcome.failed {
-                    stop_unhealthy(rt, pod, &r.id);
+                if let (true, Some(ip)) = (outcome.failed, rec.ip) {
+                    stop_unhealthy(rt, pod, c, &r.id, ip);
                 }
                 return probed(c, &r, RunState::Running { started_at }, outcome);
             }
@@ -434,27 +450,102 @@ async fn observe(
     }
 }
 
-/// Stops a container a probe found unhealthy: SIGTERM first, SIGKILL once the pod's grace
-/// period has passed; the restart policy takes it from there.
-fn stop_unhealthy(rt: &RealRuntime, pod: &Pod, id: &str) {
-    let grace = Duration::from_secs(
+/// Stops a container a probe found unhealthy: its preStop hook and then SIGTERM first,
+/// SIGKILL once the pod's grace period has passed; the restart policy takes it from there.
+fn stop_unhealthy(rt: &RealRuntime, pod: &Pod, c: &Container, id: &str, ip: Ipv4Addr) {
+    let grace = grace_period(pod);
+    let mut stopping = rt.stopping.lock().unwrap_or_else(|e| e.into_inner());
+    match stopping.get(id) {
+        None => {
+            stopping.insert(id.to_string(), std::time::Instant::now());
+            let (containers, events) = (rt.containers.clone(), rt.events.clone());
+            let (pod, c, id) = (pod.clone(), c.clone(), id.to_string());
+            tokio::spawn(async move {
+                pre_stop(&containers, &events, &pod, &c, &id, ip, grace).await;
+                if let Err(e) = containers.signal(&id, nix::sys::signal::Signal::SIGTERM) {
+                    tracing::debug!(%id, %e, "unhealthy container not signalled");
+                }
+            });
+        }
+        Some(since) if since.elapsed() >= grace => {
+            if let Err(e) = rt.containers.signal(id, nix::sys::signal::Signal::SIGKILL) {
+                tracing::debug!(%id, %e, "unhealthy container not killed");
+            }
+        }
+        Some(_) => {}
+    }
+}
+
+/// The pod's `terminationGracePeriodSeconds` (30 s unless it says otherwise).
+fn grace_period(pod: &Pod) -> Duration {
+    Duration::from_secs(
         pod.spec
             .as_ref()
             .and_then(|s| s.termination_grace_period_seconds)
             .unwrap_or(30)
             .max(0) as u64,
-    );
-    let mut stopping = rt.stopping.lock().unwrap_or_else(|e| e.into_inner());
-    let signal = match stopping.get(id) {
-        None => {
-            stopping.insert(id.to_string(), std::time::Instant::now());
-            nix::sys::signal::Signal::SIGTERM
-        }
-        Some(since) if since.elapsed() >= grace => nix::sys::signal::Signal::SIGKILL,
-        Some(_) => return,
+    )
+}
+
+/// Runs the container's preStop hook, if it has one, for at most `limit`; a failure is told
+/// in an Event and the stop goes on.
+async fn pre_stop(
+    containers: &Containers,
+    events: &crate::events::Recorder,
+    pod: &Pod,
+    c: &Container,
+    id: &str,
+    ip: Ipv4Addr,
+    limit: Duration,
+) {
+    let Some(h) = Hook::PreStop.handler(c) else {
+        return;
     };
-    if let Err(e) = rt.containers.signal(id, signal) {
-        tracing::debug!(%id, %e, "unhealthy container not signalled");
+    let target = Target {
+        ip,
+        container: c,
+        containers,
+        id,
+    };
+    if let Err(e) = hooks::run(h, &target, limit).await {
+        events.warning(
+            pod,
+            Hook::PreStop.failed_reason(),
+            hooks::failure_message(h, c, pod, &e),
+        );
+    }
+}
+
+/// How long a postStart hook may run (the kubelet sets no limit; this one keeps a hook that
+/// never ends from holding the pod's syncs for ever).
+const POST_START_LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs the container's postStart hook, if it has one; a failure is told in an Event and
+/// kills the container, which then restarts as its policy says.
+async fn post_start(rt: &RealRuntime, pod: &Pod, rec: &PodRecord, c: &Container, id: &str) {
+    let Some(h) = Hook::PostStart.handler(c) else {
+        return;
+    };
+    let target = Target {
+        ip: rec.ip.unwrap_or(Ipv4Addr::LOCALHOST),
+        container: c,
+        containers: &rt.containers,
+        id,
+    };
+    if let Err(e) = hooks::run(h, &target, POST_START_LIMIT).await {
+        rt.events.warning(
+            pod,
+            Hook::PostStart.failed_reason(),
+            hooks::failure_message(h, c, pod, &e),
+        );
+        rt.events.normal(
+            pod,
+            "Killing",
+            format!("FailedPostStartHook: stopping container {}", c.name),
+        );
+        if let Err(e) = rt.containers.signal(id, nix::sys::signal::Signal::SIGKILL) {
+            tracing::debug!(%id, %e, "container not killed after its postStart hook failed");
+        }
     }
 }
 
@@ -505,6 +596,7 @@ async fn start(
                 r.restart_count += 1;
                 r.crash_backoff.tried();
             }
+            post_start(rt, pod, rec, c, &id).await;
             RunState::Running { started_at }
         }
         Err(NotStarted::Image { reason, message }) => {
@@ -706,7 +798,6 @@ async fn prepare_and_start(
         pod_cgroup: pod_cgroup(&rt.cgroup_root, pod),
         etc_dir: rt.records.pod_dir(&rec.uid).join("etc"),
         hostname: files::hostname(pod),
-        pids_limit: rt.pids_limit,
         node_memory_bytes: rt.node_memory_bytes,
     };
     let cfg = container_config(
@@ -782,18 +873,44 @@ pub(super) async fn kill_pod(
             .collect()
     };
     let live = running(&ids);
+    let deadline = tokio::time::Instant::now() + grace;
     if let (Some(pod), Some(rec)) = (pod, &rec) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let all: Vec<&Container> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(spec.containers.iter())
+            .collect();
+        let mut hooks = Vec::new();
         for (name, r) in &rec.containers {
-            if live.contains(&r.id) {
-                rt.events
-                    .normal(pod, "Killing", format!("Stopping container {name}"));
+            if !live.contains(&r.id) {
+                continue;
+            }
+            rt.events
+                .normal(pod, "Killing", format!("Stopping container {name}"));
+            if let Some(c) = all.iter().find(|c| &c.name == name) {
+                let ip = rec.ip.unwrap_or(Ipv4Addr::LOCALHOST);
+                hooks.push(pre_stop(
+                    &rt.containers,
+                    &rt.events,
+                    pod,
+                    c,
+                    &r.id,
+                    ip,
+                    grace,
+                ));
             }
         }
+        // The hooks run side by side, within the grace period.
+        futures::future::join_all(hooks).await;
     }
     for id in &live {
         let _ = rt.containers.signal(id, nix::sys::signal::Signal::SIGTERM);
     }
-    let deadline = tokio::time::Instant::now() + grace;
+    // After the hooks, the containers get what is left of the grace period, and at least
+    // the kubelet's 2 s.
+    let deadline = deadline.max(tokio::time::Instant::now() + MIN_STOP_GRACE);
     while !running(&live).is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(STOP_POLL).await;
     }

@@ -304,6 +304,11 @@ impl Containers {
         &self.root
     }
 
+    /// The `skiff-shim` program that runs containers and commands in them.
+    pub fn shim_binary(&self) -> &Path {
+        &self.shim_binary
+    }
+
     /// Whether container `id` has ended or failed to start (see [`has_ended`]).
     pub fn has_ended(&self, id: &str) -> bool {
         has_ended(&self.root, id)

@@ -16,12 +16,25 @@
 //! | `shim_state` | the shim's files (started, start error, exit) and pid identity checks |
 //! | `shim` | the `skiff-shim` process |
 //! | `containers` | [`Containers`](containers::Containers): start, state, list, signal, remove |
+//! | `exec` | [`ExecProcess`](exec::ExecProcess): a command run in a running container, the agent's side |
+//! | `exec_output` | a command run to its end with its output kept: exec probes and hooks |
+//! | `exec_shim` | `skiff-shim exec`: joins the container with libcontainer's tenant builder |
+//! | `exec_workload` | the command's last steps inside the container: PATH lookup, seccomp, exec |
+//! | `exec_report` | the socket through which `skiff-shim exec` reports to the agent |
+//! | `pty` | terminal window sizes and the agent's end of an exec's terminal |
 
 pub mod capabilities;
 pub mod cgroups;
 pub mod containers;
 pub mod cri_log;
+pub mod exec;
+pub mod exec_output;
+pub mod exec_report;
+pub mod exec_shim;
+pub mod exec_workload;
 pub mod host;
+pub mod pod_cgroup;
+pub mod pty;
 pub mod rootfs;
 pub mod seccomp;
 pub mod shim;

@@ -7,7 +7,8 @@
 //! waits for the container's init process, reads the cgroup's OOM kill count, deletes the
 //! container (cgroup and libcontainer state), writes `exit.json`, and exits. Everything it
 //! reports goes through the files of [`shim_state`](super::shim_state); its own log is
-//! `shim.log` in its state directory.
+//! `shim.log` in its state directory. `skiff-shim exec …` is the other mode: one command run in
+//! a running container (see [`exec_shim`](super::exec_shim)).
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -84,6 +85,9 @@ impl ShimArgs {
 
 /// The whole shim: what `skiff-shim`'s `main` calls. Never returns.
 pub fn main() -> ! {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "exec") {
+        super::exec_shim::main()
+    }
     let args = match ShimArgs::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -161,7 +165,7 @@ fn now() -> String {
 }
 
 /// An error with its causes, as one line.
-fn describe(err: &dyn std::error::Error) -> String {
+pub(super) fn describe(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(s) = source {

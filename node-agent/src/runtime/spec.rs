@@ -304,6 +304,40 @@ fn device_rule(
     b.build().map_err(|e| e.to_string())
 }
 
+/// The cgroup values of `r` (CPU shares and quota, memory and pids limits) as the OCI spec's
+/// resources, for a container's config and for its pod's cgroup alike.
+pub fn cgroup_limits(r: &Resources) -> Result<LinuxResourcesBuilder, String> {
+    let mut cpu = LinuxCpuBuilder::default();
+    if let Some(shares) = r.cpu_shares {
+        cpu = cpu.shares(shares);
+    }
+    if let Some(quota) = r.cpu_quota {
+        cpu = cpu.quota(quota);
+    }
+    if let Some(period) = r.cpu_period {
+        cpu = cpu.period(period);
+    }
+    let mut resources =
+        LinuxResourcesBuilder::default().cpu(cpu.build().map_err(|e| e.to_string())?);
+    if let Some(limit) = r.memory_limit_bytes {
+        resources = resources.memory(
+            LinuxMemoryBuilder::default()
+                .limit(limit)
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    if let Some(limit) = r.pids_limit {
+        resources = resources.pids(
+            LinuxPidsBuilder::default()
+                .limit(limit)
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+    }
+    Ok(resources)
+}
+
 /// Docker's device cgroup rules: nothing but mknod in general, and the minimal devices.
 fn device_rules(privileged: bool) -> Result<Vec<LinuxDeviceCgroup>, String> {
     use LinuxDeviceType::{A, B, C};
@@ -477,36 +511,9 @@ pub fn build_spec(config: &ContainerConfig, host: &HostInfo) -> Result<Spec, Spe
         mounts.push(extra_mount(m).map_err(&build)?);
     }
 
-    let r = &config.resources;
-    let mut cpu = LinuxCpuBuilder::default();
-    if let Some(shares) = r.cpu_shares {
-        cpu = cpu.shares(shares);
-    }
-    if let Some(quota) = r.cpu_quota {
-        cpu = cpu.quota(quota);
-    }
-    if let Some(period) = r.cpu_period {
-        cpu = cpu.period(period);
-    }
-    let mut resources = LinuxResourcesBuilder::default()
-        .devices(device_rules(config.privileged).map_err(&build)?)
-        .cpu(cpu.build().map_err(|e| build(e.to_string()))?);
-    if let Some(limit) = r.memory_limit_bytes {
-        resources = resources.memory(
-            LinuxMemoryBuilder::default()
-                .limit(limit)
-                .build()
-                .map_err(|e| build(e.to_string()))?,
-        );
-    }
-    if let Some(limit) = r.pids_limit {
-        resources = resources.pids(
-            LinuxPidsBuilder::default()
-                .limit(limit)
-                .build()
-                .map_err(|e| build(e.to_string()))?,
-        );
-    }
+    let resources = cgroup_limits(&config.resources)
+        .map_err(&build)?
+        .devices(device_rules(config.privileged).map_err(&build)?);
 
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces(config).map_err(&build)?)

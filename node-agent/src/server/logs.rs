@@ -8,13 +8,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
-use skiff_api::agent_pb::agent_server::Agent;
 use skiff_api::agent_pb::{LogChunk, LogsRequest};
 use skiff_api::ApiError;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 use super::log_files::{self, LogError, Target, Wanted};
 use super::log_lines::{Options, Reader};
@@ -74,15 +73,12 @@ impl LogService {
     }
 }
 
-#[tonic::async_trait]
-impl Agent for LogService {
-    type LogsStream = ReceiverStream<Result<LogChunk, Status>>;
+/// The stream a `Logs` call answers with.
+pub type LogsStream = ReceiverStream<Result<LogChunk, Status>>;
 
-    async fn logs(
-        &self,
-        request: Request<LogsRequest>,
-    ) -> Result<Response<Self::LogsStream>, Status> {
-        let req = request.into_inner();
+impl LogService {
+    /// Opens the log a request asks for and streams it.
+    pub async fn logs(&self, req: LogsRequest) -> Result<LogsStream, Status> {
         let target = log_files::locate(
             &self.root_dir,
             &Wanted {
@@ -117,7 +113,7 @@ impl Agent for LogService {
                 }
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(ReceiverStream::new(rx))
     }
 }
 
@@ -387,9 +383,8 @@ mod tests {
             .expect("write");
 
         let svc = LogService::new(root.path().to_path_buf());
-        let whole = svc.logs(Request::new(request())).await.expect("logs");
+        let whole = svc.logs(request()).await.expect("logs");
         let got: Vec<u8> = whole
-            .into_inner()
             .map(|c| c.expect("chunk").data)
             .collect::<Vec<_>>()
             .await
@@ -397,13 +392,12 @@ mod tests {
         assert_eq!(got, b"one\n");
 
         let mut followed = svc
-            .logs(Request::new(LogsRequest {
+            .logs(LogsRequest {
                 follow: true,
                 ..request()
-            }))
+            })
             .await
-            .expect("logs")
-            .into_inner();
+            .expect("logs");
         let first = followed.next().await.expect("chunk").expect("ok");
         assert_eq!(first.data, b"one\n");
         f.write_all(&format_record(t, Stream::Stderr, Tag::Full, b"two"))
@@ -422,10 +416,10 @@ mod tests {
         assert!(end.is_none(), "{end:?}");
 
         let missing = svc
-            .logs(Request::new(LogsRequest {
+            .logs(LogsRequest {
                 uid: "other".into(),
                 ..request()
-            }))
+            })
             .await
             .expect_err("no such pod");
         assert_eq!(missing.code(), tonic::Code::NotFound);

@@ -2,7 +2,7 @@
 //! scheduler's filter plugins serve both its scheduler and its DaemonSet controller. The
 //! scheduler's filters (`plan`) run all of them; the DaemonSet controller's eligibility check
 //! runs node affinity and taints (resources and ports are the scheduler's to weigh when it
-//! places the pod). Each module owns one predicate and reads what it needs from a pod spec or a
+//! places the pod); the PersistentVolume binder shares volume binding's matching. Each module owns one predicate and reads what it needs from a pod spec or a
 //! node once, so that a pass checking many nodes parses each object once.
 
 pub mod node_affinity;
@@ -10,6 +10,7 @@ pub mod node_ports;
 pub mod node_unschedulable;
 pub mod resources;
 pub mod taints;
+pub mod volume_binding;
 
 use std::collections::BTreeMap;
 

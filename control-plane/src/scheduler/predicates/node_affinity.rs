@@ -143,6 +143,17 @@ impl RequiredAffinity {
         }
     }
 
+    /// The terms of a NodeSelector (a PersistentVolume's `spec.nodeAffinity.required`).
+    pub fn of_node_selector(selector: &Value) -> RequiredAffinity {
+        RequiredAffinity {
+            selector: BTreeMap::new(),
+            terms: list(selector, "nodeSelectorTerms")
+                .iter()
+                .map(Term::of)
+                .collect(),
+        }
+    }
+
     /// Whether `node` satisfies both the selector and the terms.
     pub fn matches(&self, node: &NodeInfo) -> bool {
         self.selector
