@@ -35,6 +35,12 @@ pub struct Args {
     /// The cgroup under which pods' cgroups are made.
     #[arg(long, env = "SKIFF_CGROUP_ROOT", default_value = "skiff")]
     pub cgroup_root: String,
+    /// A container's log file is rotated once it would pass this size (`10Mi`, `1Gi`, bytes).
+    #[arg(long, env = "SKIFF_CONTAINER_LOG_MAX_SIZE", default_value = "10Mi", value_parser = parse_log_size)]
+    pub container_log_max_size: u64,
+    /// Log files kept per container run, the current one included (at least 2).
+    #[arg(long, env = "SKIFF_CONTAINER_LOG_MAX_FILES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
+    pub container_log_max_files: u32,
     /// Resources kept back from pods: `cpu=100m,memory=256Mi,ephemeral-storage=1Gi`.
     #[arg(long, env = "SKIFF_SYSTEM_RESERVED", default_value = "")]
     pub system_reserved: Reserved,
@@ -68,6 +74,17 @@ pub struct Args {
     /// Seconds between Lease renewals of each hollow node.
     #[arg(long, env = "SKIFF_NODE_HEARTBEAT", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat_every: u64,
+}
+
+/// A log size limit: a quantity of at least 1 KiB.
+fn parse_log_size(s: &str) -> Result<u64, String> {
+    let q = skiff_api::quantity::Quantity::parse(s)
+        .map_err(|e| format!("{s:?} is not a size such as 10Mi: {e}"))?;
+    let bytes = q.value();
+    if bytes < 1024 {
+        return Err(format!("{s:?} is less than 1Ki"));
+    }
+    Ok(bytes as u64)
 }
 
 impl Args {

@@ -389,3 +389,84 @@ fn previous_shows_the_run_before_a_restart() {
         }
     });
 }
+
+#[test]
+fn logs_rotate_at_their_size_and_a_follower_moves_on_with_them() {
+    if !netns::available() {
+        return;
+    }
+    let net = TestNet::create(1);
+    let host_ip = net.hosts[0].ip.clone();
+    net.run_in_host(0, move || async move {
+        let n = Node(
+            TestNode::start_with(
+                &host_ip,
+                &[
+                    "--container-log-max-size",
+                    "2Ki",
+                    "--container-log-max-files",
+                    "2",
+                ],
+            )
+            .await,
+        );
+        let eps = n.endpoints();
+        // 400 numbered lines of about 60 bytes with their CRI prefix: many rotations, each
+        // file holding about 30 lines. The container waits for /tmp/go so the follower is in
+        // place first.
+        let mut pod = script(
+            "while [ ! -e /tmp/go ]; do sleep 0.1; done; \
+             i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo line $i; \
+             if [ $((i % 20)) = 0 ]; then sleep 0.05; fi; done; sleep 1000",
+        );
+        pod["terminationGracePeriodSeconds"] = 1.into();
+        n.create_pod("chatty", json!({}), pod).await;
+        n.until_pod("chatty", "Running", |p| p["status"]["phase"] == "Running")
+            .await;
+        let mut follower = spawn(&eps, &["logs", "-f", "chatty"]);
+        let lines = lines_of(&mut follower);
+        // The follower is connected once the agent serves its stream.
+        n.until_agent_says("pod=chatty", "serving a log").await;
+        let go = skiff(&eps, &["exec", "chatty", "--", "touch", "/tmp/go"], None);
+        assert!(go.ok, "{go:?}");
+        let started = Instant::now();
+        let got: Vec<String> = (0..400)
+            .map(|_| next_line(&lines, LIMIT.saturating_sub(started.elapsed())))
+            .collect();
+        let want: Vec<String> = (1..=400).map(|i| format!("line {i}")).collect();
+        assert_eq!(
+            got, want,
+            "the follower lost or repeated lines across rotations"
+        );
+        follower.kill().expect("killed");
+        follower.wait().expect("reaped");
+
+        // On disk: the current file within the limit, one rotated file beside it.
+        let pod = n
+            .until_pod("chatty", "Running", |p| p["status"]["phase"] == "Running")
+            .await;
+        let uid = pod["metadata"]["uid"].as_str().expect("uid");
+        let dir = n
+            .agent
+            .dir()
+            .join(format!("logs/default_chatty_{uid}/main"));
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .expect("log dir")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 2, "{files:?}");
+        assert_eq!(files[0], "0.log", "{files:?}");
+        assert!(files[1].starts_with("0.log."), "{files:?}");
+        let current = std::fs::metadata(dir.join("0.log")).expect("current").len();
+        assert!(current <= 2048, "the current file holds {current} bytes");
+        // `skiff logs` reads the current file: the last lines, ending with the last one.
+        let tail = skiff(&eps, &["logs", "chatty"], None);
+        assert!(tail.stdout.ends_with("line 400\n"), "{:?}", tail.stdout);
+        assert!(
+            !tail.stdout.contains("line 1\n"),
+            "old lines were not rotated away"
+        );
+    });
+}

@@ -32,6 +32,7 @@ use crate::image::ImageService;
 use crate::network::cni::Cni;
 use crate::pod_runtime::{PodObservation, PodRuntime};
 use crate::runtime::containers::Containers;
+use crate::runtime::log_rotation::LogRotation;
 use record::Records;
 
 pub struct RealRuntime {
@@ -66,7 +67,11 @@ impl RealRuntime {
         events: Recorder,
         images: Arc<ImageService>,
     ) -> anyhow::Result<RealRuntime> {
-        let containers = Containers::open(args.root_dir.join("containers"), args.shim_path()?)?;
+        let containers = Containers::open(args.root_dir.join("containers"), args.shim_path()?)?
+            .with_log_rotation(LogRotation {
+                max_size: args.container_log_max_size,
+                max_files: args.container_log_max_files,
+            });
         Ok(RealRuntime {
             client,
             events,

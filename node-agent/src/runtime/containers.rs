@@ -22,6 +22,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use super::log_rotation::LogRotation;
 use super::rootfs::{self, RootfsError};
 use super::shim::{ShimArgs, EXIT_SHIM_DIED, EXIT_STARTED, EXIT_START_FAILED};
 use super::shim_state::{
@@ -177,6 +178,8 @@ pub struct Containers {
     root: PathBuf,
     shim_binary: PathBuf,
     start_timeout: Duration,
+    /// How containers' logs rotate (None: never).
+    log_rotation: Option<LogRotation>,
 }
 
 fn io_err(id: &str, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RuntimeError {
@@ -291,7 +294,14 @@ impl Containers {
             root,
             shim_binary: shim_binary.into(),
             start_timeout: DEFAULT_START_TIMEOUT,
+            log_rotation: None,
         })
+    }
+
+    /// Rotates the logs of the containers started from now on.
+    pub fn with_log_rotation(mut self, rotation: LogRotation) -> Containers {
+        self.log_rotation = Some(rotation);
+        self
     }
 
     /// How long `start` waits for the shim to say whether the container started.
@@ -346,6 +356,8 @@ impl Containers {
             state_root: dir.join("libcontainer"),
             log: request.log_path.to_path_buf(),
             state_dir: dir.join("state"),
+            log_max_size: self.log_rotation.map(|r| r.max_size),
+            log_max_files: self.log_rotation.map(|r| r.max_files),
         };
         let child = tokio::process::Command::new(&self.shim_binary)
             .args(shim_args.to_args())

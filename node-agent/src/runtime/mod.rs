@@ -33,6 +33,7 @@ pub mod exec_report;
 pub mod exec_shim;
 pub mod exec_workload;
 pub mod host;
+pub mod log_rotation;
 pub mod pod_cgroup;
 pub mod pty;
 pub mod rootfs;

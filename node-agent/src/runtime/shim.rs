@@ -27,6 +27,7 @@ use nix::unistd::{dup2, fork, pipe2, setsid, ForkResult, Pid};
 
 use super::cgroups;
 use super::cri_log::{self, Stream};
+use super::log_rotation::{LogRotation, RotatingLog};
 use super::shim_state::{
     process_id, ExitRecord, ProcessId, ShimRecord, StartErrorRecord, StartedRecord, StateDir, EXIT,
     SHIM, SHIM_LOG, STARTED, START_ERROR,
@@ -63,6 +64,12 @@ pub struct ShimArgs {
     /// Where the shim writes shim.json, started.json, start-error.json, exit.json, shim.log.
     #[arg(long)]
     pub state_dir: PathBuf,
+    /// Rotate the log once it would pass this many bytes (with `--log-max-files`).
+    #[arg(long)]
+    pub log_max_size: Option<u64>,
+    /// Log files kept when rotating, the current one included.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..))]
+    pub log_max_files: Option<u32>,
 }
 
 impl ShimArgs {
@@ -79,7 +86,21 @@ impl ShimArgs {
             out.push(OsString::from(flag));
             out.push(value.to_os_string());
         }
+        if let Some(r) = self.log_rotation() {
+            out.push("--log-max-size".into());
+            out.push(r.max_size.to_string().into());
+            out.push("--log-max-files".into());
+            out.push(r.max_files.to_string().into());
+        }
         out
+    }
+
+    /// How the log rotates: only when both limits are given.
+    pub fn log_rotation(&self) -> Option<LogRotation> {
+        Some(LogRotation {
+            max_size: self.log_max_size?,
+            max_files: self.log_max_files?,
+        })
     }
 }
 
@@ -221,7 +242,7 @@ fn daemon(args: ShimArgs, report_fd: OwnedFd) -> i32 {
         EXIT_START_FAILED
     };
 
-    let log = match open_log(&args.log) {
+    let log = match open_log(&args.log, args.log_rotation()) {
         Ok(f) => f,
         Err(e) => {
             return fail(
@@ -352,11 +373,11 @@ fn drain_failure_output(out_r: &OwnedFd, err_r: &OwnedFd) -> Option<String> {
         })
 }
 
-fn open_log(path: &Path) -> std::io::Result<File> {
+fn open_log(path: &Path, rotation: Option<LogRotation>) -> std::io::Result<RotatingLog> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    OpenOptions::new().create(true).append(true).open(path)
+    RotatingLog::open(path, rotation)
 }
 
 /// Pumps the container's output until it ends, then records how it ended and cleans up.
@@ -367,7 +388,7 @@ fn run_to_exit(
     init: Pid,
     started_at: String,
     (out_r, err_r): (OwnedFd, OwnedFd),
-    log: File,
+    log: RotatingLog,
 ) -> i32 {
     // From here on only the agent's signals to the container matter; the shim ignores the
     // usual termination signals (SIGKILL still ends it, and then the container runs on).

@@ -175,6 +175,15 @@ async fn open(path: &Path) -> std::io::Result<Option<tokio::fs::File>> {
     }
 }
 
+/// Whether `path` now names another file than the open `file` (the log was rotated), or none.
+async fn replaced(file: &tokio::fs::File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(open), Ok(named)) = (file.metadata().await, tokio::fs::metadata(path).await) else {
+        return true;
+    };
+    (open.dev(), open.ino()) != (named.dev(), named.ino())
+}
+
 /// Reads what the file holds now into the reader; returns the output and whether anything
 /// was read.
 async fn drain(
@@ -255,6 +264,17 @@ async fn stream(
             caught_up = true;
             if let Some(end) = sent(tx, reader.caught_up(), &reader).await {
                 return Ok(end);
+            }
+        }
+        // The file was rotated (renamed, a new one begun): read what the old one got last,
+        // then go on with the new one.
+        if let Some(f) = file.as_mut() {
+            if replaced(f, &target.path).await {
+                if let Some(end) = read_to_end(f, &mut reader, &mut buf, tx).await? {
+                    return Ok(end);
+                }
+                file = open(&target.path).await?;
+                continue;
             }
         }
         // Nothing more for now. A run that has ended gets one last read (what it wrote
