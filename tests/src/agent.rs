@@ -156,14 +156,25 @@ fn remove_cgroups(name: &str) {
             }
             dirs.push(d);
         }
+        let procs = |d: &Path| std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
         for d in &dirs {
-            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
-            for pid in procs.lines() {
+            for pid in procs(d).lines() {
                 let _ = Command::new("kill").args(["-9", pid]).output();
             }
         }
+        // Killed processes leave their cgroups a moment later, and a cgroup with processes
+        // cannot be removed: wait for each to empty (and be removable), within a deadline.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         for d in dirs.iter().rev() {
-            let _ = std::fs::remove_dir(d);
+            while std::fs::remove_dir(d).is_err()
+                && d.is_dir()
+                && std::time::Instant::now() < deadline
+            {
+                for pid in procs(d).lines() {
+                    let _ = Command::new("kill").args(["-9", pid]).output();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
         }
     }
 }
