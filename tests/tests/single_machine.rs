@@ -193,6 +193,15 @@ fn one_machine_is_a_whole_cluster_that_runs_the_readme_app() {
             );
         }
 
+        // Each request is in the pod's log (busybox httpd -v).
+        let first = running[0]["metadata"]["name"].as_str().expect("name");
+        let logged = wait::try_until(Duration::from_secs(20), || async {
+            let out = skiff(eps, &["logs", first], None);
+            out.stdout.contains("response:200").then_some(())
+        })
+        .await;
+        assert!(logged.is_some(), "the pod's log shows no request");
+
         // skiff exec: output, the container's own view, stdin, exit codes.
         let pod = running[0]["metadata"]["name"].as_str().expect("name");
         assert_eq!(ok(eps, &["exec", pod, "--", "hostname"]).trim(), pod);

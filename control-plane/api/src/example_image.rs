@@ -18,11 +18,14 @@ use sha2::{Digest, Sha256};
 
 /// Where Debian's `busybox-static` installs its statically linked busybox.
 pub const DEFAULT_BUSYBOX: &str = "/bin/busybox";
-/// The example image's command: a web server answering with the container's hostname.
+/// The example image's command: a web server answering with the container's hostname and
+/// logging each request; the shell stays PID 1 and ends at SIGTERM (a PID 1 with no handler
+/// ignores it, and the pod would wait out its whole grace period).
 pub const EXAMPLE_CMD: [&str; 3] = [
     "sh",
     "-c",
-    "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www",
+    "mkdir -p /www; hostname > /www/index.html; trap 'exit 0' TERM; \
+     httpd -f -v -p 8080 -h /www & wait",
 ];
 /// The port the example image serves on.
 pub const EXAMPLE_PORT: u16 = 8080;
