@@ -34,14 +34,19 @@ fn read(path: &Path) -> String {
         .to_string()
 }
 
-/// A busybox shell loop starting `n` sleepers and saying how many it could.
-fn sleepers(n: usize) -> Value {
+/// A busybox shell loop starting `n` sleepers once `/shared/<after>` exists (if given),
+/// saying how many it could and leaving `/shared/<name>` behind.
+fn sleepers(name: &str, n: usize, after: Option<&str>) -> Value {
+    let wait_for = after
+        .map(|a| format!("while [ ! -e /shared/{a} ]; do sleep 0.1; done; "))
+        .unwrap_or_default();
     json!([
         "sh",
         "-c",
         format!(
-            "ok=0; i=0; while [ $i -lt {n} ]; do i=$((i+1)); last=$!; sleep 1000 & \
-             if [ \"$!\" != \"$last\" ]; then ok=$((ok+1)); fi; done; echo started $ok; wait"
+            "{wait_for}ok=0; i=0; while [ $i -lt {n} ]; do i=$((i+1)); last=$!; sleep 1000 & \
+             if [ \"$!\" != \"$last\" ]; then ok=$((ok+1)); fi; done; echo started $ok; \
+             touch /shared/{name}; wait"
         )
     ])
 }
@@ -59,6 +64,7 @@ fn a_pods_containers_share_its_limits() {
         let pods = Kind::of("v1", "Pod").expect("Pod");
         let container = |name: &str, cpu_limit: &str, memory: &str, command: Value| {
             json!({"name": name, "image": "busybox", "command": command,
+                   "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
                    "resources": {"requests": {"cpu": "100m", "memory": "16Mi"},
                                  "limits": {"cpu": cpu_limit, "memory": memory}}})
         };
@@ -67,9 +73,9 @@ fn a_pods_containers_share_its_limits() {
                 &json!({"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": "shared", "namespace": "default"},
                 "spec": {"restartPolicy": "Never", "containers": [
-                    container("first", "300m", "48Mi", sleepers(15)),
-                    container("second", "200m", "32Mi", sleepers(15)),
-                ]}}),
+                    container("first", "300m", "48Mi", sleepers("first", 15, None)),
+                    container("second", "200m", "32Mi", sleepers("second", 15, Some("first"))),
+                ], "volumes": [{"name": "shared", "emptyDir": {}}]}}),
                 "default",
             )
             .await
@@ -77,16 +83,19 @@ fn a_pods_containers_share_its_limits() {
         let pod = wait::try_until(LIMIT, || async {
             let p = node.client.get(&pods, "default", "shared").await.ok()?;
             let statuses = p["status"]["containerStatuses"].as_array()?;
-            let running = statuses
+            // Started, and maybe already ended: the one that hits the limit gives up.
+            let started = statuses
                 .iter()
-                .filter(|s| s["state"]["running"].is_object())
+                .filter(|s| {
+                    s["state"]["running"].is_object() || s["state"]["terminated"].is_object()
+                })
                 .count();
-            (running == 2).then_some(p)
+            (started == 2).then_some(p)
         })
         .await
         .unwrap_or_else(|| {
             panic!(
-                "the pod never ran both containers; agent log:\n{}",
+                "the pod never started both containers; agent log:\n{}",
                 node.agent.log()
             )
         });
@@ -101,8 +110,8 @@ fn a_pods_containers_share_its_limits() {
         let quota = pod_file("cpu", &cgroup, "cpu.cfs_quota_us", "cpu.max");
         assert!(read(&quota).starts_with("50000"), "{}", read(&quota));
 
-        // Each container starts 15 sleepers, 32 processes with the shells: alone each would fit
-        // in 24, together they cannot. The shell that hits the limit says it cannot fork (and
+        // Each container starts 15 sleepers (the second after the first), 32 processes with the
+        // shells: alone each would fit in 24, together they cannot. The shell that hits the limit says it cannot fork (and
         // busybox's shell gives up), and the pod never runs more than 24 processes.
         let outcome = |name: &'static str| {
             let client = node.client.clone();
@@ -141,9 +150,9 @@ fn a_pods_containers_share_its_limits() {
             logs.iter().any(|l| l.contains("can't fork")),
             "both containers started all their sleepers, no pod-wide limit: {logs:?}"
         );
-        assert!(
-            logs.iter().any(|l| l.contains("started 15")),
-            "neither container could start its 15 sleepers: {logs:?}"
-        );
+        // The second starts only once the first has all of its 15 running, so it is the one
+        // that runs out.
+        assert!(logs[0].contains("started 15"), "{logs:?}");
+        assert!(logs[1].contains("can't fork"), "{logs:?}");
     });
 }
