@@ -183,10 +183,23 @@ fn logs_show_a_containers_output_as_kubectl_does_and_its_errors() {
             .await;
         n.until_logs(&["two", "-c", "b"], "from b\n").await;
         n.until_logs(&["two", "a"], "from a\n").await;
+        n.until_logs(
+            &["two", "--all-containers"],
+            "[pod/two/a] from a\n[pod/two/b] from b\n",
+        )
+        .await;
         let errors = [
             (
                 vec!["logs", "missing"],
                 "Error from server (NotFound): pods \"missing\" not found",
+            ),
+            (
+                vec!["logs", "missing", "--all-containers"],
+                "Error from server (NotFound): pods \"missing\" not found",
+            ),
+            (
+                vec!["logs", "two", "--all-containers", "-c", "a"],
+                "error: --all-containers=true should not be specified with container name",
             ),
             (
                 vec!["logs", "two"],

@@ -48,6 +48,9 @@ pub struct Args {
     /// Start each line with `[pod/NAME/CONTAINER]` (the default with several pods).
     #[arg(long)]
     prefix: bool,
+    /// Every container of the pod(s), init containers first.
+    #[arg(long)]
+    all_containers: bool,
     /// Most logs followed at once with a selector.
     #[arg(long, default_value_t = 5)]
     max_log_requests: usize,
@@ -216,6 +219,24 @@ async fn print_one(
     }
 }
 
+/// Every container of the pod, init containers first, as kubectl's `--all-containers` reads
+/// them.
+async fn all_containers_of(ctx: &Ctx, pod: &str) -> Vec<String> {
+    let Ok(p) = ctx.client.get(&pods_kind(), &ctx.namespace, pod).await else {
+        return Vec::new();
+    };
+    [
+        "spec.initContainers",
+        "spec.containers",
+        "spec.ephemeralContainers",
+    ]
+    .iter()
+    .filter_map(|path| object::field(&p, path).and_then(|v| v.as_array()))
+    .flatten()
+    .filter_map(|c| c["name"].as_str().map(String::from))
+    .collect()
+}
+
 /// The container named for the prefix: `-c`, or the pod's only one.
 async fn container_of(ctx: &Ctx, pod: &str, asked: Option<&String>) -> Option<String> {
     if let Some(c) = asked {
@@ -249,26 +270,47 @@ pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<()> {
         }
         (c, a) => c.clone().or_else(|| a.clone()),
     };
+    if args.all_containers && container.is_some() {
+        anyhow::bail!("--all-containers=true should not be specified with container name");
+    }
     let options = options(args, container.clone()).map_err(anyhow::Error::msg)?;
     let pods = pods(ctx, args).await?;
     if pods.is_empty() {
         eprintln!("No resources found in {} namespace.", ctx.namespace);
         return Ok(());
     }
-    let prefix = args.prefix || pods.len() > 1;
-    if args.follow && pods.len() > args.max_log_requests {
+    // One log per pod, or per container of each pod with --all-containers.
+    let mut logs: Vec<(String, Option<String>)> = Vec::new();
+    for pod in pods {
+        let all = if args.all_containers {
+            all_containers_of(ctx, &pod).await
+        } else {
+            Vec::new()
+        };
+        if !all.is_empty() {
+            for c in all {
+                logs.push((pod.clone(), Some(c)));
+            }
+        } else {
+            logs.push((pod, None));
+        }
+    }
+    let prefix = args.prefix || logs.len() > 1;
+    if args.follow && logs.len() > args.max_log_requests {
         anyhow::bail!(
             "you are attempting to follow {} log streams, but maximum allowed concurrency is {}, \
              use --max-log-requests to increase the limit",
-            pods.len(),
+            logs.len(),
             args.max_log_requests
         );
     }
     let mut ok = true;
     let mut followers = tokio::task::JoinSet::new();
-    for pod in pods {
+    for (pod, each) in logs {
         let mut options = options.clone();
-        if prefix {
+        if each.is_some() {
+            options.container = each;
+        } else if prefix {
             options.container = container_of(ctx, &pod, container.as_ref()).await;
         }
         let job = print_one(
