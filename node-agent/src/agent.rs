@@ -1,7 +1,7 @@
 //! The real agent's start-up, in order: open the agent's port (served from then on), measure
 //! the machine, check the kernel settings the pod network needs, register the Node (with the
 //! port), wait for the pod CIDR the control plane assigns, write the CNI configuration for it,
-//! then renew the Lease and run the pods bound to this node.
+//! then renew the Lease, collect unused images, and run the pods bound to this node.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +51,7 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
     let listener = crate::server::bind(std::net::SocketAddr::new(args.address, args.port)).await?;
     let port = listener.local_addr()?.port();
     let images = Arc::new(args.image_service()?);
+    let gc_policy = args.image_gc_policy()?;
     let service = AgentService::new(args.root_dir.clone(), images.clone(), args.shim_path()?);
     tokio::spawn(async move {
         if let Err(e) = crate::server::serve(listener, service).await {
@@ -100,13 +101,22 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
     tracing::info!(node = %name, pod_cidr = %cidr, "pod network configured");
     let _previous = ready_tx.send_replace(kernel);
 
+    let events = crate::events::Recorder::new(client.clone(), name.clone());
+    tokio::spawn(crate::real::image_gc::run(
+        images.clone(),
+        crate::real::record::Records::under(&args.root_dir),
+        gc_policy,
+        args.image_gc_period,
+        events.clone(),
+        name.clone(),
+    ));
     let runtime = Arc::new(RealRuntime::open(
         client.clone(),
         &args,
         cni,
         facts.address,
         facts.memory_bytes,
-        crate::events::Recorder::new(client.clone(), name.clone()),
+        events,
         images,
     )?);
     PodManager {

@@ -41,6 +41,18 @@ pub struct Args {
     /// Log files kept per container run, the current one included (at least 2).
     #[arg(long, env = "SKIFF_CONTAINER_LOG_MAX_FILES", default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
     pub container_log_max_files: u32,
+    /// Image collection starts when the disk holding the images is this full (percent).
+    #[arg(long, env = "SKIFF_IMAGE_GC_HIGH_THRESHOLD", default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_high_threshold: u8,
+    /// Image collection removes unused images until the disk is this full (percent).
+    #[arg(long, env = "SKIFF_IMAGE_GC_LOW_THRESHOLD", default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub image_gc_low_threshold: u8,
+    /// An image used (or pulled) more recently than this is never collected (`2m`, `1h`).
+    #[arg(long, env = "SKIFF_IMAGE_MINIMUM_GC_AGE", default_value = "2m", value_parser = parse_duration)]
+    pub image_minimum_gc_age: std::time::Duration,
+    /// How often the disk is checked for image collection.
+    #[arg(long, env = "SKIFF_IMAGE_GC_PERIOD", default_value = "5m", value_parser = parse_positive_duration)]
+    pub image_gc_period: std::time::Duration,
     /// Resources kept back from pods: `cpu=100m,memory=256Mi,ephemeral-storage=1Gi`.
     #[arg(long, env = "SKIFF_SYSTEM_RESERVED", default_value = "")]
     pub system_reserved: Reserved,
@@ -87,7 +99,34 @@ fn parse_log_size(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// A duration as Kubernetes' flags take them: `90s`, `2m`, `1h30m`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d: jiff::SignedDuration = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a duration such as 2m or 1h30m: {e}"))?;
+    std::time::Duration::try_from(d).map_err(|_| format!("{s:?} must not be negative"))
+}
+
+/// A duration above zero.
+fn parse_positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("{s:?} must be more than zero"));
+    }
+    Ok(d)
+}
+
 impl Args {
+    /// The image collection policy the flags give, checked as the kubelet checks it.
+    pub fn image_gc_policy(&self) -> anyhow::Result<crate::image::GcPolicy> {
+        Ok(crate::image::GcPolicy {
+            high_threshold_percent: self.image_gc_high_threshold,
+            low_threshold_percent: self.image_gc_low_threshold,
+            min_age: self.image_minimum_gc_age,
+        }
+        .validate()?)
+    }
+
     /// The shim binary: `--shim`, or `skiff-shim` beside this program.
     pub fn shim_path(&self) -> std::io::Result<PathBuf> {
         match &self.shim {

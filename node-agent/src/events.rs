@@ -1,5 +1,5 @@
-//! The agent's Events about pods (Pulling, Pulled, Created, Started, Killing, BackOff, Failed…),
-//! written in the background so a sync never waits on them. The same event repeated about the
+//! The agent's Events about pods (Pulling, Pulled, Created, Started, Killing, BackOff, Failed…)
+//! and about its node (FreeDiskSpaceFailed, ImageGCFailed), written in the background so a sync never waits on them. The same event repeated about the
 //! same pod is one Event whose count and last time go up, as the kubelet's correlator does,
 //! so a crash loop does not flood the store.
 
@@ -39,8 +39,35 @@ impl Recorder {
         self.record(pod, true, reason, message.into());
     }
 
+    /// A warning about this node (the kubelet names the node as its own uid).
+    pub fn node_warning(&self, node: &str, reason: &str, message: impl Into<String>) {
+        let involved = serde_json::json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": node, "uid": node}
+        });
+        self.record_about(node, involved, true, reason, message.into());
+    }
+
     fn record(&self, pod: &Pod, warning: bool, reason: &str, message: String) {
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let mut involved = match serde_json::to_value(pod) {
+            Ok(v) => v,
+            Err(_) => return,
+        };
+        involved["apiVersion"] = "v1".into();
+        involved["kind"] = "Pod".into();
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        self.record_about(&name, involved, warning, reason, message);
+    }
+
+    fn record_about(
+        &self,
+        name: &str,
+        involved: serde_json::Value,
+        warning: bool,
+        reason: &str,
+        message: String,
+    ) {
+        let uid = skiff_api::object::meta_str(&involved, "uid").to_string();
         let key = format!("{uid}\0{warning}\0{reason}\0{message}");
         let digest = hex::encode(&Sha256::digest(key.as_bytes())[..8]);
         let now = jiff::Timestamp::now().to_string();
@@ -53,16 +80,7 @@ impl Recorder {
             entry.0 += 1;
             entry.clone()
         };
-        let name = format!(
-            "{}.{digest}",
-            pod.metadata.name.as_deref().unwrap_or_default()
-        );
-        let mut involved = match serde_json::to_value(pod) {
-            Ok(v) => v,
-            Err(_) => return,
-        };
-        involved["apiVersion"] = "v1".into();
-        involved["kind"] = "Pod".into();
+        let name = format!("{name}.{digest}");
         let what = Occurrence {
             warning,
             reason,

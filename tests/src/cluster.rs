@@ -15,17 +15,46 @@ pub const STORE_ONLY: &[&str] = &["--controllers=false"];
 
 /// Picks a free loopback port below the kernel's ephemeral range (32768 and up), so that the
 /// outgoing connections of a busy test run cannot take it between now and the member binding
-/// it; random, so that concurrent tests rarely pick the same one.
+/// it; random, so that concurrent tests rarely pick the same one; and never one that another
+/// test of this run picked in the last half hour (a reservation file per port under the temp
+/// directory), so that a port a test frees by killing a replica is not handed to another
+/// test's cluster while the first still dials it.
 pub fn free_port() -> u16 {
     use rand::Rng;
     let mut rng = rand::thread_rng();
     for _ in 0..1000 {
         let port = rng.gen_range(10_000..30_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if reserve(port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
     panic!("no free loopback port between 10000 and 30000")
+}
+
+/// Claims `port` for this test run: false when another test claimed it recently.
+fn reserve(port: u16) -> bool {
+    const HELD: Duration = Duration::from_secs(30 * 60);
+    let dir = std::env::temp_dir().join("skiff-test-ports");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return true;
+    }
+    let file = dir.join(port.to_string());
+    let claim = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&file)
+            .is_ok()
+    };
+    if claim() {
+        return true;
+    }
+    let stale = std::fs::metadata(&file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > HELD);
+    stale && std::fs::remove_file(&file).is_ok() && claim()
 }
 
 pub struct Member {

@@ -8,9 +8,11 @@
 //! back carries the config (entrypoint, command, env, working dir, user) and the unpacked layer
 //! directories for the container's overlay. Failures are [`ImageError`]s whose `reason()` is the
 //! kubelet's waiting reason. [`ImageService::import`] adds the images of a `docker save` or OCI
-//! layout tarball to the store, as a pull would have.
+//! layout tarball to the store, as a pull would have. [`ImageService::collect_garbage`] removes
+//! unused images when the disk fills up, under a [`GcPolicy`].
 
 pub mod error;
+pub mod gc;
 pub mod import;
 pub mod pull;
 pub mod reference;
@@ -20,6 +22,7 @@ pub mod store;
 pub mod unpack;
 
 pub use error::ImageError;
+pub use gc::{GcPolicy, GcReport};
 pub use import::ImportError;
 pub use reference::{ImageRef, ReferenceError};
 pub use registries::{Credentials, DockerConfigJson, RegistriesError, RegistryConfig};

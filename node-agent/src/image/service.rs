@@ -7,6 +7,10 @@
 //! image that uses it. Pulls of one reference are serialised: a caller that waited while another
 //! pulled the same reference takes that result instead of pulling again; pulls of one layer by
 //! different references are serialised too, so a layer is downloaded once.
+//!
+//! `collect_garbage` removes unused images when the disk fills up (see [`super::gc`]). It holds
+//! the store exclusively while it runs; pulls, imports and lookups share it, so it never takes
+//! a layer a pull has just unpacked but not yet recorded.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +22,7 @@ use oci_spec::image::{Descriptor, ImageConfiguration, ImageManifest};
 use tokio::sync::Mutex;
 
 use super::error::ImageError;
+use super::gc::{self, DiskUsage, GcPolicy, GcReport};
 use super::import;
 use super::pull::{self, Platform, PullError, RegistryClient, MAX_CONFIG_BYTES};
 use super::reference::ImageRef;
@@ -108,6 +113,8 @@ struct Inner {
     platform: Platform,
     /// Per key ("ref:…", "layer:…"): the lock, holding when the last pull under it finished.
     locks: StdMutex<HashMap<String, Arc<Mutex<Option<Instant>>>>>,
+    /// Shared by pulls, imports and lookups; held exclusively by garbage collection.
+    collecting: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl ImageService {
@@ -124,6 +131,7 @@ impl ImageService {
                 registries,
                 platform: Platform::current(),
                 locks: StdMutex::new(HashMap::new()),
+                collecting: Arc::default(),
             }),
         })
     }
@@ -142,6 +150,7 @@ impl ImageService {
         pull_secrets: &[DockerConfigJson],
     ) -> Result<Image, ImageError> {
         let image = ImageRef::parse(reference)?;
+        let _store_in_use = self.inner.collecting.read().await;
         if policy != PullPolicy::Always {
             if let Some(found) = self.present(&image).await? {
                 return Ok(found);
@@ -175,6 +184,7 @@ impl ImageService {
     /// The stored image for `reference`, if it is complete, without contacting a registry.
     pub async fn get(&self, reference: &str) -> Result<Option<Image>, ImageError> {
         let image = ImageRef::parse(reference)?;
+        let _store_in_use = self.inner.collecting.read().await;
         self.present(&image).await
     }
 
@@ -187,6 +197,7 @@ impl ImageService {
     /// It blocks while it reads and unpacks: async callers run it in `spawn_blocking` (it is
     /// sync so that any reader, such as a channel fed by an upload, can stream into it).
     pub fn import(&self, reader: impl std::io::Read) -> Result<Vec<ImageRecord>, ImageError> {
+        let _store_in_use = self.inner.collecting.blocking_read();
         Ok(import::import(
             &self.inner.store,
             &self.inner.platform,
@@ -203,6 +214,33 @@ impl ImageService {
                 path: self.root().join("images"),
                 source,
             })
+    }
+
+    /// Removes images as the kubelet's image GC does (see [`super::gc`]) when the store's
+    /// filesystem is at or over `policy`'s high threshold: images no container uses (`in_use`
+    /// holds the containers' imageIDs) and nothing used within the minimum age, least
+    /// recently used first, until the low threshold is reached; then every blob and layer that
+    /// no remaining image names and no mounted overlay reads.
+    pub async fn collect_garbage(
+        &self,
+        policy: GcPolicy,
+        in_use: std::collections::HashSet<String>,
+    ) -> Result<GcReport, ImageError> {
+        let held = self.inner.collecting.clone().write_owned().await;
+        let store = self.inner.store.clone();
+        let root = self.root().to_path_buf();
+        let task = tokio::task::spawn_blocking(move || {
+            let _held = held;
+            collect(&store, &policy, &in_use)
+                .map_err(|source| ImageError::Store { path: root, source })
+        });
+        match task.await {
+            Ok(result) => result,
+            Err(e) => Err(ImageError::Store {
+                path: self.root().to_path_buf(),
+                source: std::io::Error::other(format!("image collection failed: {e}")),
+            }),
+        }
     }
 
     fn lock(&self, key: String) -> Arc<Mutex<Option<Instant>>> {
@@ -449,6 +487,52 @@ impl ImageService {
         let store = self.inner.store.clone();
         blocking(move || f(&store)).await
     }
+}
+
+/// One collection over the store (blocking; the caller holds it exclusively).
+fn collect(
+    store: &Store,
+    policy: &GcPolicy,
+    in_use: &std::collections::HashSet<String>,
+) -> std::io::Result<GcReport> {
+    let usage = DiskUsage::of(store.root())?;
+    let mut report = GcReport {
+        percent: usage.percent(),
+        ..GcReport::default()
+    };
+    let Some(needed) = usage.to_free(policy) else {
+        return Ok(report);
+    };
+    report.needed = needed;
+    let mut records = store.records()?;
+    let doomed: Vec<String> =
+        gc::candidates(&records, in_use, jiff::Timestamp::now(), policy.min_age)
+            .into_iter()
+            .map(|r| r.reference.clone())
+            .collect();
+    let layers_dir = store.root().join("layers/sha256");
+    // Keeps what the records name and what mounted overlays read; returns the bytes freed.
+    let sweep = |records: &[ImageRecord]| {
+        let (blobs, mut layers) = gc::referenced(records);
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        layers.extend(gc::mounted_layers(&mountinfo, &layers_dir));
+        store.sweep(&blobs, &layers)
+    };
+    // What no image names any more (an overlay was still reading it, or a tag moved on a
+    // re-pull) costs no image: it goes first.
+    report.freed += sweep(&records)?;
+    for reference in doomed {
+        if report.freed >= needed {
+            break;
+        }
+        store.remove_record(&reference)?;
+        records.retain(|r| r.reference != reference);
+        let freed = sweep(&records)?;
+        tracing::info!(image = %reference, freed, "removed an unused image");
+        report.freed += freed;
+        report.removed.push(reference);
+    }
+    Ok(report)
 }
 
 /// Runs blocking file work off the async threads.

@@ -14,8 +14,10 @@
 //! later pull could mistake for content. All functions here block; the service calls them off
 //! the async threads.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -263,6 +265,45 @@ impl Store {
         Ok(())
     }
 
+    /// Removes the record of `reference` (its blobs and layers stay until [`Self::sweep`]).
+    pub fn remove_record(&self, reference: &str) -> io::Result<()> {
+        match fs::remove_file(self.record_path(reference)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Removes every blob and unpacked layer whose digest hex is not in `keep_blobs` /
+    /// `keep_layers`; returns the bytes they took on disk. A layer is first renamed into
+    /// `tmp/`, so it leaves `layers/` at once and a crash mid-removal leaves only work that the
+    /// next [`Self::open`] clears.
+    pub fn sweep(
+        &self,
+        keep_blobs: &HashSet<String>,
+        keep_layers: &HashSet<String>,
+    ) -> io::Result<u64> {
+        let mut freed = 0;
+        for entry in fs::read_dir(self.root.join("blobs/sha256"))? {
+            let entry = entry?;
+            if keep_blobs.contains(&*entry.file_name().to_string_lossy()) {
+                continue;
+            }
+            freed += disk_bytes(&entry.path());
+            fs::remove_file(entry.path())?;
+        }
+        for entry in fs::read_dir(self.root.join("layers/sha256"))? {
+            let entry = entry?;
+            if keep_layers.contains(&*entry.file_name().to_string_lossy()) {
+                continue;
+            }
+            freed += disk_bytes(&entry.path());
+            let doomed = self.temp_dir()?.keep();
+            fs::rename(entry.path(), &doomed)?;
+            fs::remove_dir_all(&doomed)?;
+        }
+        Ok(freed)
+    }
+
     /// Every stored record, ordered by reference. Unreadable records are logged and skipped.
     pub fn records(&self) -> io::Result<Vec<ImageRecord>> {
         let mut out = Vec::new();
@@ -284,6 +325,26 @@ impl Store {
         out.sort_by(|a, b| a.reference.cmp(&b.reference));
         Ok(out)
     }
+}
+
+/// The bytes `path` (a file, or a directory and all below it) takes on disk; what cannot be
+/// read counts as nothing.
+fn disk_bytes(path: &Path) -> u64 {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return 0;
+    };
+    let own = meta.blocks() * 512;
+    if !meta.is_dir() {
+        return own;
+    }
+    own + fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| disk_bytes(&e.path()))
+                .sum::<u64>()
+        })
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

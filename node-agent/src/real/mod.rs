@@ -8,6 +8,7 @@
 pub mod container_config;
 pub mod files;
 pub mod hooks;
+pub mod image_gc;
 mod pleg;
 pub mod probe_checks;
 pub mod probes;
@@ -82,9 +83,7 @@ impl RealRuntime {
             images,
             containers,
             cni,
-            records: Records {
-                dir: args.root_dir.join("pods"),
-            },
+            records: Records::under(&args.root_dir),
             netns_dir: args.root_dir.join("netns"),
             cgroup_root: args.cgroup_root.clone(),
             pids_limit: (args.pod_pids_limit > 0).then_some(args.pod_pids_limit),

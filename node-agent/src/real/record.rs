@@ -54,6 +54,13 @@ pub struct Records {
 }
 
 impl Records {
+    /// The records of the agent whose `--root-dir` is `root_dir`.
+    pub fn under(root_dir: &Path) -> Records {
+        Records {
+            dir: root_dir.join("pods"),
+        }
+    }
+
     pub fn pod_dir(&self, uid: &str) -> PathBuf {
         self.dir.join(uid)
     }

@@ -1,8 +1,11 @@
 //! A container's CRI log that rotates as the kubelet's container log manager rotates it: once
 //! a write would take the file past `max_size` bytes, the file is renamed to
 //! `<file>.<UTC time, %Y%m%d-%H%M%S.nanoseconds>` and a new one begun, and only the newest
-//! `max_files - 1` rotated files are kept beside the current one. The shim writes whole
-//! batches of records in one call, so a record is never split across files; `skiff logs`
+//! `max_files - 1` rotated files are kept beside the current one. As the kubelet does, every
+//! rotated file but the newest is then gzipped (`<file>.<time>.gz`, written beside it as
+//! `….gz.tmp` and renamed, on a thread of its own so the container's output never waits on
+//! it); the newest stays plain because a follower may still be reading it. The shim writes
+//! whole batches of records in one call, so a record is never split across files; `skiff logs`
 //! reads the current file (and a follower moves on to the new one).
 
 use std::fs::{File, OpenOptions};
@@ -35,13 +38,20 @@ pub struct RotatingLog {
     rotation: Option<LogRotation>,
     file: File,
     size: u64,
+    /// The compression of older rotated files started at the last rotation.
+    compressing: Option<std::thread::JoinHandle<()>>,
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// The rotated files of `path`, oldest first (their names sort by time).
+/// The suffix of a compressed rotated file.
+const GZ: &str = ".gz";
+/// The suffix of a compression in progress.
+const PARTIAL: &str = ".tmp";
+
+/// The rotated files of `path`, plain or compressed, oldest first (their names sort by time).
 pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return Vec::new();
@@ -50,7 +60,11 @@ pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                .filter(|e| {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    name.starts_with(&prefix) && !name.ends_with(PARTIAL)
+                })
                 .map(|e| e.path())
                 .collect()
         })
@@ -69,7 +83,17 @@ impl RotatingLog {
             rotation,
             file,
             size,
+            compressing: None,
         })
+    }
+
+    /// Waits for the compression started at the last rotation, if any.
+    fn finish_compressing(&mut self) {
+        if let Some(running) = self.compressing.take() {
+            if running.join().is_err() {
+                tracing::warn!(log = %self.path.display(), "compressing rotated logs panicked");
+            }
+        }
     }
 
     fn rotate(&mut self, keep: u32) -> io::Result<()> {
@@ -90,13 +114,58 @@ impl RotatingLog {
         std::fs::rename(&self.path, &target)?;
         self.file = open_append(&self.path)?;
         self.size = 0;
+        // The last compression has had a whole file's worth of writes to finish; it must not
+        // rename a file into place after the pruning below removed its source.
+        self.finish_compressing();
         let old = rotated_files(&self.path);
         let excess = old.len().saturating_sub(keep.saturating_sub(1) as usize);
         for gone in &old[..excess] {
             std::fs::remove_file(gone)?;
         }
+        let Some((_newest, older)) = old[excess..].split_last() else {
+            return Ok(());
+        };
+        let plain: Vec<PathBuf> = older
+            .iter()
+            .filter(|p| !p.to_string_lossy().ends_with(GZ))
+            .cloned()
+            .collect();
+        if !plain.is_empty() {
+            self.compressing = Some(std::thread::spawn(move || {
+                for file in plain {
+                    if let Err(e) = compress(&file) {
+                        tracing::warn!(log = %file.display(), error = %e, "cannot compress a rotated log");
+                    }
+                }
+            }));
+        }
         Ok(())
     }
+}
+
+impl Drop for RotatingLog {
+    fn drop(&mut self) {
+        self.finish_compressing();
+    }
+}
+
+/// Replaces `file` by `file.gz`: written as `file.gz.tmp`, synced, renamed, then the plain one
+/// removed, so an interruption leaves the plain file (and a partial the next pass ignores).
+pub fn compress(file: &Path) -> io::Result<()> {
+    let done = PathBuf::from(format!("{}{GZ}", file.display()));
+    let partial = PathBuf::from(format!("{}{GZ}{PARTIAL}", file.display()));
+    let mut source = File::open(file)?;
+    let out = File::create(&partial)?;
+    let mut encoder = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+    let written = io::copy(&mut source, &mut encoder)
+        .and_then(|_| encoder.finish())
+        .and_then(|out| out.sync_all());
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    std::fs::rename(&partial, &done)?;
+    std::fs::remove_file(file)
 }
 
 impl Write for RotatingLog {
@@ -122,6 +191,18 @@ impl Write for RotatingLog {
 mod tests {
     use super::*;
 
+    fn read_rotated(file: &Path) -> String {
+        let bytes = std::fs::read(file).expect("rotated");
+        if file.to_string_lossy().ends_with(".gz") {
+            let mut text = String::new();
+            io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
+                .expect("gzip");
+            text
+        } else {
+            String::from_utf8(bytes).expect("utf-8")
+        }
+    }
+
     #[test]
     fn the_log_rotates_past_its_size_and_keeps_its_newest_files() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -139,16 +220,27 @@ mod tests {
         let current = std::fs::read_to_string(&path).expect("current");
         assert!(current.len() <= 100, "{} bytes", current.len());
         assert!(current.ends_with(&record(19)), "{current}");
-        // Whole records only, in every file.
+        // Whole records only, in every file; all but the newest rotated one compressed.
+        drop(log);
         let rotated = rotated_files(&path);
         assert_eq!(rotated.len(), 2, "{rotated:?}");
+        assert!(rotated[0].to_string_lossy().ends_with(".gz"), "{rotated:?}");
+        assert!(
+            !rotated[1].to_string_lossy().ends_with(".gz"),
+            "{rotated:?}"
+        );
         for f in &rotated {
-            let text = std::fs::read_to_string(f).expect("rotated");
+            let text = read_rotated(f);
             assert!(text.lines().all(|l| l.starts_with("record ")), "{text}");
             assert!(text.len() <= 100);
         }
+        assert_eq!(
+            std::fs::read_dir(dir.path()).expect("dir").count(),
+            3,
+            "no partial compressions are left"
+        );
         // The newest rotated file holds the records just before the current file's.
-        let newest = std::fs::read_to_string(rotated.last().expect("one")).expect("read");
+        let newest = read_rotated(rotated.last().expect("one"));
         let first_current: usize = current[7..10].parse().expect("number");
         assert!(newest.contains(&record(first_current - 1)), "{newest}");
 

@@ -69,9 +69,7 @@ fn not_found(message: impl Into<String>) -> ApiError {
 
 /// The pod's record: by uid, or (a client that leaves the uid out) by namespace and name.
 fn pod_record(root_dir: &Path, req: &ExecRequest) -> Result<PodRecord, ApiError> {
-    let records = Records {
-        dir: root_dir.join("pods"),
-    };
+    let records = Records::under(root_dir);
     let no_pod = || {
         not_found(format!(
             "pod {}/{} is not on this node",
@@ -479,11 +477,7 @@ mod tests {
                 },
             );
         }
-        Records {
-            dir: root.path().join("pods"),
-        }
-        .save(&rec)
-        .expect("saved");
+        Records::under(root.path()).save(&rec).expect("saved");
         root
     }
 

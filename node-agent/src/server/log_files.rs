@@ -180,9 +180,7 @@ pub fn locate(root_dir: &Path, w: &Wanted<'_>) -> Result<Target, LogError> {
     segment("pod name", w.pod)?;
     segment("pod uid", w.uid)?;
     segment("container name", w.container)?;
-    let records = Records {
-        dir: root_dir.join("pods"),
-    };
+    let records = Records::under(root_dir);
     let no_pod = || LogError::NoPod {
         namespace: w.namespace.into(),
         pod: w.pod.into(),
@@ -207,9 +205,7 @@ pub fn locate(root_dir: &Path, w: &Wanted<'_>) -> Result<Target, LogError> {
 
 /// The run the record names as newest now (a followed run that is no longer it has ended).
 pub fn newest_run(root_dir: &Path, uid: &str, container: &str) -> Option<Run> {
-    let records = Records {
-        dir: root_dir.join("pods"),
-    };
+    let records = Records::under(root_dir);
     let rec = records.load(uid)?;
     runs(rec.containers.get(container)?).into_iter().next()
 }
@@ -310,9 +306,7 @@ mod tests {
     #[test]
     fn locate_reads_the_record_and_checks_the_pod() {
         let root = tempfile::tempdir().expect("tempdir");
-        let records = Records {
-            dir: root.path().join("pods"),
-        };
+        let records = Records::under(root.path());
         let mut rec = PodRecord {
             uid: "u1".into(),
             namespace: "ns".into(),

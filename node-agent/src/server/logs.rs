@@ -387,11 +387,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        Records {
-            dir: root.path().join("pods"),
-        }
-        .save(&rec)
-        .expect("record");
+        Records::under(root.path()).save(&rec).expect("record");
         // The container's directory without an exit record: it runs.
         let cdir = root.path().join("containers/c1/state");
         std::fs::create_dir_all(&cdir).expect("container dir");
