@@ -9,6 +9,7 @@ pub mod config;
 pub mod events;
 pub mod hollow;
 pub mod image;
+pub mod malloc;
 pub mod network;
 pub mod node;
 pub mod pod_runtime;

@@ -9,8 +9,15 @@ use clap::Parser;
 use node_agent::config::Args;
 use node_agent::hollow;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    node_agent::malloc::limit_malloc_arenas(2);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")

@@ -201,7 +201,11 @@ async fn unused_images_go_least_recently_used_first_down_to_the_low_threshold() 
         .await
         .expect("collect");
     assert!(report.percent >= 85 && report.needed > 0, "{report:?}");
-    assert_eq!(report.removed, std::slice::from_ref(&c.reference), "{report:?}");
+    assert_eq!(
+        report.removed,
+        std::slice::from_ref(&c.reference),
+        "{report:?}"
+    );
     assert!(!report.fell_short(), "{report:?}");
     let usage = DiskUsage::of(&disk).expect("statvfs");
     assert!(usage.percent() <= 80, "{usage:?} after {report:?}");
@@ -224,7 +228,11 @@ async fn unused_images_go_least_recently_used_first_down_to_the_low_threshold() 
         .collect_garbage(policy, b_in_use.clone())
         .await
         .expect("collect");
-    assert_eq!(report.removed, std::slice::from_ref(&a.reference), "{report:?}");
+    assert_eq!(
+        report.removed,
+        std::slice::from_ref(&a.reference),
+        "{report:?}"
+    );
     assert!(report.fell_short(), "{report:?}");
     assert!(
         report

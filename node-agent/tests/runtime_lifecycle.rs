@@ -75,10 +75,16 @@ async fn memory_limit_is_enforced_and_reported_as_oom_killed() {
     );
     config.resources.memory_limit_bytes = Some(32 << 20);
     f.start(&config).await;
-    // The limit is in the container's cgroup (v1 here).
+    // The limit is in the container's cgroup (v1 here, v2 in the VM of runtime_cgroup_v2),
+    // unless the container already ended and its cgroup with it.
+    let v2 = std::path::Path::new("/sys/fs/cgroup")
+        .join(&f.cgroup_root)
+        .join("oom/memory.max");
     let limit_file = f.v1_memory_cgroup("oom").join("memory.limit_in_bytes");
-    if let Ok(limit) = std::fs::read_to_string(&limit_file) {
-        assert_eq!(limit.trim(), (32u64 << 20).to_string());
+    for file in [limit_file, v2] {
+        if let Ok(limit) = std::fs::read_to_string(&file) {
+            assert_eq!(limit.trim(), (32u64 << 20).to_string(), "{file:?}");
+        }
     }
     let exit = f.exited("oom").await;
     assert_eq!(exit.reason, "OOMKilled", "{exit:?}");
@@ -118,6 +124,17 @@ async fn the_shim_holds_the_container_without_its_starter() {
         .parse()
         .unwrap();
     assert_eq!(init_ppid, shim.shim.pid);
+    // Soon after the start, the shim's process runs the small monitor program instead.
+    let exe = || std::fs::read_link(format!("/proc/{}/exe", shim.shim.pid)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !exe().ends_with("skiff-shim-monitor") {
+        assert!(std::time::Instant::now() < deadline, "{:?}", exe());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        is_alive(&shim.shim),
+        "the same process, by pid and start time"
+    );
 
     // A new handle, as a restarted agent opens it, finds the container running.
     let reopened = Containers::open(&root, env!("CARGO_BIN_EXE_skiff-shim")).unwrap();

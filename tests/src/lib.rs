@@ -7,6 +7,7 @@ pub mod bench;
 pub mod bins;
 pub mod cli;
 pub mod cluster;
+pub mod containerd;
 pub mod etcdctl;
 pub mod history;
 pub mod hollow;

@@ -169,6 +169,7 @@ pub fn mounted_layers(mountinfo: &str, layers_dir: &Path) -> HashSet<String> {
                 continue;
             };
             for dir in lower.split(':') {
+                let dir = crate::real::volumes::mounts_host::unescape(dir);
                 if let Some(rest) = dir.strip_prefix(&prefix) {
                     if let Some(hex) = rest.split('/').next() {
                         found.insert(hex.to_string());

@@ -484,14 +484,18 @@ impl Containers {
     }
 
     /// Waits until container `id` has exited, or `timeout` passes; returns its last state.
+    /// It looks every millisecond at first (short-lived containers end within a few), then
+    /// backs off to every 5 ms.
     pub async fn wait_exited(&self, id: &str, timeout: Duration) -> ContainerState {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut pause = Duration::from_millis(1);
         loop {
             let state = self.state(id);
             if state.is_exited() || tokio::time::Instant::now() >= deadline {
                 return state;
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause + pause / 4).min(Duration::from_millis(5));
         }
     }
 

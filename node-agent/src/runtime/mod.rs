@@ -39,6 +39,7 @@ pub mod pty;
 pub mod rootfs;
 pub mod seccomp;
 pub mod shim;
+pub mod shim_monitor;
 pub mod shim_state;
 pub mod spec;
 

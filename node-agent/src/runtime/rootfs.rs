@@ -91,41 +91,15 @@ pub fn overlay_options(
     Ok(options)
 }
 
-/// Whether `path` is a mount point, by /proc/self/mountinfo.
+/// Whether `path` is a mount point: its device differs from its parent's (an overlay always
+/// has a device of its own). A stat of each, where reading /proc/self/mountinfo would cost a
+/// millisecond on a node with a hundred pods.
 pub fn is_mounted(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    use std::os::unix::fs::MetadataExt;
+    let (Some(parent), Ok(own)) = (path.parent(), std::fs::symlink_metadata(path)) else {
         return false;
     };
-    mountinfo_has(&info, path)
-}
-
-/// Whether a mountinfo text lists `path` as a mount point (with the kernel's octal escapes).
-fn mountinfo_has(info: &str, path: &Path) -> bool {
-    let want = path.to_string_lossy();
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|p| unescape(p) == want)
-}
-
-fn unescape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            let digits: String = chars.clone().take(3).collect();
-            if digits.len() == 3 {
-                if let Ok(v) = u8::from_str_radix(&digits, 8) {
-                    out.push(v as char);
-                    for _ in 0..3 {
-                        chars.next();
-                    }
-                    continue;
-                }
-            }
-        }
-        out.push(c);
-    }
-    out
+    std::fs::metadata(parent).is_ok_and(|p| p.dev() != own.dev())
 }
 
 fn create(path: &Path) -> Result<(), RootfsError> {
@@ -156,18 +130,26 @@ pub fn mount_rootfs(container_dir: &Path, layers: &[PathBuf]) -> Result<PathBuf,
     };
     let index_off = Path::new("/sys/module/overlay/parameters/index").exists();
     let options = overlay_options(&lowers, &layout.upper, &layout.work, index_off)?;
-    mount(
-        Some("overlay"),
-        &layout.rootfs,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(options.as_str()),
-    )
-    .map_err(|source| RootfsError::Mount {
-        path: layout.rootfs.clone(),
-        options,
-        source,
-    })?;
+    let overlay = |options: &str| {
+        mount(
+            Some("overlay"),
+            &layout.rootfs,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(options),
+        )
+    };
+    // `volatile` (Linux 5.10 and later) skips syncing the upper dir, which nothing needs: a
+    // container's writable layer does not outlive the machine. Its unmount then does not wait
+    // for a sync either. Older kernels refuse the option: mount without it.
+    let volatile = format!("{options},volatile");
+    overlay(&volatile)
+        .or_else(|_| overlay(&options))
+        .map_err(|source| RootfsError::Mount {
+            path: layout.rootfs.clone(),
+            options,
+            source,
+        })?;
     Ok(layout.rootfs)
 }
 
@@ -259,12 +241,11 @@ mod tests {
     }
 
     #[test]
-    fn mountinfo_lookup() {
-        let info = "22 1 0:21 / / rw - ext4 /dev/vda rw\n\
-                    90 22 0:50 / /var/lib/c\\0401/rootfs rw - overlay overlay rw,lowerdir=/l\n";
-        assert!(mountinfo_has(info, Path::new("/var/lib/c 1/rootfs")));
-        assert!(mountinfo_has(info, Path::new("/")));
-        assert!(!mountinfo_has(info, Path::new("/var/lib/c1/rootfs")));
+    fn mount_points_are_told_by_their_device() {
+        assert!(is_mounted(Path::new("/proc")));
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(!is_mounted(dir.path()));
+        assert!(!is_mounted(&dir.path().join("missing")));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! status, whether the container started (0), failed to (1), or the shim itself died (3). The
 //! second becomes a session leader and a child subreaper, detached from the agent, so that
 //! killing the agent leaves it and the container running. It creates and starts the container
-//! with youki's libcontainer, copies the container's stdout and stderr into the CRI log file,
+//! with youki's libcontainer, then executes the small `skiff-shim-monitor` in its own process
+//! ([`shim_monitor`]), which copies the container's stdout and stderr into the CRI log file,
 //! waits for the container's init process, reads the cgroup's OOM kill count, deletes the
 //! container (cgroup and libcontainer state), writes `exit.json`, and exits. Everything it
 //! reports goes through the files of [`shim_state`](super::shim_state); its own log is
@@ -13,25 +14,25 @@
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use libcontainer::container::builder::ContainerBuilder;
-use libcontainer::container::Container;
 use libcontainer::syscall::syscall::SyscallType;
 use nix::sys::signal::{signal, SigHandler, Signal};
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::{dup2, fork, pipe2, setsid, ForkResult, Pid};
+use nix::unistd::{dup2, fork, pipe2, setsid, ForkResult};
 
-use super::cgroups;
-use super::cri_log::{self, Stream};
 use super::log_rotation::{LogRotation, RotatingLog};
+use super::shim_monitor::{self, MonitorArgs};
 use super::shim_state::{
-    process_id, ExitRecord, ProcessId, ShimRecord, StartErrorRecord, StartedRecord, StateDir, EXIT,
-    SHIM, SHIM_LOG, STARTED, START_ERROR,
+    process_id, ProcessId, ShimRecord, StartErrorRecord, StartedRecord, StateDir, SHIM, SHIM_LOG,
+    STARTED, START_ERROR,
 };
+
+/// The program a shim becomes once its container runs (see [`shim_monitor`]).
+pub const MONITOR: &str = "skiff-shim-monitor";
 
 /// Exit status of the shim's first process: the container runs.
 pub const EXIT_STARTED: i32 = 0;
@@ -333,15 +334,52 @@ fn daemon(args: ShimArgs, report_fd: OwnedFd) -> i32 {
         tracing::error!("cannot write {STARTED}: {e}");
     }
     report(report_fd, EXIT_STARTED);
-    run_to_exit(
-        &args,
-        &state,
-        container,
-        init,
-        started.started_at,
-        (out_r, err_r),
-        log,
-    )
+    let monitor = MonitorArgs {
+        stdout_fd: out_r.as_raw_fd(),
+        stderr_fd: err_r.as_raw_fd(),
+        init: init.as_raw(),
+        started_at: started.started_at,
+        id: args.id.clone(),
+        cgroups_path: container_cgroups_path(&args.bundle).unwrap_or_default(),
+        container_state: container.root.clone(),
+        state_dir: args.state_dir.clone(),
+        log: args.log.clone(),
+        rotation: args.log_rotation(),
+    };
+    drop(log);
+    drop(container);
+    become_monitor(&monitor, [out_r, err_r])
+}
+
+/// Executes `skiff-shim-monitor` (beside this program) in this process with the pipes kept
+/// open; if that cannot be done, monitors in this process instead.
+fn become_monitor(monitor: &MonitorArgs, pipes: [OwnedFd; 2]) -> i32 {
+    let program = std::env::current_exe()
+        .ok()
+        .and_then(|p| Some(p.parent()?.join(MONITOR)));
+    if let Some(program) = program.filter(|p| p.is_file()) {
+        let inheritable = pipes.iter().all(|fd| {
+            nix::fcntl::fcntl(
+                fd.as_raw_fd(),
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+            )
+            .is_ok()
+        });
+        if inheritable {
+            let err = std::process::Command::new(&program)
+                .arg0(MONITOR)
+                .args(monitor.to_args())
+                .exec();
+            tracing::warn!(
+                "cannot execute {program:?} ({err}); the shim monitors the container itself"
+            );
+        }
+    }
+    // The descriptors now belong to the monitor's code, which takes them by number.
+    for fd in pipes {
+        let _ = fd.into_raw_fd();
+    }
+    shim_monitor::run(monitor.clone())
 }
 
 /// What the container's processes wrote before failing: libcontainer's init logs the cause of
@@ -378,90 +416,6 @@ fn open_log(path: &Path, rotation: Option<LogRotation>) -> std::io::Result<Rotat
         std::fs::create_dir_all(dir)?;
     }
     RotatingLog::open(path, rotation)
-}
-
-/// Pumps the container's output until it ends, then records how it ended and cleans up.
-fn run_to_exit(
-    args: &ShimArgs,
-    state: &StateDir,
-    mut container: Container,
-    init: Pid,
-    started_at: String,
-    (out_r, err_r): (OwnedFd, OwnedFd),
-    log: RotatingLog,
-) -> i32 {
-    // From here on only the agent's signals to the container matter; the shim ignores the
-    // usual termination signals (SIGKILL still ends it, and then the container runs on).
-    for sig in [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGPIPE,
-    ] {
-        // SAFETY: SIG_IGN installs no handler code.
-        let _ = unsafe { signal(sig, SigHandler::SigIgn) };
-    }
-
-    let sink = Arc::new(Mutex::new(log));
-    let pumps: Vec<_> = [(out_r, Stream::Stdout), (err_r, Stream::Stderr)]
-        .into_iter()
-        .map(|(fd, stream)| {
-            let sink = sink.clone();
-            std::thread::spawn(move || {
-                if let Err(e) = cri_log::pump(File::from(fd), stream, sink) {
-                    tracing::warn!("copying the container's {}: {e}", stream.as_str());
-                }
-            })
-        })
-        .collect();
-
-    let (exit_code, signal) = wait_for(init);
-    let finished_at = now();
-    for p in pumps {
-        let _ = p.join();
-    }
-
-    let cgroups_path = container_cgroups_path(&args.bundle);
-    let oom_killed = cgroups_path
-        .as_deref()
-        .and_then(cgroups::oom_kill_count)
-        .is_some_and(|n| n > 0);
-    let cleanup_error = container.delete(true).err().map(|e| describe(&e));
-    if let Some(e) = &cleanup_error {
-        tracing::error!("deleting the container: {e}");
-    }
-    let exit = ExitRecord {
-        exit_code,
-        signal,
-        oom_killed,
-        started_at,
-        finished_at,
-        cleanup_error,
-    };
-    tracing::info!(id = %args.id, exit_code, oom_killed, "container exited");
-    if let Err(e) = state.write(EXIT, &exit) {
-        tracing::error!("cannot write {EXIT}: {e}");
-        return 1;
-    }
-    0
-}
-
-/// Reaps children until `init` ends; its exit code (128 + signal when killed) and signal.
-fn wait_for(init: Pid) -> (i32, Option<i32>) {
-    loop {
-        match waitpid(None, None) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == init => return (code, None),
-            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == init => {
-                return (128 + sig as i32, Some(sig as i32))
-            }
-            Ok(_) => continue,
-            Err(nix::Error::EINTR) => continue,
-            Err(e) => {
-                tracing::error!("waiting for the container's init {init}: {e}");
-                return (255, None);
-            }
-        }
-    }
 }
 
 /// The cgroup path in the bundle's config.json.

@@ -5,8 +5,10 @@
 //! ```
 //!
 //! 1. Container create + start + wait + delete of busybox `true`, the same rootfs and command:
-//!    Skiff's runtime (`Containers` through `skiff-shim`, an overlay rootfs, cgroups, seccomp)
-//!    and Debian's `runc run` (the reference, measured in the same run).
+//!    Skiff's runtime (`Containers` through `skiff-shim`, an overlay rootfs, cgroups, seccomp),
+//!    Debian's `runc run` (the reference, measured in the same run), and Debian's containerd
+//!    with runc (`ctr run --rm` of the example image imported into a private containerd), whose
+//!    shims' resident sets are measured too, with ten containers left running.
 //! 2. Pod startup with the image cached: a replica and a real agent in a network namespace of
 //!    their own; 100 pods created one after another, each timed from the create call to the API
 //!    reporting it Running (p50, p99), against the target (300 ms) and Kubernetes' SLO (5 s).
@@ -25,6 +27,7 @@ use serde_json::json;
 use skiff_api::{Client, Kind};
 use tests::agent::{processes_mentioning, TestNode};
 use tests::bench::{percentile, rss_bytes};
+use tests::containerd::Containerd;
 use tests::netns::TestNet;
 
 const CONTAINER_RUNS: usize = 50;
@@ -48,12 +51,14 @@ fn summary(samples: &[Duration]) -> (Duration, Duration) {
     (percentile(samples, 50.0), mean)
 }
 
-async fn skiff_runtime(dir: &Path) -> anyhow::Result<Vec<Duration>> {
+/// Skiff's runtime: the whole cycle per run, and its parts (start, wait, remove) per run.
+async fn skiff_runtime(dir: &Path) -> anyhow::Result<(Vec<Duration>, [Vec<Duration>; 3])> {
     let layer = dir.join("layer");
     busybox_rootfs(&layer)?;
     let containers = Containers::open(dir.join("containers"), tests::bins::bin("skiff-shim"))?;
     let cgroup_root = format!("skiff-bench-{}", std::process::id());
     let mut times = Vec::new();
+    let mut parts: [Vec<Duration>; 3] = Default::default();
     for i in 0..=CONTAINER_RUNS {
         let id = format!("true{i}");
         let config = ContainerConfig {
@@ -73,13 +78,18 @@ async fn skiff_runtime(dir: &Path) -> anyhow::Result<Vec<Duration>> {
                 log_path: &log,
             })
             .await?;
+        let t1 = Instant::now();
         let state = containers.wait_exited(&id, Duration::from_secs(20)).await;
         if !state.is_exited() {
             bail!("{id} did not exit: {state:?}");
         }
+        let t2 = Instant::now();
         containers.remove(&id).await?;
         if i > 0 {
             times.push(t0.elapsed());
+            parts[0].push(t1 - t0);
+            parts[1].push(t2 - t1);
+            parts[2].push(t2.elapsed());
         }
     }
     for base in ["/sys/fs/cgroup"] {
@@ -89,7 +99,7 @@ async fn skiff_runtime(dir: &Path) -> anyhow::Result<Vec<Duration>> {
             }
         }
     }
-    Ok(times)
+    Ok((times, parts))
 }
 
 fn runc(dir: &Path) -> anyhow::Result<Vec<Duration>> {
@@ -124,6 +134,36 @@ fn runc(dir: &Path) -> anyhow::Result<Vec<Duration>> {
         }
     }
     Ok(times)
+}
+
+/// What containerd + runc measured: `ctr run --rm` times, and its shims' resident sets with
+/// containers running.
+struct ContainerdFigures {
+    runs: Vec<Duration>,
+    shim_rss: Vec<u64>,
+}
+
+fn containerd(dir: &Path) -> anyhow::Result<ContainerdFigures> {
+    use skiff_api::example_image::{normalise_name, oci_archive, DEFAULT_BUSYBOX};
+    let name = "skiff-example";
+    let archive = dir.join("example.tar");
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(&archive, oci_archive(Path::new(DEFAULT_BUSYBOX), name)?)?;
+    let image = normalise_name(name)?.0;
+    let mut containerd = Containerd::start(&dir.join("containerd"))?;
+    containerd.import(&archive)?;
+    let mut runs = Vec::new();
+    for i in 0..=CONTAINER_RUNS {
+        let took = containerd.run_rm(&image, &format!("true{i}"), &["true"])?;
+        if i > 0 {
+            runs.push(took);
+        }
+    }
+    for i in 0..10 {
+        containerd.run_detached(&image, &format!("sleep{i}"), &["sleep", "3600"])?;
+    }
+    let shim_rss = containerd.shim_pids().into_iter().map(rss_bytes).collect();
+    Ok(ContainerdFigures { runs, shim_rss })
 }
 
 /// utime + stime of `pid`, in clock ticks.
@@ -188,8 +228,9 @@ async fn pods(host_ip: String) -> anyhow::Result<PodFigures> {
     let shims: Vec<u64> = processes_mentioning(&root)
         .into_iter()
         .filter(|p| {
+            // A shim runs as skiff-shim-monitor (comm cut to 15 bytes) once its container runs.
             std::fs::read_to_string(format!("/proc/{p}/comm"))
-                .is_ok_and(|c| c.trim() == "skiff-shim")
+                .is_ok_and(|c| c.trim().starts_with("skiff-shim"))
         })
         .map(|p| rss_bytes(p as u32))
         .collect();
@@ -229,9 +270,11 @@ async fn main() -> anyhow::Result<()> {
         .prefix("skiff-agent-bench")
         .tempdir()?;
     eprintln!("agent-bench: {CONTAINER_RUNS} containers through skiff-shim");
-    let skiff = skiff_runtime(&dir.path().join("skiff")).await?;
+    let (skiff, skiff_parts) = skiff_runtime(&dir.path().join("skiff")).await?;
     eprintln!("agent-bench: {CONTAINER_RUNS} containers through runc");
     let runc = runc(&dir.path().join("runc"))?;
+    eprintln!("agent-bench: {CONTAINER_RUNS} containers through containerd + runc");
+    let ctrd = containerd(&dir.path().join("containerd"))?;
     eprintln!("agent-bench: {PODS} pods on a real agent");
     let net = TestNet::create(1);
     let host_ip = net.hosts[0].ip.clone();
@@ -243,6 +286,7 @@ async fn main() -> anyhow::Result<()> {
 
     let (s50, smean) = summary(&skiff);
     let (r50, rmean) = summary(&runc);
+    let (c50, cmean) = summary(&ctrd.runs);
     let p50 = percentile(&figures.startup, 50.0);
     let p99 = percentile(&figures.startup, 99.0);
     println!("| metric | Skiff | reference | Skiff/reference |");
@@ -258,6 +302,21 @@ async fn main() -> anyhow::Result<()> {
         ms(smean),
         ms(rmean),
         smean.as_secs_f64() / rmean.as_secs_f64()
+    );
+    println!(
+        "| (same), Skiff's parts: start / wait / remove, medians | {} / {} / {} | | |",
+        ms(percentile(&skiff_parts[0], 50.0)),
+        ms(percentile(&skiff_parts[1], 50.0)),
+        ms(percentile(&skiff_parts[2], 50.0)),
+    );
+    println!(
+        "| (same) against containerd 1.6 + runc, `ctr run --rm`, median / mean | {} / {} | {} / {} | {:.2} / {:.2} |",
+        ms(s50),
+        ms(smean),
+        ms(c50),
+        ms(cmean),
+        s50.as_secs_f64() / c50.as_secs_f64(),
+        smean.as_secs_f64() / cmean.as_secs_f64()
     );
     println!(
         "| pod startup, image cached, create → Running, p50 of {PODS} | {} | 300 ms (target) | {:.2} |",
@@ -281,6 +340,18 @@ async fn main() -> anyhow::Result<()> {
         mib(figures.shim_rss_max),
         mib(figures.shim_rss_mean),
         figures.shim_rss_max as f64 / (2u64 << 20) as f64
+    );
+    let ctrd_shim_max = ctrd.shim_rss.iter().copied().max().unwrap_or(0);
+    let ctrd_shim_mean = ctrd.shim_rss.iter().sum::<u64>() / ctrd.shim_rss.len().max(1) as u64;
+    println!(
+        "| shim RSS against containerd-shim-runc-v2, largest / mean of {} | {} / {} | {} / {} | {:.2} / {:.2} |",
+        ctrd.shim_rss.len(),
+        mib(figures.shim_rss_max),
+        mib(figures.shim_rss_mean),
+        mib(ctrd_shim_max),
+        mib(ctrd_shim_mean),
+        figures.shim_rss_max as f64 / ctrd_shim_max.max(1) as f64,
+        figures.shim_rss_mean as f64 / ctrd_shim_mean.max(1) as f64
     );
     println!(
         "| agent CPU while idle with {} pods | {:.1} % of a core | | |",
