@@ -16,6 +16,9 @@ pub enum Reason {
     BadRequest,
     Forbidden,
     Unavailable,
+    /// The store did not confirm the write in time: it may or may not have been applied, so
+    /// it is not retried on the caller's behalf (Kubernetes: 504, reason Timeout).
+    Timeout,
     Internal,
     /// A list's continue token (or a watch's resourceVersion) is older than what the store
     /// keeps (Kubernetes: 410 Gone, reason Expired).
@@ -32,6 +35,7 @@ impl Reason {
             Reason::BadRequest => "BadRequest",
             Reason::Forbidden => "Forbidden",
             Reason::Unavailable => "ServiceUnavailable",
+            Reason::Timeout => "Timeout",
             Reason::Internal => "InternalError",
             Reason::Expired => "Expired",
         }
@@ -46,6 +50,7 @@ impl Reason {
             Reason::BadRequest,
             Reason::Forbidden,
             Reason::Unavailable,
+            Reason::Timeout,
             Reason::Internal,
             Reason::Expired,
         ]
@@ -61,6 +66,7 @@ impl Reason {
             Reason::Invalid | Reason::BadRequest => tonic::Code::InvalidArgument,
             Reason::Forbidden => tonic::Code::PermissionDenied,
             Reason::Unavailable => tonic::Code::Unavailable,
+            Reason::Timeout => tonic::Code::DeadlineExceeded,
             Reason::Internal => tonic::Code::Internal,
             Reason::Expired => tonic::Code::OutOfRange,
         }

@@ -110,13 +110,21 @@ fn delete_op(key: &str, range_end: Vec<u8>) -> RequestOp {
     }
 }
 
+/// A store failure as the API reports it: no leader is worth another replica (Unavailable,
+/// which clients retry); a write the store did not confirm in time may have been applied, so it
+/// is a Timeout the caller decides about (a create retried blindly could meet itself as
+/// AlreadyExists).
 pub fn unavailable(e: StoreError) -> ApiError {
-    let reason = match e {
-        StoreError::NoLeader | StoreError::Timeout => Reason::Unavailable,
-        StoreError::RequestTooLarge => Reason::BadRequest,
-        _ => Reason::Internal,
+    let (reason, message) = match e {
+        StoreError::NoLeader => (Reason::Unavailable, format!("storage: {e}")),
+        StoreError::Timeout => (
+            Reason::Timeout,
+            format!("Timeout: request did not complete within the allowed duration (storage: {e})"),
+        ),
+        StoreError::RequestTooLarge => (Reason::BadRequest, format!("storage: {e}")),
+        _ => (Reason::Internal, format!("storage: {e}")),
     };
-    ApiError::new(reason, format!("storage: {e}"))
+    ApiError::new(reason, message)
 }
 
 pub struct Registry {
@@ -593,6 +601,22 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unconfirmed_write_is_a_timeout_not_an_unavailable_store() {
+        let timeout = unavailable(StoreError::Timeout);
+        assert_eq!(timeout.reason, Reason::Timeout);
+        assert!(timeout.message.starts_with("Timeout: "), "{timeout}");
+        assert_eq!(
+            timeout.to_status().code(),
+            tonic::Code::DeadlineExceeded,
+            "clients retry only Unavailable"
+        );
+        assert_eq!(
+            unavailable(StoreError::NoLeader).reason,
+            Reason::Unavailable
+        );
+    }
 
     #[test]
     fn the_version_goes_into_the_top_level_metadata_without_decoding() {

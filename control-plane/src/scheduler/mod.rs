@@ -141,7 +141,11 @@ async fn bind(p: &Pass, binds: &[(&Stored, String)], refused: &Refused) {
             Err(e)
                 if matches!(
                     e.reason,
-                    Reason::Conflict | Reason::NotFound | Reason::Unavailable | Reason::Internal
+                    Reason::Conflict
+                        | Reason::NotFound
+                        | Reason::Unavailable
+                        | Reason::Timeout
+                        | Reason::Internal
                 ) =>
             {
                 tracing::debug!(%e, "binding not written")
