@@ -219,6 +219,8 @@ async fn cgroup_limits_are_applied() {
         ]
     } else {
         vec![
+            // libcgroups' mapping of 512 shares to a weight (runc's since 1.3.2).
+            (format!("{cgroup}/cpu.weight"), "59".into()),
             (format!("{cgroup}/cpu.max"), "25000 100000".into()),
             (format!("{cgroup}/memory.max"), (64u64 << 20).to_string()),
             (format!("{cgroup}/pids.max"), "32".into()),
@@ -235,6 +237,50 @@ async fn cgroup_limits_are_applied() {
         .unwrap();
     assert_eq!(f.exited("limited").await.exit_code, 137);
     f.containers.remove("limited").await.unwrap();
+}
+
+/// A block device of this host (`major:minor`): the root filesystem's, else the first listed.
+fn a_block_device() -> (u64, u64) {
+    use nix::sys::stat::{major, minor, stat};
+    let dev = stat("/").expect("stat /").st_dev;
+    if major(dev) != 0 {
+        return (major(dev), minor(dev));
+    }
+    let first = std::fs::read_dir("/sys/dev/block")
+        .expect("/sys/dev/block")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .find_map(|n| {
+            let (a, b) = n.split_once(':')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        });
+    first.expect("a block device in /sys/dev/block")
+}
+
+#[tokio::test]
+async fn devices_outside_the_default_rules_cannot_be_opened() {
+    if !root_or_skip("devices_outside_the_default_rules_cannot_be_opened") {
+        return;
+    }
+    let mut f = Fixture::new();
+    // CAP_MKNOD is in the default set, so the node can be made; the device cgroup (v1) or its
+    // eBPF program (v2) must refuse opening it.
+    let (maj, min) = a_block_device();
+    let script = format!(
+        "mknod /disk b {maj} {min} && echo made; head -c 1 /disk >/dev/null && echo opened"
+    );
+    f.start(&f.config("mknod", &["sh", "-c", &script])).await;
+    f.exited("mknod").await;
+    let log: Vec<String> = f.log("mknod").into_iter().map(|r| r.content).collect();
+    assert!(log.contains(&"made".to_string()), "{log:?}");
+    assert!(
+        !log.contains(&"opened".to_string()),
+        "block device {maj}:{min} opened: {log:?}"
+    );
+    assert!(
+        log.iter().any(|l| l.contains("Operation not permitted")),
+        "{log:?}"
+    );
+    f.containers.remove("mknod").await.unwrap();
 }
 
 #[tokio::test]

@@ -1,18 +1,22 @@
 //! Limits measured from what the kernel counts, not from the files written: a busy loop under
-//! a CPU limit of 200m gets about a fifth of a core, and a pids limit stops a fork bomb, on
-//! whichever cgroup version the host has (this machine: v1 controllers).
+//! a CPU limit of 200m gets about a fifth of a core, and a pids limit stops a fork bomb; and a
+//! pod's own cgroup, with the pod's limits, holds its containers; on
+//! whichever cgroup version the host has (this machine: v1 controllers; the VM of
+//! `runtime_cgroup_v2`: v2).
 
 mod runtime_support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use node_agent::runtime::cgroups::remove_cgroup;
+use node_agent::runtime::{pod_cgroup, Resources};
 use runtime_support::{root_or_skip, Fixture};
 
 /// CPU time the container's cgroup has used, from cpuacct (v1) or cpu.stat (v2).
 fn cpu_used(f: &Fixture, id: &str) -> Option<Duration> {
-    let v1: PathBuf = ["/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpuacct"]
+    let v1 = ["/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/cpuacct"]
         .iter()
         .map(|b| {
             PathBuf::from(b)
@@ -20,8 +24,9 @@ fn cpu_used(f: &Fixture, id: &str) -> Option<Duration> {
                 .join(id)
                 .join("cpuacct.usage")
         })
-        .find(|p| p.exists())?;
-    if let Ok(ns) = std::fs::read_to_string(&v1) {
+        .find(|p| p.exists());
+    if let Some(v1) = v1 {
+        let ns = std::fs::read_to_string(&v1).ok()?;
         return ns.trim().parse().ok().map(Duration::from_nanos);
     }
     let v2 = PathBuf::from("/sys/fs/cgroup")
@@ -46,10 +51,15 @@ async fn a_busy_loop_under_200m_gets_a_fifth_of_a_core() {
     config.resources.cpu_period = Some(100_000);
     f.start(&config).await;
     // Measure over two seconds of wall time once the loop runs.
+    let deadline = Instant::now() + Duration::from_secs(20);
     let start_cpu = loop {
         if let Some(c) = cpu_used(&f, "busy") {
             break c;
         }
+        assert!(
+            Instant::now() < deadline,
+            "no CPU usage readable for the container's cgroup"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let t0 = Instant::now();
@@ -102,4 +112,73 @@ async fn a_pids_limit_stops_a_fork_bomb() {
         }
         f.containers.remove(id).await.expect("removed");
     }
+}
+
+#[tokio::test]
+async fn a_pod_cgroup_holds_its_containers() {
+    if !root_or_skip("a_pod_cgroup_holds_its_containers") {
+        return;
+    }
+    let mut f = Fixture::new();
+    let pod = PathBuf::from(format!("/{}/burstable/podu1", f.cgroup_root));
+    let limits = Resources {
+        cpu_shares: Some(204),
+        cpu_quota: Some(50_000),
+        cpu_period: Some(100_000),
+        memory_limit_bytes: Some(96 << 20),
+        pids_limit: Some(50),
+    };
+    pod_cgroup::ensure(&pod, &limits).expect("the pod cgroup");
+    let mut config = f.config("inpod", &["sleep", "1000"]);
+    config.cgroups_path = pod.join("inpod");
+    let info = f.start(&config).await;
+
+    let rel = pod.strip_prefix("/").expect("absolute");
+    let rel = rel.display();
+    let files: Vec<(String, String)> = if Path::new("/sys/fs/cgroup/memory").exists() {
+        vec![
+            (format!("cpu/{rel}/cpu.shares"), "204".into()),
+            (format!("cpu/{rel}/cpu.cfs_quota_us"), "50000".into()),
+            (
+                format!("memory/{rel}/memory.limit_in_bytes"),
+                (96u64 << 20).to_string(),
+            ),
+            (format!("pids/{rel}/pids.max"), "50".into()),
+            (
+                format!("pids/{rel}/inpod/cgroup.procs"),
+                info.pid.to_string(),
+            ),
+        ]
+    } else {
+        // The levels above the pod give it the controllers its limits need.
+        let control = Path::new("/sys/fs/cgroup")
+            .join(&f.cgroup_root)
+            .join("burstable/cgroup.subtree_control");
+        let enabled = std::fs::read_to_string(&control).expect("subtree_control");
+        for c in ["cpu", "memory", "pids"] {
+            assert!(
+                enabled.split_whitespace().any(|e| e == c),
+                "{control:?}: {enabled}"
+            );
+        }
+        vec![
+            (format!("{rel}/cpu.max"), "50000 100000".into()),
+            (format!("{rel}/memory.max"), (96u64 << 20).to_string()),
+            (format!("{rel}/pids.max"), "50".into()),
+            (format!("{rel}/inpod/cgroup.procs"), info.pid.to_string()),
+        ]
+    };
+    for (file, want) in files {
+        let path = Path::new("/sys/fs/cgroup").join(&file);
+        let got = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        assert_eq!(got.trim(), want, "{file}");
+    }
+
+    f.containers
+        .signal("inpod", Signal::SIGKILL)
+        .expect("killed");
+    f.exited("inpod").await;
+    f.containers.remove("inpod").await.expect("removed");
+    remove_cgroup(&pod).expect("pod cgroup removed");
+    remove_cgroup(pod.parent().expect("the QoS level")).expect("QoS level removed");
 }
