@@ -395,6 +395,21 @@ fn ratio(skiff: f64, etcd: f64) -> String {
     }
 }
 
+/// The proportional set size of process `pid` in bytes (pages shared with other processes
+/// counted in part), from /proc/PID/smaps_rollup (0 when it cannot be read): what one more
+/// such process really costs when many run the same program.
+pub fn pss_bytes(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Pss:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// The resident set of process `pid` in bytes (0 when it cannot be read).
 pub fn rss_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

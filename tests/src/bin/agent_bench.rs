@@ -26,7 +26,7 @@ use node_agent::runtime::{ContainerConfig, Containers, StartRequest};
 use serde_json::json;
 use skiff_api::{Client, Kind};
 use tests::agent::{processes_mentioning, TestNode};
-use tests::bench::{percentile, rss_bytes};
+use tests::bench::{percentile, pss_bytes, rss_bytes};
 use tests::containerd::Containerd;
 use tests::netns::TestNet;
 
@@ -141,6 +141,7 @@ fn runc(dir: &Path) -> anyhow::Result<Vec<Duration>> {
 struct ContainerdFigures {
     runs: Vec<Duration>,
     shim_rss: Vec<u64>,
+    shim_pss_mean: u64,
 }
 
 fn containerd(dir: &Path) -> anyhow::Result<ContainerdFigures> {
@@ -162,8 +163,14 @@ fn containerd(dir: &Path) -> anyhow::Result<ContainerdFigures> {
     for i in 0..10 {
         containerd.run_detached(&image, &format!("sleep{i}"), &["sleep", "3600"])?;
     }
-    let shim_rss = containerd.shim_pids().into_iter().map(rss_bytes).collect();
-    Ok(ContainerdFigures { runs, shim_rss })
+    let pids = containerd.shim_pids();
+    let shim_rss = pids.iter().copied().map(rss_bytes).collect();
+    let shim_pss_mean = pids.iter().copied().map(pss_bytes).sum::<u64>() / pids.len().max(1) as u64;
+    Ok(ContainerdFigures {
+        runs,
+        shim_rss,
+        shim_pss_mean,
+    })
 }
 
 /// utime + stime of `pid`, in clock ticks.
@@ -180,6 +187,7 @@ struct PodFigures {
     agent_rss: u64,
     shim_rss_max: u64,
     shim_rss_mean: u64,
+    shim_pss_mean: u64,
     shims: usize,
     idle_cpu_percent: f64,
 }
@@ -225,15 +233,18 @@ async fn pods(host_ip: String) -> anyhow::Result<PodFigures> {
     }
     let agent_pid = agent.pid().context("agent pid")?;
     let root = agent.root.path().to_string_lossy().to_string();
-    let shims: Vec<u64> = processes_mentioning(&root)
+    let shims: Vec<u32> = processes_mentioning(&root)
         .into_iter()
         .filter(|p| {
             // A shim runs as skiff-shim-monitor (comm cut to 15 bytes) once its container runs.
             std::fs::read_to_string(format!("/proc/{p}/comm"))
                 .is_ok_and(|c| c.trim().starts_with("skiff-shim"))
         })
-        .map(|p| rss_bytes(p as u32))
+        .map(|p| p as u32)
         .collect();
+    let shim_pss_mean =
+        shims.iter().map(|p| pss_bytes(*p)).sum::<u64>() / shims.len().max(1) as u64;
+    let shims: Vec<u64> = shims.into_iter().map(rss_bytes).collect();
     let ticks_per_second = 100.0;
     let before = cpu_ticks(agent_pid);
     let t0 = Instant::now();
@@ -245,6 +256,7 @@ async fn pods(host_ip: String) -> anyhow::Result<PodFigures> {
         agent_rss: rss_bytes(agent_pid),
         shim_rss_max: shims.iter().copied().max().unwrap_or(0),
         shim_rss_mean: shims.iter().sum::<u64>() / shims.len().max(1) as u64,
+        shim_pss_mean,
         shims: shims.len(),
         idle_cpu_percent: idle * 100.0,
     };
@@ -352,6 +364,12 @@ async fn main() -> anyhow::Result<()> {
         mib(ctrd_shim_mean),
         figures.shim_rss_max as f64 / ctrd_shim_max.max(1) as f64,
         figures.shim_rss_mean as f64 / ctrd_shim_mean.max(1) as f64
+    );
+    println!(
+        "| shim PSS (shared pages counted in part), mean, against containerd-shim-runc-v2 | {} | {} | {:.2} |",
+        mib(figures.shim_pss_mean),
+        mib(ctrd.shim_pss_mean),
+        figures.shim_pss_mean as f64 / ctrd.shim_pss_mean.max(1) as f64
     );
     println!(
         "| agent CPU while idle with {} pods | {:.1} % of a core | | |",
