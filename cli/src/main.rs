@@ -49,6 +49,8 @@ enum Command {
     Logs(commands::logs::Args),
     /// Run a command in a container of a pod (`-it` for a shell).
     Exec(commands::exec::Args),
+    /// Forward local ports to a pod's ports (`8080:80`, `:80` for a random local port).
+    PortForward(commands::port_forward::Args),
     /// Images on the nodes: import tarballs, list, write the example image.
     #[command(subcommand)]
     Image(commands::image::Command),
@@ -166,6 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Edit(args) => commands::edit::run(&ctx, &args).await,
         Command::Logs(args) => commands::logs::run(&ctx, &args).await,
         Command::Exec(args) => commands::exec::run(&ctx, &args).await,
+        Command::PortForward(args) => commands::port_forward::run(&ctx, &args).await,
         Command::Image(command) => commands::image::run(&ctx, &command).await,
         Command::Label(args) => commands::modify::label(&ctx, &args).await,
         Command::Scale(args) => commands::modify::scale(&ctx, &args).await,

@@ -12,6 +12,8 @@ pub mod logs;
 pub mod modify;
 pub mod node;
 pub mod pod_target;
+pub mod port_forward;
+pub mod port_specs;
 pub mod rollout;
 
 use skiff_api::{ApiError, Kind, Reason};

@@ -1,7 +1,7 @@
 //! The pod a command acts on, as kubectl finds it: a pod named (`web`, `pod/web`), or one pod
 //! of a workload (`deployment/web`, also replicaset, statefulset, daemonset and job), picked
-//! the way kubectl picks it (on a node, running, ready, oldest first). Used by `logs` and
-//! `exec`.
+//! the way kubectl picks it (on a node, running, ready, oldest first). Used by `logs`,
+//! `exec` and `port-forward`.
 
 use serde_json::Value;
 use skiff_api::object;

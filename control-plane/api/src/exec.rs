@@ -3,19 +3,14 @@
 //! Exec both ways. Input (stdin bytes, terminal sizes, end of stdin) goes in through an
 //! [`ExecSession`]'s sender; output and the exit code come out of it.
 
-use std::sync::{Arc, Mutex};
-
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::agent_pb::exec_input::Input;
 use crate::agent_pb::exec_output::Output;
 use crate::agent_pb::{ExecInput, ExecOutput, ExecRequest, TerminalSize};
 use crate::client::Client;
-use crate::error::{ApiError, Reason};
-
-/// Input messages buffered before sending waits.
-const INPUT_BUFFER: usize = 16;
+use crate::error::ApiError;
+use crate::streams;
 
 /// What comes out of a command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,15 +67,7 @@ impl ExecSession {
                     None => continue,
                 },
                 Ok(None) => return Ok(None),
-                Err(status) => {
-                    let err = ApiError::from_status(&status);
-                    // A broken stream is not a reason to try elsewhere: say what happened.
-                    return Err(if err.reason == Reason::Unavailable {
-                        ApiError::new(Reason::Internal, err.message)
-                    } else {
-                        err
-                    });
-                }
+                Err(status) => return Err(streams::broken(&status)),
             }
         }
     }
@@ -92,25 +79,15 @@ impl Client {
     /// runs (no such pod, a container to name, one not running, a command that cannot start)
     /// are returned here.
     pub async fn exec(&self, request: ExecRequest) -> Result<ExecSession, ApiError> {
-        // Each attempt gets its own input channel with the request first; the caller's input
-        // goes only to the attempt that started, so nothing is lost to one that failed.
-        let current: Arc<Mutex<Option<mpsc::Sender<ExecInput>>>> = Arc::default();
-        let output = self
-            .call(|mut c| {
-                let (tx, rx) = mpsc::channel(INPUT_BUFFER);
-                let start = ExecInput {
-                    input: Some(Input::Start(request.clone())),
-                };
-                let _ = tx.try_send(start);
-                *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-                async move { c.exec(ReceiverStream::new(rx)).await }
-            })
-            .await?;
-        let tx = current
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .ok_or_else(|| ApiError::new(Reason::Internal, "exec: no input channel"))?;
+        let start = ExecInput {
+            input: Some(Input::Start(request)),
+        };
+        let (tx, output) = streams::open(
+            self,
+            start,
+            |mut c, input| async move { c.exec(input).await },
+        )
+        .await?;
         Ok(ExecSession {
             input: ExecInputSender { tx },
             output,

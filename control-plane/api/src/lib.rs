@@ -13,9 +13,11 @@ pub mod kinds;
 pub mod logs;
 pub mod merge;
 pub mod object;
+pub mod port_forward;
 pub mod quantity;
 pub mod runtime;
 pub mod selector;
+mod streams;
 
 /// Code generated from `proto/skiff/v1/api.proto`.
 pub mod pb {

@@ -1,7 +1,7 @@
 //! Reaching node agents: the agent of the node a pod runs on, or of a node by name, dialed at
 //! the address and port its Node publishes (`log_target::agent_endpoint`), and what an
-//! agent's error means to the API's client. Used by every call the API server relays to an
-//! agent (logs, exec, images).
+//! agent's error means to the API's client, and the relays both ways. Used by every call the
+//! API server relays to an agent (logs, exec, port-forward, images).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use skiff_api::agent_pb::agent_client::AgentClient;
 use skiff_api::{object, ApiError, Kind, Reason};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Status;
 
@@ -123,8 +124,44 @@ pub async fn dial_for_pod(registry: &Arc<Registry>, pod: &Value) -> Result<Agent
     dial(&node).await
 }
 
-/// Messages buffered for a slow client before a relay stops reading from the agent.
+/// Messages buffered each way: for a slow client before a relay stops reading from the
+/// agent, and for a slow agent before the client's input waits.
 const STREAM_BUFFER: usize = 16;
+
+/// The request a two-way call's first input carries (`start` picks it out), or BadRequest
+/// with `refusal` when the first input is something else.
+pub async fn first<T, R>(
+    input: &mut tonic::Streaming<T>,
+    start: impl FnOnce(T) -> Option<R>,
+    refusal: &str,
+) -> Result<R, ApiError> {
+    let msg = input
+        .message()
+        .await
+        .map_err(|s| ApiError::from_status(&s))?;
+    msg.and_then(start)
+        .ok_or_else(|| ApiError::bad_request(refusal))
+}
+
+/// The input for an agent's two-way call: `start` (the request, as this replica completed
+/// it), then the client's further input as it comes. The agent's input ends when the
+/// client's does, or fails.
+pub fn upstream<T>(start: T, mut input: tonic::Streaming<T>) -> ReceiverStream<T>
+where
+    T: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+    // The channel is new and has room: the request goes first.
+    let _ = tx.try_send(start);
+    tokio::spawn(async move {
+        while let Ok(Some(msg)) = input.message().await {
+            if tx.send(msg).await.is_err() {
+                return;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
 
 /// Relays an agent's stream to the client, each message through `convert`: the relay ends
 /// when the agent's stream does, after passing on its error (as `agent`'s, `doing` what), or

@@ -9,17 +9,14 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use skiff_api::agent_pb::exec_input::Input;
-use skiff_api::agent_pb::{ExecInput, ExecOutput, ExecRequest};
+use skiff_api::agent_pb::{ExecInput, ExecOutput};
 use skiff_api::{object, ApiError};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
 use super::registry::Registry;
 use super::{agents, log_target};
 
-/// Messages buffered each way before the relay waits.
-const STREAM_BUFFER: usize = 16;
 /// What the relay asks of the agent, for messages.
 const RUNNING: &str = "running the command";
 
@@ -63,26 +60,20 @@ pub fn running(pod: &Value, container: &str) -> Result<String, ApiError> {
         .ok_or_else(|| waiting("ContainerCreating"))
 }
 
-/// The request the client's first message carries.
-async fn first(input: &mut Streaming<ExecInput>) -> Result<ExecRequest, ApiError> {
-    let msg = input
-        .message()
-        .await
-        .map_err(|s| ApiError::from_status(&s))?;
-    match msg.and_then(|m| m.input) {
-        Some(Input::Start(req)) => Ok(req),
-        _ => Err(ApiError::bad_request(
-            "exec: the first message must be the request (which pod, container and command)",
-        )),
-    }
-}
-
 /// Starts the command and returns the stream to send to the client.
 pub async fn start(
     registry: Arc<Registry>,
     mut input: Streaming<ExecInput>,
 ) -> Result<mpsc::Receiver<Result<ExecOutput, Status>>, ApiError> {
-    let mut req = first(&mut input).await?;
+    let mut req = agents::first(
+        &mut input,
+        |m| match m.input {
+            Some(Input::Start(req)) => Some(req),
+            _ => None,
+        },
+        "exec: the first message must be the request (which pod, container and command)",
+    )
+    .await?;
     if req.command.is_empty() {
         return Err(ApiError::bad_request(
             "you must specify at least one command for the container",
@@ -97,29 +88,12 @@ pub async fn start(
     req.uid = object::meta_str(&pod, "uid").to_string();
     let mut agent = agents::dial_for_pod(&registry, &pod).await?;
 
-    let (up_tx, up_rx) = mpsc::channel(STREAM_BUFFER);
-    up_tx
-        .send(ExecInput {
-            input: Some(Input::Start(req)),
-        })
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                skiff_api::Reason::Internal,
-                "exec: the relay closed before it started",
-            )
-        })?;
-    // The client's input, forwarded until it ends; the agent then sees its input end too.
-    tokio::spawn(async move {
-        while let Ok(Some(msg)) = input.message().await {
-            if up_tx.send(msg).await.is_err() {
-                return;
-            }
-        }
-    });
+    let start = ExecInput {
+        input: Some(Input::Start(req)),
+    };
     let upstream = agent
         .client
-        .exec(ReceiverStream::new(up_rx))
+        .exec(agents::upstream(start, input))
         .await
         .map_err(|s| agent.error(RUNNING, &s))?
         .into_inner();

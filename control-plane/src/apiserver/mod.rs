@@ -14,6 +14,7 @@ pub mod log_target;
 pub mod logs;
 pub mod namespaces;
 pub mod paging;
+pub mod port_forward;
 pub mod registry;
 pub mod schema;
 pub mod update;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use skiff_api::agent_pb::{
     ExecInput, ExecOutput, ImportImagesChunk, ImportImagesResponse, ListImagesRequest,
-    ListImagesResponse,
+    ListImagesResponse, PortForwardInput, PortForwardOutput,
 };
 use skiff_api::pb::api_server::Api;
 use skiff_api::pb::{
@@ -649,6 +650,16 @@ impl Api for ApiService {
         request: Request<Streaming<ExecInput>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
         let rx = exec::start(self.registry.clone(), request.into_inner()).await?;
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    type PortForwardStream = ReceiverStream<Result<PortForwardOutput, Status>>;
+
+    async fn port_forward(
+        &self,
+        request: Request<Streaming<PortForwardInput>>,
+    ) -> Result<Response<Self::PortForwardStream>, Status> {
+        let rx = port_forward::start(self.registry.clone(), request.into_inner()).await?;
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

@@ -67,19 +67,22 @@ fn not_found(message: impl Into<String>) -> ApiError {
     ApiError::new(Reason::NotFound, message)
 }
 
-/// The pod's record: by uid, or (a client that leaves the uid out) by namespace and name.
-fn pod_record(root_dir: &Path, req: &ExecRequest) -> Result<PodRecord, ApiError> {
+/// The record of pod `namespace`/`name` on this node: by uid, or (a client that leaves the
+/// uid out) by namespace and name. Reads files only. Used by `exec` and `port_forward`.
+pub fn pod_record(
+    root_dir: &Path,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> Result<PodRecord, ApiError> {
+    segment("namespace", namespace).map_err(|e| bad_request(e.to_string()))?;
+    segment("pod name", name).map_err(|e| bad_request(e.to_string()))?;
     let records = Records::under(root_dir);
-    let no_pod = || {
-        not_found(format!(
-            "pod {}/{} is not on this node",
-            req.namespace, req.pod
-        ))
-    };
-    let matches = |r: &PodRecord| r.namespace == req.namespace && r.name == req.pod;
-    if !req.uid.is_empty() {
-        segment("pod uid", &req.uid).map_err(|e| bad_request(e.to_string()))?;
-        return records.load(&req.uid).filter(matches).ok_or_else(no_pod);
+    let no_pod = || not_found(format!("pod {namespace}/{name} is not on this node"));
+    let matches = |r: &PodRecord| r.namespace == namespace && r.name == name;
+    if !uid.is_empty() {
+        segment("pod uid", uid).map_err(|e| bad_request(e.to_string()))?;
+        return records.load(uid).filter(matches).ok_or_else(no_pod);
     }
     records
         .uids()
@@ -91,9 +94,7 @@ fn pod_record(root_dir: &Path, req: &ExecRequest) -> Result<PodRecord, ApiError>
 
 /// Finds the running container a request means, from the pod's record. Reads files only.
 pub fn locate(root_dir: &Path, req: &ExecRequest) -> Result<Target, ApiError> {
-    segment("namespace", &req.namespace).map_err(|e| bad_request(e.to_string()))?;
-    segment("pod name", &req.pod).map_err(|e| bad_request(e.to_string()))?;
-    let rec = pod_record(root_dir, req)?;
+    let rec = pod_record(root_dir, &req.namespace, &req.pod, &req.uid)?;
     let container = if req.container.is_empty() {
         match rec.containers.keys().collect::<Vec<_>>()[..] {
             [only] => only.clone(),

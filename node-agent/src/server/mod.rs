@@ -3,13 +3,16 @@
 //! plain gRPC for now; [`serve`] is the one place the port's handler is put together, so that
 //! TLS and the API server's authentication can wrap it there.
 //!
-//! [`AgentService`] hands each call to the module that owns it: `logs`, `exec`, `images`.
+//! [`AgentService`] hands each call to the module that owns it: `logs`, `exec`,
+//! `port_forward`, `images`.
 
 pub mod exec;
 pub mod images;
 pub mod log_files;
 pub mod log_lines;
 pub mod logs;
+pub mod pod_socket;
+pub mod port_forward;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -18,7 +21,7 @@ use std::sync::Arc;
 use skiff_api::agent_pb::agent_server::{Agent, AgentServer};
 use skiff_api::agent_pb::{
     ExecInput, ImportImagesChunk, ImportImagesResponse, ListImagesRequest, ListImagesResponse,
-    LogsRequest,
+    LogsRequest, PortForwardInput,
 };
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -41,6 +44,7 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 pub struct AgentService {
     logs: logs::LogService,
     exec: exec::ExecService,
+    port_forward: port_forward::PortForwardService,
     images: images::ImagesService,
 }
 
@@ -50,7 +54,8 @@ impl AgentService {
     pub fn new(root_dir: PathBuf, images: Arc<ImageService>, shim: PathBuf) -> AgentService {
         AgentService {
             logs: logs::LogService::new(root_dir.clone()),
-            exec: exec::ExecService::new(root_dir, shim),
+            exec: exec::ExecService::new(root_dir.clone(), shim),
+            port_forward: port_forward::PortForwardService::new(root_dir),
             images: images::ImagesService::new(images),
         }
     }
@@ -60,6 +65,7 @@ impl AgentService {
 impl Agent for AgentService {
     type LogsStream = logs::LogsStream;
     type ExecStream = exec::ExecStream;
+    type PortForwardStream = port_forward::PortForwardStream;
 
     async fn logs(
         &self,
@@ -73,6 +79,15 @@ impl Agent for AgentService {
         request: Request<Streaming<ExecInput>>,
     ) -> Result<Response<Self::ExecStream>, Status> {
         Ok(Response::new(self.exec.exec(request.into_inner()).await?))
+    }
+
+    async fn port_forward(
+        &self,
+        request: Request<Streaming<PortForwardInput>>,
+    ) -> Result<Response<Self::PortForwardStream>, Status> {
+        Ok(Response::new(
+            self.port_forward.port_forward(request.into_inner()).await?,
+        ))
     }
 
     async fn import_images(
