@@ -17,6 +17,7 @@ use crate::node::facts;
 use crate::node::heartbeat::Heartbeat;
 use crate::pods::manager::PodManager;
 use crate::real::RealRuntime;
+use crate::runtime::qos_cgroups::{self, Allocatable};
 use crate::server::AgentService;
 
 /// Waits until the control plane has given `name` a pod CIDR.
@@ -110,6 +111,16 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
         events.clone(),
         name.clone(),
     ));
+    // The level above every pod, and the classes' below it, before any pod runs.
+    let allocatable = Allocatable::new(
+        facts.cpus,
+        facts.memory_bytes,
+        args.system_reserved.cpu_milli,
+        args.system_reserved.memory_bytes,
+    );
+    if let Err(e) = qos_cgroups::write(&qos_cgroups::levels(&args.cgroup_root, [], allocatable)) {
+        tracing::error!(cgroup_root = %args.cgroup_root, %e, "the pods' cgroup levels not written");
+    }
     let runtime = Arc::new(RealRuntime::open(
         client.clone(),
         &args,

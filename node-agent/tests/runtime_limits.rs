@@ -1,6 +1,7 @@
 //! Limits measured from what the kernel counts, not from the files written: a busy loop under
 //! a CPU limit of 200m gets about a fifth of a core, and a pids limit stops a fork bomb; and a
-//! pod's own cgroup, with the pod's limits, holds its containers; on
+//! pod's own cgroup, with the pod's limits, holds its containers; and the levels above the
+//! pods get the values the QoS classes and the node's allocatable make; on
 //! whichever cgroup version the host has (this machine: v1 controllers; the VM of
 //! `runtime_cgroup_v2`: v2).
 
@@ -11,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use node_agent::runtime::cgroups::remove_cgroup;
+use node_agent::runtime::cgroups::QosClass;
+use node_agent::runtime::qos_cgroups::{self, Allocatable, PodDemand};
 use node_agent::runtime::{pod_cgroup, Resources};
 use runtime_support::{root_or_skip, Fixture};
 
@@ -181,4 +184,81 @@ async fn a_pod_cgroup_holds_its_containers() {
     f.containers.remove("inpod").await.expect("removed");
     remove_cgroup(&pod).expect("pod cgroup removed");
     remove_cgroup(pod.parent().expect("the QoS level")).expect("QoS level removed");
+}
+
+/// The cgroup v2 `cpu.weight` for v1 `cpu.shares`: the mapping runc and libcgroups use
+/// (shares 2 are weight 1, 1024 about 100, 262144 are 10000, a quadratic in log2 between).
+fn weight_of_shares(shares: u64) -> u64 {
+    if shares <= 2 {
+        return 1;
+    }
+    let l = (shares as f64).log2();
+    let weight = 10f64.powf((l * l + 125.0 * l) / 612.0 - 7.0 / 34.0).ceil() as u64;
+    weight.clamp(1, 10_000)
+}
+
+/// Each level's CPU shares and memory limit as the host's files hold them; `None` for a memory
+/// limit of none.
+fn level_values(root: &str, level: &str) -> (u64, Option<u64>) {
+    let read = |path: PathBuf| {
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        text.trim().to_string()
+    };
+    let rel = Path::new(root).join(level);
+    let sys = Path::new("/sys/fs/cgroup");
+    if sys.join("memory").exists() {
+        let shares = read(sys.join("cpu").join(&rel).join("cpu.shares"));
+        let memory = read(sys.join("memory").join(&rel).join("memory.limit_in_bytes"));
+        let memory: u64 = memory.parse().expect("memory.limit_in_bytes");
+        // v1 writes "no limit" as the largest page-aligned count.
+        let memory = (memory < 1 << 62).then_some(memory);
+        (shares.parse().expect("cpu.shares"), memory)
+    } else {
+        let weight = read(sys.join(&rel).join("cpu.weight"));
+        let memory = read(sys.join(&rel).join("memory.max"));
+        (
+            weight.parse().expect("cpu.weight"),
+            (memory != "max").then(|| memory.parse().expect("memory.max")),
+        )
+    }
+}
+
+#[test]
+fn qos_levels_get_the_node_and_class_values() {
+    if !root_or_skip("qos_levels_get_the_node_and_class_values") {
+        return;
+    }
+    let f = Fixture::new();
+    let root = f.cgroup_root.clone();
+    let v1 = Path::new("/sys/fs/cgroup/memory").exists();
+    let cpu = |shares: u64| if v1 { shares } else { weight_of_shares(shares) };
+    let pod = |qos, cpu_request_milli| PodDemand {
+        qos,
+        cpu_request_milli,
+    };
+    let allocatable = Allocatable::new(3, 1536 << 20, 1000, 1024 << 20);
+    let mut pods = vec![
+        pod(QosClass::Burstable, 250),
+        pod(QosClass::Burstable, 250),
+        pod(QosClass::Guaranteed, 1000),
+        pod(QosClass::BestEffort, 0),
+    ];
+    qos_cgroups::write(&qos_cgroups::levels(&root, &pods, allocatable)).expect("levels written");
+    assert_eq!(level_values(&root, ""), (cpu(2048), Some(512 << 20)));
+    assert_eq!(level_values(&root, "burstable"), (cpu(512), None));
+    assert_eq!(level_values(&root, "besteffort"), (cpu(2), None));
+
+    // With a pod's cgroup below it, a level takes new values: one Burstable pod fewer.
+    let pod_path = PathBuf::from(format!("/{root}/burstable/podu1"));
+    pod_cgroup::ensure(&pod_path, &Resources::default()).expect("the pod cgroup");
+    pods.remove(0);
+    qos_cgroups::write(&qos_cgroups::levels(&root, &pods, allocatable)).expect("rewritten");
+    assert_eq!(level_values(&root, ""), (cpu(2048), Some(512 << 20)));
+    assert_eq!(level_values(&root, "burstable"), (cpu(256), None));
+    assert_eq!(level_values(&root, "besteffort"), (cpu(2), None));
+
+    remove_cgroup(&pod_path).expect("pod cgroup removed");
+    for level in ["burstable", "besteffort"] {
+        remove_cgroup(Path::new(&format!("/{root}/{level}"))).expect("QoS level removed");
+    }
 }

@@ -50,6 +50,20 @@ fn quantity(c: &Container, which: &str, name: &str) -> Option<Quantity> {
     Quantity::parse(&m.get(name)?.0).ok()
 }
 
+/// The pod's CPU request in millicores, as the kubelet sums it: its app containers' together,
+/// or an init container's if larger (a container's limit stands for a missing request).
+pub fn pod_cpu_request_milli(spec: &PodSpec) -> i64 {
+    let cpu = |c: &Container| {
+        quantity(c, "requests", "cpu")
+            .or_else(|| quantity(c, "limits", "cpu"))
+            .map(|q| q.milli_value())
+            .unwrap_or(0)
+    };
+    let apps: i64 = spec.containers.iter().map(cpu).sum();
+    let inits = spec.init_containers.iter().flatten().map(cpu);
+    inits.fold(apps, i64::max)
+}
+
 /// The pod's cgroup limits, as the kubelet's pod-level cgroup: what the pod needs is the larger
 /// of its app containers' sum and its largest init container (init containers run one at a
 /// time, before the others); CPU shares from the requests; a CPU quota and a memory limit only
@@ -63,15 +77,7 @@ pub fn pod_resources(spec: &PodSpec, pids_limit: Option<i64>) -> Resources {
         let init = inits.iter().map(amount).collect::<Option<Vec<i64>>>()?;
         Some(init.into_iter().fold(sum, i64::max))
     };
-    let cpu_request = total(&|c| {
-        Some(
-            quantity(c, "requests", "cpu")
-                .or_else(|| quantity(c, "limits", "cpu"))
-                .map(|q| q.milli_value())
-                .unwrap_or(0),
-        )
-    })
-    .unwrap_or(0);
+    let cpu_request = pod_cpu_request_milli(spec);
     let cpu_limit = total(&|c| quantity(c, "limits", "cpu").map(|q| q.milli_value()));
     let memory = total(&|c| quantity(c, "limits", "memory").map(|q| q.value()));
     Resources {

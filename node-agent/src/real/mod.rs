@@ -13,6 +13,7 @@ mod pleg;
 pub mod probe_checks;
 pub mod probes;
 pub mod process;
+mod qos_levels;
 pub mod record;
 pub mod restart;
 mod sync;
@@ -51,6 +52,8 @@ pub struct RealRuntime {
     records: Records,
     netns_dir: PathBuf,
     cgroup_root: String,
+    /// The values of the QoS class levels, from the pods synced.
+    qos_levels: qos_levels::QosLevels,
     pids_limit: Option<i64>,
     host_ip: Ipv4Addr,
     node_memory_bytes: u64,
@@ -86,6 +89,7 @@ impl RealRuntime {
             records: Records::under(&args.root_dir),
             netns_dir: args.root_dir.join("netns"),
             cgroup_root: args.cgroup_root.clone(),
+            qos_levels: qos_levels::QosLevels::new(&args.cgroup_root),
             pids_limit: (args.pod_pids_limit > 0).then_some(args.pod_pids_limit),
             host_ip,
             node_memory_bytes,

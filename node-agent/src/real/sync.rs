@@ -18,6 +18,7 @@ use super::container_config::{container_config, pod_resources, user, PodContext}
 use super::files;
 use super::probes::Outcome;
 use super::process::{self, ImageProcess, Sources};
+use super::qos_levels;
 use super::record::{ContainerRecord, PodRecord};
 use super::restart::should_restart;
 use super::volumes;
@@ -161,6 +162,10 @@ async fn sandbox(rt: &RealRuntime, pod: &Pod, rec: &mut PodRecord) -> Result<(),
         write("hosts", files::hosts(pod, rec.ip))?;
         write("hostname", format!("{}\n", files::hostname(pod)))?;
         write("resolv.conf", files::resolv_conf(&node_resolv))?;
+    }
+    // Every sync, not only the first: after a restart the levels learn the pods again.
+    if let Err(e) = rt.qos_levels.set(&uid, Some(qos_levels::demand(pod))) {
+        tracing::warn!(uid, %e, "QoS cgroup levels not written");
     }
     if !rec.cgroup_ready {
         let limits = pod_resources(&pod.spec.clone().unwrap_or_default(), rt.pids_limit);
@@ -952,6 +957,9 @@ pub(super) async fn kill_pod(
         if let Err(e) = remove_cgroup(&path) {
             tracing::debug!(path = %path.display(), %e, "pod cgroup not removed");
         }
+    }
+    if let Err(e) = rt.qos_levels.set(uid, None) {
+        tracing::warn!(uid, %e, "QoS cgroup levels not written");
     }
     // Volumes after the containers: nothing uses their mounts any more.
     volumes::cleanup(&rt.records.pod_dir(uid), &rt.volume_memory).map_err(|e| e.to_string())?;

@@ -36,6 +36,7 @@ pub mod host;
 pub mod log_rotation;
 pub mod pod_cgroup;
 pub mod pty;
+pub mod qos_cgroups;
 pub mod rootfs;
 pub mod seccomp;
 pub mod shim;

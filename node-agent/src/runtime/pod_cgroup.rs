@@ -4,7 +4,8 @@
 //! `--pod-pids-limit` for all of the pod's processes together). [`ensure`] creates the
 //! directory — in each v1 hierarchy the limits need, or on v2 with the controllers enabled
 //! from the root down — and has libcgroups write the values, in the files of whichever
-//! version the host runs.
+//! version the host runs; the QoS levels above the pods are written by it too. Devices are
+//! left to the containers: a level allows them all, as the kubelet's levels leave them be.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,8 @@ use libcgroups::common::{
     create_cgroup_manager, get_cgroup_setup, CgroupConfig, CgroupManager, CgroupSetup,
     ControllerOpt,
 };
+
+use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType};
 
 use super::spec::{cgroup_limits, Resources};
 
@@ -33,10 +36,11 @@ fn create_dir(path: &Path) -> Result<(), String> {
 }
 
 /// Creates `path` (a cgroup path such as `/skiff/burstable/pod<uid>`) in every hierarchy the
-/// limits need.
-fn create(path: &Path) -> Result<(), String> {
+/// limits need. Returns whether the host's cgroups are v2 alone.
+fn create(path: &Path) -> Result<bool, String> {
     let relative = path.strip_prefix("/").unwrap_or(path);
-    match get_cgroup_setup().map_err(|e| format!("finding the host's cgroups: {e}"))? {
+    let setup = get_cgroup_setup().map_err(|e| format!("finding the host's cgroups: {e}"))?;
+    match setup {
         CgroupSetup::Legacy | CgroupSetup::Hybrid => {
             for controller in V1_CONTROLLERS {
                 let mount = libcgroups::v1::util::get_subsystem_mount_point(&controller)
@@ -66,19 +70,33 @@ fn create(path: &Path) -> Result<(), String> {
             }
         }
     }
-    Ok(())
+    Ok(matches!(setup, CgroupSetup::Unified))
 }
 
-/// Creates the pod's cgroup at `path` and writes `limits` into it.
+/// Creates the cgroup at `path` (a pod's, or a level above the pods) and writes `limits`
+/// into it. libcgroups always writes device rules. On v2 they are a program the kernel runs
+/// for every cgroup below as well, so a rule allowing every device keeps a level from
+/// narrowing what its containers' own rules allow. On v1 a level inherits allowing all, and
+/// the kernel refuses that rule once the level has children, so none is added there.
 pub fn ensure(path: &Path, limits: &Resources) -> Result<(), String> {
-    create(path)?;
-    let resources = cgroup_limits(limits)?.build().map_err(|e| e.to_string())?;
+    let unified = create(path)?;
+    let mut builder = cgroup_limits(limits)?;
+    if unified {
+        let all_devices = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::A)
+            .access("rwm")
+            .build()
+            .map_err(|e| e.to_string())?;
+        builder = builder.devices(vec![all_devices]);
+    }
+    let resources = builder.build().map_err(|e| e.to_string())?;
     let manager = create_cgroup_manager(CgroupConfig {
         cgroup_path: path.to_path_buf(),
         systemd_cgroup: false,
         container_name: String::new(),
     })
-    .map_err(|e| format!("opening the pod cgroup {}: {e}", path.display()))?;
+    .map_err(|e| format!("opening the cgroup {}: {e}", path.display()))?;
     manager
         .apply(&ControllerOpt {
             resources: &resources,
@@ -86,5 +104,5 @@ pub fn ensure(path: &Path, limits: &Resources) -> Result<(), String> {
             oom_score_adj: None,
             freezer_state: None,
         })
-        .map_err(|e| format!("writing the pod cgroup {}'s limits: {e}", path.display()))
+        .map_err(|e| format!("writing the cgroup {}'s limits: {e}", path.display()))
 }
