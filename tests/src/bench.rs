@@ -399,33 +399,38 @@ fn ratio(skiff: f64, etcd: f64) -> String {
 /// counted in part), from /proc/PID/smaps_rollup (0 when it cannot be read): what one more
 /// such process really costs when many run the same program.
 pub fn pss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Pss:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    proc_kib(&format!("/proc/{pid}/smaps_rollup"), "Pss:") * 1024
 }
 
 /// The resident set of process `pid` in bytes (0 when it cannot be read).
 pub fn rss_bytes(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
+    proc_kib(&format!("/proc/{pid}/status"), "VmRSS:") * 1024
+}
+
+/// The `kB` value on the line of `file` that starts with `field` (0 when there is none).
+fn proc_kib(file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(file)
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
-        .map_or(0, |kb| kb * 1024)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_processs_memory_is_read_from_proc() {
+        let me = std::process::id();
+        let (rss, pss) = (rss_bytes(me), pss_bytes(me));
+        assert!(rss > 0 && pss > 0 && pss <= rss, "rss {rss}, pss {pss}");
+        assert_eq!(rss_bytes(u32::MAX), 0, "no such process");
+    }
 
     #[test]
     fn percentiles_use_nearest_rank() {
