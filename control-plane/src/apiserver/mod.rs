@@ -22,6 +22,7 @@ pub mod validate;
 pub mod watch;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::Value;
 use skiff_api::agent_pb::{
@@ -686,6 +687,14 @@ impl Api for ApiService {
         _request: Request<ClusterStatusRequest>,
     ) -> Result<Response<ClusterStatusResponse>, Status> {
         let replica = self.registry.replica();
+        // A follower that has not yet applied what the leader committed would show members
+        // without their names and addresses, and no controller holder: catch up first, as a
+        // linearizable read does. Without a quorum (or within a second) the local view is
+        // still worth showing: this is what operators look at when the cluster is unwell.
+        let caught_up = tokio::time::timeout(Duration::from_secs(1), replica.linearize()).await;
+        if !matches!(caught_up, Ok(Ok(()))) {
+            tracing::debug!("cluster status from this replica's own view (not caught up)");
+        }
         let st = replica.status();
         let stats = replica.store_stats().await;
         let members = replica
