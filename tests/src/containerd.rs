@@ -2,7 +2,7 @@
 //! directory and socket of its own under a temporary directory (the CRI plugin off), so it
 //! neither sees nor disturbs any other containerd on the machine; the example image imported
 //! into it; `ctr` driven against its socket; and everything it started stopped and removed
-//! when it is dropped.
+//! when it is dropped (containers, shims, mounts, and the namespace's cgroup).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -161,6 +161,17 @@ impl Drop for Containerd {
                 // SAFETY: a valid NUL-terminated path.
                 unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
             }
+        }
+        // containerd leaves the namespace's own cgroup (`/<namespace>`) in every hierarchy.
+        let hierarchies = std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten();
+        for dir in hierarchies
+            .map(|h| h.path().join(NAMESPACE))
+            .chain([Path::new("/sys/fs/cgroup").join(NAMESPACE)])
+        {
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }
