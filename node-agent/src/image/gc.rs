@@ -116,11 +116,7 @@ pub fn candidates<'a>(
     now: jiff::Timestamp,
     min_age: Duration,
 ) -> Vec<&'a ImageRecord> {
-    let young = |t: jiff::Timestamp| {
-        now.duration_since(t)
-            .as_secs_f64()
-            .lt(&min_age.as_secs_f64())
-    };
+    let young = |t: jiff::Timestamp| now.duration_since(t).as_secs_f64() < min_age.as_secs_f64();
     let mut out: Vec<&ImageRecord> = records
         .iter()
         .filter(|r| !in_use.iter().any(|id| names(r, id)))

@@ -510,12 +510,13 @@ fn collect(
             .into_iter()
             .map(|r| r.reference.clone())
             .collect();
-    let layers_dir = store.root().join("layers/sha256");
+    // Read once: while the store is held no container can mount layers it did not already.
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mounted = gc::mounted_layers(&mountinfo, &store.root().join("layers/sha256"));
     // Keeps what the records name and what mounted overlays read; returns the bytes freed.
     let sweep = |records: &[ImageRecord]| {
         let (blobs, mut layers) = gc::referenced(records);
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        layers.extend(gc::mounted_layers(&mountinfo, &layers_dir));
+        layers.extend(mounted.iter().cloned());
         store.sweep(&blobs, &layers)
     };
     // What no image names any more (an overlay was still reading it, or a tag moved on a
