@@ -71,9 +71,13 @@ pub struct Outcome {
 
 impl Outcome {
     /// Panics unless every acknowledged key is readable (linearizably) through every running
-    /// member of `cluster` and all of them hold the same key space.
+    /// member of `cluster` and all of them hold the same key space at one revision (the first
+    /// member's read sets it; later reads ask for it, so keys the control plane changes while
+    /// the members are read one after another, such as the controllers' election, cannot make
+    /// them differ).
     pub async fn assert_present_everywhere(&self, cluster: &crate::cluster::Cluster) {
         let mut dumps: Vec<(String, BTreeMap<String, String>)> = Vec::new();
+        let mut at_revision: Option<i64> = None;
         for (i, m) in cluster.members.iter().enumerate() {
             if !m.is_running() {
                 continue;
@@ -84,14 +88,17 @@ impl Outcome {
                 Duration::from_secs(30),
                 || {
                     let mut c = c.clone();
-                    async move {
-                        c.get("/", Some(etcd_client::GetOptions::new().with_prefix()))
-                            .await
-                            .ok()
+                    let mut opts = etcd_client::GetOptions::new().with_prefix();
+                    if let Some(rev) = at_revision {
+                        opts = opts.with_revision(rev);
                     }
+                    async move { c.get("/", Some(opts)).await.ok() }
                 },
             )
             .await;
+            if at_revision.is_none() {
+                at_revision = all.header().map(|h| h.revision());
+            }
             let got: BTreeMap<String, String> = all
                 .kvs()
                 .iter()
