@@ -68,6 +68,12 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
     if let Err(why) = &kernel {
         tracing::error!("{why}");
     }
+    if !crate::image::pull::system_has_ca_certificates() {
+        tracing::warn!(
+            "{}: images can only be imported (skiff image import)",
+            crate::image::pull::NO_CA_CERTIFICATES
+        );
+    }
     let heartbeat = Heartbeat {
         client: client.clone(),
         name: name.clone(),

@@ -75,7 +75,7 @@ async fn memory_limit_is_enforced_and_reported_as_oom_killed() {
     );
     config.resources.memory_limit_bytes = Some(32 << 20);
     f.start(&config).await;
-    // The limit is in the container's cgroup (v1 here, v2 in the VM of runtime_cgroup_v2),
+    // The limit is in the container's cgroup (v1 here, v2 in the VM of tests/tests/cgroup_v2),
     // unless the container already ended and its cgroup with it.
     let v2 = std::path::Path::new("/sys/fs/cgroup")
         .join(&f.cgroup_root)

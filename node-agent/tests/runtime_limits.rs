@@ -3,7 +3,7 @@
 //! pod's own cgroup, with the pod's limits, holds its containers; and the levels above the
 //! pods get the values the QoS classes and the node's allocatable make; on
 //! whichever cgroup version the host has (this machine: v1 controllers; the VM of
-//! `runtime_cgroup_v2`: v2).
+//! `tests/tests/cgroup_v2`: v2).
 
 mod runtime_support;
 

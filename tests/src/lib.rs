@@ -16,5 +16,6 @@ pub mod netns;
 pub mod pod_tracker;
 pub mod registry;
 pub mod soak;
+pub mod vm;
 pub mod wait;
 pub mod workload;

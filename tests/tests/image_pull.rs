@@ -505,3 +505,53 @@ async fn the_registry_harness_waits_for_readiness_and_stops_on_drop() {
     )
     .await;
 }
+
+/// Run by [`a_machine_without_ca_certificates_fails_pulls_with_a_clear_error`] in a child
+/// process whose environment points the certificate search at an empty directory.
+#[tokio::test]
+#[ignore = "run in a child process by a_machine_without_ca_certificates_fails_pulls_with_a_clear_error"]
+async fn pull_on_a_machine_without_ca_certificates() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let service = ImageService::open(root.path().join("images"), RegistryConfig::default())
+        .expect("store opens");
+    let dead = registry::free_port().expect("port");
+    let reference = format!("127.0.0.1:{dead}/x/y:1");
+    let error = service
+        .ensure(&reference, PullPolicy::IfNotPresent, &[])
+        .await
+        .expect_err("no certificates");
+    assert_eq!(error.reason(), "ErrImagePull");
+    let text = error.to_string();
+    // With certificates the same pull reaches the port and finds nobody (see
+    // `missing_images_down_registries_and_corrupt_blobs_are_errors`); without, it says why it could not even start.
+    let expected = format!(
+        "failed to pull image {reference:?}: cannot reach http://127.0.0.1:{dead}: {}",
+        node_agent::image::pull::NO_CA_CERTIFICATES
+    );
+    assert_eq!(text, expected);
+}
+
+#[test]
+fn a_machine_without_ca_certificates_fails_pulls_with_a_clear_error() {
+    // The HTTP client the registry library makes panics without CA certificates; the agent
+    // must answer with an error instead (a minimal Debian has no ca-certificates package).
+    let empty = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(std::env::current_exe().expect("this test"))
+        .args([
+            "--exact",
+            "pull_on_a_machine_without_ca_certificates",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("SSL_CERT_FILE", empty.path().join("none.pem"))
+        .env("SSL_CERT_DIR", empty.path())
+        .output()
+        .expect("the test binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{}\n{stdout}\n{stderr}",
+        out.status
+    );
+}

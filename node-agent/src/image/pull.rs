@@ -338,6 +338,26 @@ pub struct RegistryClient {
     had_credentials: bool,
 }
 
+/// Why no registry client can be made on a machine without CA certificates.
+pub const NO_CA_CERTIFICATES: &str = "this machine has no CA certificates (none in /etc/ssl/certs \
+     nor in SSL_CERT_FILE/SSL_CERT_DIR; on Debian install the package ca-certificates), and the \
+     registry client cannot start without them, even for plain HTTP";
+
+/// Whether the machine has CA certificates the HTTP client can load. oci-client makes a default
+/// HTTP client inside every client it builds, and that panics on a machine with none (a minimal
+/// Debian without `ca-certificates`), so the agent asks first and fails the pull with
+/// [`NO_CA_CERTIFICATES`]. A yes is kept; a no is asked again next time (the package may have
+/// been installed since).
+pub fn system_has_ca_certificates() -> bool {
+    static FOUND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if FOUND.load(std::sync::atomic::Ordering::Relaxed) {
+        return true;
+    }
+    let found = !rustls_native_certs::load_native_certs().certs.is_empty();
+    FOUND.store(found, std::sync::atomic::Ordering::Relaxed);
+    found
+}
+
 impl RegistryClient {
     /// A client for `endpoint` with `credentials` (reads the endpoint's CA file, if any).
     pub fn new(endpoint: &Endpoint, credentials: Option<&Credentials>) -> Result<Self, PullError> {
@@ -370,6 +390,12 @@ impl RegistryClient {
             user_agent: concat!("skiff-agent/", env!("CARGO_PKG_VERSION")),
             ..ClientConfig::default()
         };
+        if !system_has_ca_certificates() {
+            return Err(PullError::Unreachable {
+                endpoint: endpoint.url(),
+                message: NO_CA_CERTIFICATES.into(),
+            });
+        }
         let client = Client::try_from(config).map_err(|e| PullError::Unreachable {
             endpoint: endpoint.url(),
             message: format!("cannot set up the HTTP client: {e}"),
