@@ -4,8 +4,10 @@
 //! hostname; two connections are served at once; a client's end of writing reaches the pod,
 //! which still answers; a port nothing listens on gives kubectl's error line while the good
 //! one goes on; a Pending pod, a bad port spec and a local port in use are refused with
-//! kubectl's messages; SIGTERM ends the forwarder and closes its ports, and so does the pod's
-//! going away (kubectl's `lost connection to pod`).
+//! kubectl's messages; through a Service (`svc/NAME`) a service port reaches its named target
+//! port, and a Service without pods times out after `--pod-running-timeout`; SIGTERM ends the
+//! forwarder and closes its ports, and so does the pod's going away (kubectl's `lost
+//! connection to pod`).
 
 use std::io::BufRead;
 use std::process::{Child, Command, Stdio};
@@ -133,7 +135,7 @@ fn port_forward_reaches_the_pods_port_as_kubectl_does() {
         // The example image (as busybox): its web server answers with the pod's hostname.
         node.create_pod(
             "web",
-            json!({}),
+            json!({"app": "web"}),
             json!({"terminationGracePeriodSeconds": 1,
                    "containers": [{"name": "app", "image": "busybox",
                                    "ports": [{"name": "http", "containerPort": 8080}]}]}),
@@ -254,6 +256,48 @@ fn port_forward_reaches_the_pods_port_as_kubectl_does() {
             in_use.stderr
         );
         drop(taken);
+
+        // Through a Service: a pod its selector picks, the service port forwarded to its
+        // (named) target port; a Service with no pods is waited for, up to
+        // --pod-running-timeout.
+        for (name, selector) in [("web-svc", "web"), ("empty-svc", "nothing")] {
+            node.client
+                .create(
+                    &json!({"apiVersion": "v1", "kind": "Service",
+                            "metadata": {"name": name, "namespace": "default"},
+                            "spec": {"selector": {"app": selector},
+                                     "ports": [{"name": "web", "port": 80, "targetPort": "http"}]}}),
+                    "default",
+                )
+                .await
+                .expect("service created");
+        }
+        let via = Forwarder::start(&eps, &["svc/web-svc", ":web"]);
+        let through = via.local_port(8080);
+        let served = tests::http::get(&format!("127.0.0.1:{through}")).await;
+        assert_eq!(served.as_deref().map(str::trim), Some("web"));
+        drop(via);
+        let no_pods = skiff(
+            &eps,
+            &[
+                "port-forward",
+                "svc/empty-svc",
+                "8080:80",
+                "--pod-running-timeout",
+                "1s",
+            ],
+            None,
+        );
+        assert!(!no_pods.ok);
+        assert_eq!(
+            no_pods.stderr.trim(),
+            "error: timed out waiting for the condition"
+        );
+        let no_port = skiff(&eps, &["port-forward", "svc/web-svc", "8080:443"], None);
+        assert_eq!(
+            no_port.stderr.trim(),
+            "error: Service web-svc does not have a service port 443"
+        );
 
         // The pod going away ends the forwarder, as kubectl's ends.
         let mut lost = Forwarder::start(&eps, &["web", ":8080"]);

@@ -18,7 +18,8 @@ use crate::{ExitWith, Reported};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The pod (`web`, `pod/web`), or a workload whose pod to use (`deployment/web`, …).
+    /// The pod (`web`, `pod/web`), or a workload or Service whose pod to use
+    /// (`deployment/web`, `svc/web`, …).
     target: String,
     /// The container (default: the pod's `kubectl.kubernetes.io/default-container`, else its
     /// first).
@@ -33,6 +34,9 @@ pub struct Args {
     /// Print nothing but the command's own output.
     #[arg(short = 'q', long)]
     quiet: bool,
+    /// How long to wait for a pod of the workload or Service to exist.
+    #[arg(long, default_value = "1m", value_parser = super::pod_target::parse_timeout)]
+    pod_running_timeout: std::time::Duration,
     /// The command and its arguments, after `--`.
     #[arg(last = true)]
     command: Vec<String>,
@@ -141,7 +145,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<()> {
     if args.command.is_empty() {
         anyhow::bail!("you must specify at least one command for the container");
     }
-    let pod = pod_target::pod(ctx, &args.target, "exec into").await?;
+    let pod = pod_target::pod(ctx, &args.target, "exec into", args.pod_running_timeout).await?;
     let container = match &args.container {
         Some(c) => c.clone(),
         None => {

@@ -13,8 +13,8 @@ use crate::Reported;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The pod (`web`, `pod/web`), or a workload whose pod to read (`deployment/web`,
-    /// `replicaset/…`, `statefulset/…`, `daemonset/…`, `job/…`).
+    /// The pod (`web`, `pod/web`), or a workload or Service whose pod to read
+    /// (`deployment/web`, `replicaset/…`, `statefulset/…`, `daemonset/…`, `job/…`, `svc/…`).
     target: Option<String>,
     /// The container (as `-c`).
     container_arg: Option<String>,
@@ -54,6 +54,9 @@ pub struct Args {
     /// Most logs followed at once with a selector.
     #[arg(long, default_value_t = 5)]
     max_log_requests: usize,
+    /// How long to wait for a pod of the workload or Service to exist.
+    #[arg(long, default_value = "20s", value_parser = super::pod_target::parse_timeout)]
+    pod_running_timeout: std::time::Duration,
 }
 
 /// A Go-style duration (`90s`, `5m`, `1h30m`) in whole seconds, rounded up, as kubectl sends
@@ -125,7 +128,7 @@ async fn pods(ctx: &Ctx, args: &Args) -> anyhow::Result<Vec<String>> {
     }
     let target = args.target.as_deref().unwrap_or_default();
     Ok(vec![
-        pod_target::pod(ctx, target, "get the logs from").await?,
+        pod_target::pod(ctx, target, "get the logs from", args.pod_running_timeout).await?,
     ])
 }
 

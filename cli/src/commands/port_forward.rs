@@ -32,15 +32,20 @@ const RECHECK_PAUSE: Duration = Duration::from_secs(1);
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// The pod (`web`, `pod/web`), or a workload whose pod to use (`deployment/web`, …).
+    /// The pod (`web`, `pod/web`), or a workload or Service whose pod to use
+    /// (`deployment/web`, `svc/web`, …).
     target: String,
     /// `[LOCAL_PORT:]REMOTE_PORT` each: `8080`, `8080:80`, `:80` (a random local port),
-    /// `8080:http` (a container port by name).
+    /// `8080:http` (a container port by name; through a Service, a service port, forwarded
+    /// to its target port).
     ports: Vec<String>,
     /// Addresses to listen on, comma-separated: IP addresses, or `localhost` (127.0.0.1 and
     /// ::1 where there is one).
     #[arg(long, value_delimiter = ',', default_value = "localhost")]
     address: Vec<String>,
+    /// How long to wait for a pod of the workload or Service to exist.
+    #[arg(long, default_value = "1m", value_parser = super::pod_target::parse_timeout)]
+    pod_running_timeout: std::time::Duration,
 }
 
 /// kubectl's line for a connection that failed, on stderr in klog's form.
@@ -284,7 +289,14 @@ pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<()> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
     let addresses = port_specs::parse_addresses(&args.address).map_err(anyhow::Error::msg)?;
-    let name = pod_target::pod(ctx, &args.target, "port-forward to").await?;
+    let picked = pod_target::pick(
+        ctx,
+        &args.target,
+        "port-forward to",
+        args.pod_running_timeout,
+    )
+    .await?;
+    let name = picked.pod;
     let pod = ctx
         .client
         .get(&kind_named("pods")?, &ctx.namespace, &name)
@@ -299,7 +311,10 @@ pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<()> {
     }
     let mut forwards = specs
         .iter()
-        .map(|s| port_specs::resolve(s, &pod))
+        .map(|s| match &picked.service {
+            Some(service) => port_specs::resolve_through_service(s, service, &pod),
+            None => port_specs::resolve(s, &pod),
+        })
         .collect::<Result<Vec<_>, _>>()
         .map_err(anyhow::Error::msg)?;
     let mut listeners = Vec::new();

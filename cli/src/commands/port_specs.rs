@@ -112,6 +112,57 @@ pub fn resolve(spec: &PortSpec, pod: &Value) -> Result<Forward, String> {
     })
 }
 
+/// The port numbers of `spec` through `service` to `pod`, as kubectl translates them: the
+/// remote port is a service port (by number, or by its name), forwarded to its target port
+/// (a number; the service port itself when none is set or the Service is headless; a name
+/// looked up in the pod's container ports); the local port, when not given, is the service
+/// port.
+pub fn resolve_through_service(
+    spec: &PortSpec,
+    service: &Value,
+    pod: &Value,
+) -> Result<Forward, String> {
+    let name = object::name(service);
+    let ports: Vec<&Value> = object::field(service, "spec.ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    let port_of = |p: &Value| p["port"].as_u64().and_then(|n| u16::try_from(n).ok());
+    let port = match &spec.remote {
+        Remote::Number(n) => *n,
+        Remote::Name(wanted) => ports
+            .iter()
+            .find(|p| p["name"].as_str() == Some(wanted))
+            .and_then(|p| port_of(p))
+            .ok_or_else(|| format!("Service '{name}' does not have a named port '{wanted}'"))?,
+    };
+    let entry = ports
+        .iter()
+        .find(|p| port_of(p) == Some(port))
+        .ok_or_else(|| format!("Service {name} does not have a service port {port}"))?;
+    let headless = object::field_string(service, "spec.clusterIP") == "None";
+    let remote = match &entry["targetPort"] {
+        _ if headless => port,
+        Value::Number(n) => match n.as_u64().and_then(|n| u16::try_from(n).ok()) {
+            Some(0) | None => port,
+            Some(n) => n,
+        },
+        Value::String(target) => {
+            let by_name = PortSpec {
+                local: Some(0),
+                remote: Remote::Name(target.clone()),
+            };
+            resolve(&by_name, pod)?.remote
+        }
+        _ => port,
+    };
+    Ok(Forward {
+        local: spec.local.unwrap_or(port),
+        remote,
+    })
+}
+
 /// The ports as Go prints kubectl's list of them: `[{8080 80} {0 443}]`.
 pub fn port_list(forwards: &[Forward]) -> String {
     let each: Vec<String> = forwards
@@ -289,6 +340,45 @@ mod tests {
                 }
             ]),
             "[{8080 80} {0 443}]"
+        );
+    }
+
+    #[test]
+    fn service_ports_are_translated_to_target_ports_as_kubectl_does() {
+        let service = json!({"metadata": {"name": "web"}, "spec": {"ports": [
+            {"name": "http", "port": 80, "targetPort": 8000},
+            {"name": "admin", "port": 81, "targetPort": "admin"},
+            {"name": "same", "port": 82},
+        ]}});
+        let pod = json!({"metadata": {"name": "web-1"}, "spec": {"containers": [
+            {"name": "c", "ports": [{"name": "admin", "containerPort": 9000}]}]}});
+        let through =
+            |spec: &str| resolve_through_service(&parse_port(spec).expect("spec"), &service, &pod);
+        let forward = |local, remote| Ok(Forward { local, remote });
+        assert_eq!(through("80"), forward(80, 8000));
+        assert_eq!(through("8080:80"), forward(8080, 8000));
+        assert_eq!(through("http"), forward(80, 8000));
+        assert_eq!(through(":http"), forward(0, 8000));
+        assert_eq!(through("81"), forward(81, 9000));
+        assert_eq!(through("82"), forward(82, 82));
+        assert_eq!(
+            through("90"),
+            Err("Service web does not have a service port 90".into())
+        );
+        assert_eq!(
+            through("metrics"),
+            Err("Service 'web' does not have a named port 'metrics'".into())
+        );
+        let bare = json!({"metadata": {"name": "web-2"}, "spec": {"containers": [{"name": "c"}]}});
+        assert_eq!(
+            resolve_through_service(&parse_port("81").expect("spec"), &service, &bare),
+            Err("Pod 'web-2' does not have a named port 'admin'".into())
+        );
+        let mut headless = service.clone();
+        headless["spec"]["clusterIP"] = json!("None");
+        assert_eq!(
+            resolve_through_service(&parse_port("80").expect("spec"), &headless, &pod),
+            forward(80, 80)
         );
     }
 
