@@ -137,6 +137,23 @@ impl TestNet {
     }
 }
 
+/// The prologue of a root test on a host of its own: without root it skips (and under
+/// CI=true fails, see [`available`]); else it creates a one-host [`TestNet`] and runs
+/// `body(host_ip)` inside that host's namespace, removing the network afterwards.
+pub fn on_one_host<F, Fut>(body: F)
+where
+    F: FnOnce(String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    if !available() {
+        eprintln!("skipped: needs root for network namespaces and containers");
+        return;
+    }
+    let net = TestNet::create(1);
+    let host_ip = net.hosts[0].ip.clone();
+    net.run_in_host(0, move || body(host_ip));
+}
+
 /// Runs `body` on a thread of its own inside namespace `ns`, with its own runtime.
 fn run_in<F, Fut>(ns: &str, body: F)
 where

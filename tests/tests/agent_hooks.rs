@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tests::agent::TestNode;
 use tests::cli::skiff;
-use tests::netns::{self, TestNet};
+use tests::netns;
 use tests::wait;
 
 fn container_status(p: &Value) -> &Value {
@@ -31,13 +31,7 @@ fn sh(script: &str) -> Value {
 
 #[test]
 fn hooks_run_in_the_container_and_exec_probes_decide() {
-    if !netns::available() {
-        eprintln!("skipped: needs root for network namespaces and containers");
-        return;
-    }
-    let net = TestNet::create(1);
-    let host_ip = net.hosts[0].ip.clone();
-    net.run_in_host(0, move || async move {
+    netns::on_one_host(move |host_ip| async move {
         let node = TestNode::start(&host_ip).await;
         let eps = node.cluster.endpoints();
         let shared = tempfile::tempdir().expect("tempdir");

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use skiff_api::Kind;
 use tests::agent::TestNode;
 use tests::cli::{lines_of, skiff, spawn};
-use tests::netns::{self, TestNet};
+use tests::netns;
 use tests::wait;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -98,12 +98,7 @@ fn next_line(lines: &Receiver<String>, limit: Duration) -> String {
 
 #[test]
 fn logs_show_a_containers_output_as_kubectl_does_and_its_errors() {
-    if !netns::available() {
-        return;
-    }
-    let net = TestNet::create(1);
-    let host_ip = net.hosts[0].ip.clone();
-    net.run_in_host(0, move || async move {
+    netns::on_one_host(move |host_ip| async move {
         let n = node(&host_ip).await;
         let eps = n.endpoints();
         let node = n
@@ -263,12 +258,7 @@ fn logs_show_a_containers_output_as_kubectl_does_and_its_errors() {
 
 #[test]
 fn follow_prints_lines_as_they_are_written_and_ends_with_the_container() {
-    if !netns::available() {
-        return;
-    }
-    let net = TestNet::create(1);
-    let host_ip = net.hosts[0].ip.clone();
-    net.run_in_host(0, move || async move {
+    netns::on_one_host(move |host_ip| async move {
         let n = node(&host_ip).await;
         let eps = n.endpoints();
         n.create_pod(
@@ -346,12 +336,7 @@ fn follow_prints_lines_as_they_are_written_and_ends_with_the_container() {
 
 #[test]
 fn previous_shows_the_run_before_a_restart() {
-    if !netns::available() {
-        return;
-    }
-    let net = TestNet::create(1);
-    let host_ip = net.hosts[0].ip.clone();
-    net.run_in_host(0, move || async move {
+    netns::on_one_host(move |host_ip| async move {
         let n = node(&host_ip).await;
         let eps = n.endpoints();
         // Each run prints a line of its own, lives a few seconds and fails; the first restart
@@ -405,12 +390,7 @@ fn previous_shows_the_run_before_a_restart() {
 
 #[test]
 fn logs_rotate_at_their_size_and_a_follower_moves_on_with_them() {
-    if !netns::available() {
-        return;
-    }
-    let net = TestNet::create(1);
-    let host_ip = net.hosts[0].ip.clone();
-    net.run_in_host(0, move || async move {
+    netns::on_one_host(move |host_ip| async move {
         let n = Node(
             TestNode::start_with(
                 &host_ip,

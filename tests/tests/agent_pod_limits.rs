@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use skiff_api::Kind;
 use tests::agent::TestNode;
-use tests::netns::{self, TestNet};
+use tests::netns;
 use tests::wait;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -53,13 +53,7 @@ fn sleepers(name: &str, n: usize, after: Option<&str>) -> Value {
 
 #[test]
 fn a_pods_containers_share_its_limits() {
-    if !netns::available() {
-        eprintln!("skipped: needs root for network namespaces and containers");
-        return;
-    }
-    let net = TestNet::create(1);
-    let host_ip = net.hosts[0].ip.clone();
-    net.run_in_host(0, move || async move {
+    netns::on_one_host(move |host_ip| async move {
         let node = TestNode::start_with(&host_ip, &["--pod-pids-limit", &PIDS.to_string()]).await;
         let pods = Kind::of("v1", "Pod").expect("Pod");
         let container = |name: &str, cpu_limit: &str, memory: &str, command: Value| {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use skiff_api::{Client, Kind};
 use tests::agent::{events_of, TestNode};
-use tests::netns::{self, TestNet};
+use tests::netns;
 use tests::registry::EXAMPLE_PORT;
 use tests::wait;
 
@@ -39,12 +39,7 @@ fn container_status(p: &Value) -> &Value {
 
 #[test]
 fn a_pod_runs_answers_on_its_ip_survives_an_agent_kill_and_leaves_nothing_when_deleted() {
-    if !netns::available() {
-        return;
-    }
-    let net = TestNet::create(1);
-    let host_ip = net.hosts[0].ip.clone();
-    net.run_in_host(0, move || async move {
+    netns::on_one_host(move |host_ip| async move {
         let mut n = node(&host_ip).await;
         n.client
             .create(
@@ -144,12 +139,7 @@ fn a_pod_runs_answers_on_its_ip_survives_an_agent_kill_and_leaves_nothing_when_d
 
 #[test]
 fn exit_codes_and_restart_policies_read_as_in_kubernetes() {
-    if !netns::available() {
-        return;
-    }
-    let net = TestNet::create(1);
-    let host_ip = net.hosts[0].ip.clone();
-    net.run_in_host(0, move || async move {
+    netns::on_one_host(move |host_ip| async move {
         let n = node(&host_ip).await;
         let pod = |name: &str, policy: &str, script: &str| {
             json!({
@@ -211,12 +201,7 @@ fn exit_codes_and_restart_policies_read_as_in_kubernetes() {
 
 #[test]
 fn bad_input_is_reported_with_kubernetes_reasons_and_a_job_completes() {
-    if !netns::available() {
-        return;
-    }
-    let net = TestNet::create(1);
-    let host_ip = net.hosts[0].ip.clone();
-    net.run_in_host(0, move || async move {
+    netns::on_one_host(move |host_ip| async move {
         let n = node(&host_ip).await;
         let pod = |name: &str, image: &str, env: Value| {
             json!({
@@ -321,12 +306,7 @@ fn bad_input_is_reported_with_kubernetes_reasons_and_a_job_completes() {
 
 #[test]
 fn readiness_gates_ready_and_a_failing_liveness_probe_restarts_the_container() {
-    if !netns::available() {
-        return;
-    }
-    let net = TestNet::create(1);
-    let host_ip = net.hosts[0].ip.clone();
-    net.run_in_host(0, move || async move {
+    netns::on_one_host(move |host_ip| async move {
         let n = node(&host_ip).await;
         // Ready only once /ready exists, which the container makes after a moment.
         let serve = "mkdir -p /www && hostname > /www/index.html; \

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use skiff_api::{Client, Kind};
 use tests::agent::{events_of, TestNode};
 use tests::cluster::Cluster;
-use tests::netns::{self, TestNet};
+use tests::netns;
 use tests::wait;
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -157,12 +157,7 @@ fn host_path(volume: &Value) -> PathBuf {
 
 #[test]
 fn stateful_set_claims_are_provisioned_on_the_node_and_outlive_their_pods() {
-    if !netns::available() {
-        return;
-    }
-    let net = TestNet::create(1);
-    let host_ip = net.hosts[0].ip.clone();
-    net.run_in_host(0, move || async move {
+    netns::on_one_host(move |host_ip| async move {
         let n = TestNode::start(&host_ip).await;
         let storage = std::fs::canonicalize(n.agent.dir().join("storage"))
             .expect("the agent made its storage directory");
@@ -289,12 +284,7 @@ fn stateful_set_claims_are_provisioned_on_the_node_and_outlive_their_pods() {
 
 #[test]
 fn a_static_volume_binds_to_a_claim_asking_for_no_class() {
-    if !netns::available() {
-        return;
-    }
-    let net = TestNet::create(1);
-    let host_ip = net.hosts[0].ip.clone();
-    net.run_in_host(0, move || async move {
+    netns::on_one_host(move |host_ip| async move {
         let n = TestNode::start(&host_ip).await;
         let host_dir = tempfile::tempdir().expect("tempdir");
         let pv_dir = host_dir.path().join("static");
@@ -323,7 +313,10 @@ fn a_static_volume_binds_to_a_claim_asking_for_no_class() {
         assert_eq!(name(&v), "static-pv");
         assert_eq!(c["spec"]["storageClassName"], "");
         assert_eq!(c["status"]["capacity"]["storage"], "1Gi");
-        assert_eq!(c["metadata"]["annotations"]["pv.kubernetes.io/bound-by-controller"], "yes");
+        assert_eq!(
+            c["metadata"]["annotations"]["pv.kubernetes.io/bound-by-controller"],
+            "yes"
+        );
         assert_eq!(v["spec"]["persistentVolumeReclaimPolicy"], "Retain");
         n.client
             .create(

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use skiff_api::{Client, Kind};
 use tests::agent::{events_of, TestNode};
-use tests::netns::{self, TestNet};
+use tests::netns;
 use tests::registry::EXAMPLE_PORT;
 use tests::wait;
 
@@ -229,12 +229,7 @@ async fn bound_claim(client: &Client, path: &Path) {
 
 #[test]
 fn empty_dirs_host_paths_sub_paths_and_claims() {
-    if !netns::available() {
-        return;
-    }
-    let net = TestNet::create(1);
-    let host_ip = net.hosts[0].ip.clone();
-    net.run_in_host(0, move || async move {
+    netns::on_one_host(move |host_ip| async move {
         let n = node(&host_ip).await;
         let host_dir = tempfile::tempdir().expect("tempdir");
         let made = host_dir.path().join("made/here");
@@ -366,16 +361,18 @@ fn empty_dirs_host_paths_sub_paths_and_claims() {
             ),
         )
         .await;
-        let p = n.until_pod("bad-host", "ContainerCreating", |p| {
-            waiting_reason(p) == "ContainerCreating"
-        })
-        .await;
+        let p = n
+            .until_pod("bad-host", "ContainerCreating", |p| {
+                waiting_reason(p) == "ContainerCreating"
+            })
+            .await;
         assert_eq!(phase(&p), "Pending");
 
-        let p = n.until_pod("backstep", "refused for its subPath", |p| {
-            waiting_reason(p) == "CreateContainerConfigError"
-        })
-        .await;
+        let p = n
+            .until_pod("backstep", "refused for its subPath", |p| {
+                waiting_reason(p) == "CreateContainerConfigError"
+            })
+            .await;
         assert_eq!(
             p["status"]["containerStatuses"][0]["state"]["waiting"]["message"],
             "unable to provision SubPath `../escape`: must not contain '..'"
@@ -394,12 +391,7 @@ fn empty_dirs_host_paths_sub_paths_and_claims() {
 
 #[test]
 fn config_maps_secrets_and_the_downward_api_are_projected_and_kept_current() {
-    if !netns::available() {
-        return;
-    }
-    let net = TestNet::create(1);
-    let host_ip = net.hosts[0].ip.clone();
-    net.run_in_host(0, move || async move {
+    netns::on_one_host(move |host_ip| async move {
         let n = node(&host_ip).await;
         let config_map = |data: Value| {
             json!({"apiVersion": "v1", "kind": "ConfigMap",
@@ -517,7 +509,11 @@ fn config_maps_secrets_and_the_downward_api_are_projected_and_kept_current() {
         // The configMap changes: the file changes in place, the container still running.
         let mut cm = n
             .client
-            .get(&Kind::of("v1", "ConfigMap").expect("ConfigMap"), "default", "site")
+            .get(
+                &Kind::of("v1", "ConfigMap").expect("ConfigMap"),
+                "default",
+                "site",
+            )
             .await
             .expect("configmap");
         cm["data"]["index.html"] = json!("v2");
@@ -526,7 +522,11 @@ fn config_maps_secrets_and_the_downward_api_are_projected_and_kept_current() {
         let again = get_pod(&n.client, "site").await.expect("site");
         assert_eq!(again["status"]["containerStatuses"][0]["restartCount"], 0);
         let new_data = std::fs::read_link(vol.join("..data")).expect("..data");
-        assert_ne!(new_data.to_string_lossy(), data, "a new timestamped directory");
+        assert_ne!(
+            new_data.to_string_lossy(),
+            data,
+            "a new timestamped directory"
+        );
         assert!(!vol.join(&data).exists(), "the old one removed");
 
         succeeds(&n, "secret-reader").await;
@@ -539,10 +539,11 @@ fn config_maps_secrets_and_the_downward_api_are_projected_and_kept_current() {
             "FailedMount: MountVolume.SetUp failed for volume \"conf\" : configmap \"later\" not found",
         )
         .await;
-        let p = n.until_pod("late", "ContainerCreating", |p| {
-            waiting_reason(p) == "ContainerCreating"
-        })
-        .await;
+        let p = n
+            .until_pod("late", "ContainerCreating", |p| {
+                waiting_reason(p) == "ContainerCreating"
+            })
+            .await;
         assert_eq!(phase(&p), "Pending");
         n.client
             .create(

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tests::agent::TestNode;
 use tests::cli::skiff;
-use tests::netns::{self, TestNet};
+use tests::netns;
 use tests::wait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -123,13 +123,7 @@ fn running(p: &Value) -> bool {
 
 #[test]
 fn port_forward_reaches_the_pods_port_as_kubectl_does() {
-    if !netns::available() {
-        eprintln!("skipped: needs root for network namespaces and containers");
-        return;
-    }
-    let net = TestNet::create(1);
-    let host_ip = net.hosts[0].ip.clone();
-    net.run_in_host(0, move || async move {
+    netns::on_one_host(move |host_ip| async move {
         let node = TestNode::start(&host_ip).await;
         let eps = node.cluster.endpoints();
         // The example image (as busybox): its web server answers with the pod's hostname.

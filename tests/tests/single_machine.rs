@@ -14,7 +14,7 @@ use serde_json::Value;
 use skiff_api::Kind;
 use tests::agent::{clean_up_node, processes_mentioning};
 use tests::cli::{ok, skiff};
-use tests::netns::{self, TestNet};
+use tests::netns;
 use tests::wait;
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -116,13 +116,7 @@ fn is_ready(obj: &Value) -> bool {
 
 #[test]
 fn one_machine_is_a_whole_cluster_that_runs_the_readme_app() {
-    if !netns::available() {
-        eprintln!("skipped: needs root for network namespaces and containers");
-        return;
-    }
-    let net = TestNet::create(1);
-    let host_ip = net.hosts[0].ip.clone();
-    net.run_in_host(0, move || async move {
+    netns::on_one_host(move |host_ip| async move {
         let machine = Machine::start(&host_ip);
         let eps = "127.0.0.1:2379";
         let client = skiff_api::Client::new(&[eps.to_string()]).expect("client");
