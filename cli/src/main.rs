@@ -4,6 +4,7 @@
 
 mod commands;
 mod config;
+mod jsonpath;
 mod manifest;
 mod output;
 

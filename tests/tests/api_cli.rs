@@ -450,6 +450,53 @@ async fn selectors_and_namespace_deletion() {
         names(&ok(&eps, &["get", "pods", "-o", "name"])),
         ["pod/c", "pod/d"]
     );
+
+    // kubectl's JSONPath output: a list, a range with quoted text, one object, a filter,
+    // and a template that does not parse.
+    assert_eq!(
+        ok(
+            &eps,
+            &["get", "pods", "-o", "jsonpath={.items[*].metadata.name}"]
+        ),
+        "c d"
+    );
+    assert_eq!(
+        ok(
+            &eps,
+            &[
+                "get",
+                "pods",
+                "-o",
+                r#"jsonpath={range .items[*]}{.metadata.name}{"\t"}{.metadata.namespace}{"\n"}{end}"#
+            ]
+        ),
+        "c\tdefault\nd\tdefault\n"
+    );
+    assert_eq!(
+        ok(
+            &eps,
+            &["get", "pod", "c", "-o=jsonpath='{.kind}/{.metadata.name}'"]
+        ),
+        "Pod/c"
+    );
+    assert_eq!(
+        ok(
+            &eps,
+            &[
+                "get",
+                "pods",
+                "-o",
+                r#"jsonpath={.items[?(@.metadata.name=="d")].kind}"#
+            ]
+        ),
+        "Pod"
+    );
+    let bad = skiff(&eps, &["get", "pods", "-o", "jsonpath={.items[*]"], None);
+    assert!(!bad.ok);
+    assert_eq!(
+        bad.stderr.trim(),
+        "error: error parsing jsonpath {.items[*], unclosed action in template \"{.items[*]\""
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

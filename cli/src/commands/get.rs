@@ -1,9 +1,10 @@
-//! `skiff get`: tables per kind (`-o wide`), `-o yaml|json|name`, by name or by selectors,
-//! in one namespace or all (`-A`).
+//! `skiff get`: tables per kind (`-o wide`), `-o yaml|json|name|jsonpath=TEMPLATE`, by name
+//! or by selectors, in one namespace or all (`-A`).
 
 use serde_json::Value;
 
 use super::{kind_and_names, report, Ctx};
+use crate::jsonpath::Template;
 use crate::output;
 use crate::Reported;
 
@@ -12,7 +13,7 @@ pub struct Args {
     /// Resource type and optional names: `pods`, `pods web db`, `pod/web`, `pods,services`.
     #[arg(required = true)]
     resources: Vec<String>,
-    /// Output format: wide, yaml, json or name.
+    /// Output format: wide, yaml, json, name, or jsonpath=TEMPLATE (kubectl's JSONPath).
     #[arg(short = 'o', long)]
     output: Option<String>,
     /// Label selector (`app=web,tier in (a,b)`).
@@ -59,7 +60,13 @@ fn table(kind: &skiff_api::Kind, objects: &[Value], args: &Args, wide: bool) -> 
 
 /// Prints each change after the list, as `kubectl get -w` does: table rows without the header,
 /// or one document/name per change.
-async fn watch(ctx: &Ctx, args: &Args, kind: &skiff_api::Kind, from: &str) -> anyhow::Result<()> {
+async fn watch(
+    ctx: &Ctx,
+    args: &Args,
+    kind: &skiff_api::Kind,
+    from: &str,
+    template: Option<&Template>,
+) -> anyhow::Result<()> {
     let format = args.output.as_deref().unwrap_or("");
     let ns = (!args.all_namespaces).then_some(ctx.namespace.as_str());
     let mut w = ctx.client.watch(
@@ -78,6 +85,12 @@ async fn watch(ctx: &Ctx, args: &Args, kind: &skiff_api::Kind, from: &str) -> an
             ),
             _ => {}
         }
+        if let Some(t) = template {
+            render(t, &ev.object)?;
+            use std::io::Write;
+            std::io::stdout().flush()?;
+            continue;
+        }
         match format {
             "" | "wide" => {
                 let table =
@@ -94,12 +107,41 @@ async fn watch(ctx: &Ctx, args: &Args, kind: &skiff_api::Kind, from: &str) -> an
     Ok(())
 }
 
+/// The template of `-o jsonpath=TEMPLATE` (quotes around it dropped, as kubectl drops them),
+/// None for another format; a template that does not parse is an error naming it.
+fn jsonpath_template(format: &str) -> anyhow::Result<Option<Template>> {
+    let Some(text) = format.strip_prefix("jsonpath=") else {
+        return Ok(None);
+    };
+    let text = ['\'', '"']
+        .iter()
+        .find_map(|q| text.strip_prefix(*q).and_then(|t| t.strip_suffix(*q)))
+        .unwrap_or(text);
+    Template::parse(text)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("error parsing jsonpath {text}, {e}"))
+}
+
+fn render(template: &Template, value: &Value) -> anyhow::Result<()> {
+    let text = template
+        .render(value)
+        .map_err(|e| anyhow::anyhow!("error executing jsonpath: {e}"))?;
+    print!("{text}");
+    Ok(())
+}
+
 pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<()> {
     let format = args.output.as_deref().unwrap_or("");
-    if !["", "wide", "yaml", "json", "name"].contains(&format) {
+    let template = jsonpath_template(format)?;
+    let format = if template.is_some() {
+        "jsonpath"
+    } else {
+        format
+    };
+    if !["", "wide", "yaml", "json", "name", "jsonpath"].contains(&format) {
         anyhow::bail!(
             "unable to match a printer suitable for the output format \"{format}\", allowed \
-             formats are: json,name,wide,yaml"
+             formats are: json,jsonpath,name,wide,yaml"
         );
     }
     if args.watch {
@@ -147,11 +189,18 @@ pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<()> {
                     print!("---\n{}", output::yaml(o)?);
                 }
             }
+            "jsonpath" => {
+                if let Some(t) = &template {
+                    for o in &list.items {
+                        render(t, o)?;
+                    }
+                }
+            }
             _ => {}
         }
         use std::io::Write;
         std::io::stdout().flush()?;
-        return watch(ctx, args, kind, &list.resource_version).await;
+        return watch(ctx, args, kind, &list.resource_version, template.as_ref()).await;
     }
     let mut failed = false;
     let mut shown: Vec<Value> = Vec::new();
@@ -212,7 +261,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<()> {
         }
     }
     match format {
-        "yaml" | "json" => {
+        "yaml" | "json" | "jsonpath" => {
             // One object asked for by name prints as itself; anything else as a List.
             let requested = kind_and_names(&args.resources)?;
             let single = shown.len() == 1 && requested.len() == 1 && requested[0].1.len() == 1;
@@ -221,7 +270,9 @@ pub async fn run(ctx: &Ctx, args: &Args) -> anyhow::Result<()> {
             } else {
                 output::list_object(shown, &resource_version)
             };
-            if format == "json" {
+            if let Some(t) = &template {
+                render(t, &value)?;
+            } else if format == "json" {
                 println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 print!("{}", output::yaml(&value)?);
