@@ -1,8 +1,13 @@
-//! Service proxying for Skiff nodes.
-//!
-//! Renders ClusterIP/NodePort rules from (services, endpoints, node) into iptables-restore text in
-//! one pure function and applies it atomically. The rules land with the networking issue; until
-//! then this crate only fixes the chain-name prefix every rule will use.
+//! Service proxying for Skiff nodes, in the shape of kube-proxy's iptables proxier: the
+//! Services and Endpoints a node follows are read into service ports ([`model`]), one pure
+//! function renders every rule for them into iptables-restore text ([`render`]) under chain
+//! names of Skiff's own ([`chains`]), and a thin layer applies that text atomically (with the
+//! node agent; not yet here).
 
-/// Every chain Skiff creates starts with this prefix, so its rules never collide with others'.
-pub const CHAIN_PREFIX: &str = "SKIFF-";
+pub mod chains;
+pub mod model;
+pub mod render;
+
+pub use chains::CHAIN_PREFIX;
+pub use model::{service_ports, Endpoint, Protocol, ServicePort};
+pub use render::{render, NodeContext, Rendered};

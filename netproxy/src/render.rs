@@ -1,0 +1,489 @@
+//! The one pure function that turns every service port of the cluster into iptables-restore
+//! text for the filter and nat tables, in the shape of kube-proxy's iptables proxier:
+//!
+//! - nat `SKIFF-SERVICES` matches each cluster IP (and external and load-balancer IPs) and
+//!   port and jumps to the port's `SKIFF-SVC-*` chain (external traffic through its
+//!   `SKIFF-EXT-*` chain, which marks it for masquerading first); its last rule sends traffic
+//!   to local addresses on to `SKIFF-NODEPORTS`.
+//! - `SKIFF-SVC-*` marks traffic from outside the cluster CIDR for masquerading, keeps a
+//!   client on its endpoint under sessionAffinity ClientIP (`recent`), then picks an endpoint
+//!   with equal probability: rule i of n matches with probability 1/(n−i), the last always.
+//! - `SKIFF-SEP-*` masquerades hairpin traffic (an endpoint reaching itself through the
+//!   service) and DNATs to the endpoint.
+//! - A port without ready endpoints gets no nat rules but a filter REJECT, so clients see
+//!   "connection refused" at once instead of waiting for a timeout.
+//! - `SKIFF-POSTROUTING` masquerades what was marked; filter `SKIFF-FORWARD` lets marked and
+//!   established service traffic through a host whose FORWARD policy drops.
+//!
+//! Every chain is declared (and so flushed) in the text; chains of Skiff's that exist in the
+//! kernel but are no longer rendered are flushed and deleted, so one `iptables-restore
+//! --noflush` brings the tables to exactly this state without touching anyone else's rules.
+//! The jumps from the built-in chains are not here: the applier adds them once.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use crate::chains::{
+    self, endpoint_chain, external_chain, service_chain, EXTERNAL_SERVICES, FORWARD, MARK_MASQ,
+    MASQ_MARK, NODEPORTS, POSTROUTING, SERVICES,
+};
+use crate::model::ServicePort;
+
+/// What the rules depend on besides the services.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeContext {
+    /// The cluster's pod network (`10.244.0.0/16`): traffic to a cluster IP from outside it
+    /// is masqueraded, so that replies come back through this node. None: not known, no such
+    /// rule.
+    pub cluster_cidr: Option<String>,
+}
+
+/// The rendered tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    /// iptables-restore input: `*filter … COMMIT` then `*nat … COMMIT`.
+    pub text: String,
+    /// How many rules (`-A` lines) it holds.
+    pub rules: usize,
+}
+
+/// One table being written: chain declarations first, then rules, as restore wants them.
+#[derive(Default)]
+struct Table {
+    chains: Vec<String>,
+    rules: Vec<String>,
+}
+
+impl Table {
+    fn chain(&mut self, name: &str) {
+        self.chains.push(format!(":{name} - [0:0]"));
+    }
+
+    fn rule(&mut self, chain: &str, spec: &str) {
+        self.rules.push(format!("-A {chain} {spec}"));
+    }
+
+    fn write(&self, name: &str, out: &mut String) {
+        let _ = writeln!(out, "*{name}");
+        for c in &self.chains {
+            let _ = writeln!(out, "{c}");
+        }
+        for r in &self.rules {
+            let _ = writeln!(out, "{r}");
+        }
+        let _ = writeln!(out, "COMMIT");
+    }
+}
+
+/// `-m comment --comment TEXT`, quoted when it has spaces.
+fn comment(text: &str) -> String {
+    if text.contains(' ') {
+        format!("-m comment --comment \"{text}\"")
+    } else {
+        format!("-m comment --comment {text}")
+    }
+}
+
+/// `-m tcp -p tcp` and the like.
+fn proto(sp: &ServicePort) -> String {
+    let p = sp.protocol.as_str();
+    format!("-m {p} -p {p}")
+}
+
+/// The probability of rule `i` of `n` picking its endpoint, as kube-proxy writes it.
+fn probability(i: usize, n: usize) -> String {
+    format!("{:.10}", 1.0 / (n - i) as f64)
+}
+
+/// Renders the rules for `ports` on a node described by `node`; `existing_nat` names the
+/// SKIFF- chains the nat table holds now (from `iptables-save`), so stale ones go.
+pub fn render(
+    ports: &[ServicePort],
+    node: &NodeContext,
+    existing_nat: &BTreeSet<String>,
+) -> Rendered {
+    let mut filter = Table::default();
+    let mut nat = Table::default();
+    for c in [SERVICES, EXTERNAL_SERVICES, FORWARD] {
+        filter.chain(c);
+    }
+    for c in [SERVICES, NODEPORTS, POSTROUTING, MARK_MASQ] {
+        nat.chain(c);
+    }
+
+    filter.rule(FORWARD, "-m conntrack --ctstate INVALID -j DROP");
+    filter.rule(
+        FORWARD,
+        &format!(
+            "{} -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT",
+            comment("skiff forwarding rules")
+        ),
+    );
+    filter.rule(
+        FORWARD,
+        &format!(
+            "{} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+            comment("skiff forwarding conntrack rule")
+        ),
+    );
+    nat.rule(
+        POSTROUTING,
+        &format!("-m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN"),
+    );
+    nat.rule(POSTROUTING, &format!("-j MARK --xor-mark {MASQ_MARK}"));
+    nat.rule(
+        POSTROUTING,
+        &format!(
+            "{} -j MASQUERADE --random-fully",
+            comment("skiff service traffic requiring SNAT")
+        ),
+    );
+    nat.rule(MARK_MASQ, &format!("-j MARK --or-mark {MASQ_MARK}"));
+
+    let mut rendered_chains: BTreeSet<String> = BTreeSet::new();
+    for sp in ports {
+        render_port(sp, node, &mut filter, &mut nat, &mut rendered_chains);
+    }
+    nat.rule(
+        SERVICES,
+        &format!(
+            "{} -m addrtype --dst-type LOCAL -j {NODEPORTS}",
+            comment("skiff service nodeports; NOTE: this must be the last rule in this chain")
+        ),
+    );
+
+    // Chains of ours that are no longer wanted: declared (flushed), then deleted.
+    let fixed: BTreeSet<&str> = [SERVICES, NODEPORTS, POSTROUTING, MARK_MASQ].into();
+    let stale: Vec<&String> = existing_nat
+        .iter()
+        .filter(|c| c.starts_with(chains::CHAIN_PREFIX))
+        .filter(|c| !fixed.contains(c.as_str()) && !rendered_chains.contains(*c))
+        .collect();
+    for c in &stale {
+        nat.chain(c);
+    }
+    for c in &stale {
+        nat.rules.push(format!("-X {c}"));
+    }
+
+    let mut text = String::new();
+    filter.write("filter", &mut text);
+    nat.write("nat", &mut text);
+    let rules = filter.rules.len() + nat.rules.iter().filter(|r| r.starts_with("-A")).count();
+    Rendered { text, rules }
+}
+
+fn render_port(
+    sp: &ServicePort,
+    node: &NodeContext,
+    filter: &mut Table,
+    nat: &mut Table,
+    rendered: &mut BTreeSet<String>,
+) {
+    let id = sp.id();
+    let proto = proto(sp);
+    let port = sp.port;
+    let cluster_ip = sp.cluster_ip;
+    let external_dests: Vec<(String, std::net::Ipv4Addr)> = sp
+        .external_ips
+        .iter()
+        .map(|ip| (format!("{id} external IP"), *ip))
+        .chain(
+            sp.load_balancer_ips
+                .iter()
+                .map(|ip| (format!("{id} loadbalancer IP"), *ip)),
+        )
+        .collect();
+
+    if sp.endpoints.is_empty() {
+        filter.rule(
+            SERVICES,
+            &format!(
+                "{} {proto} -d {cluster_ip}/32 --dport {port} -j REJECT",
+                comment(&format!("{id} has no endpoints"))
+            ),
+        );
+        for (_, ip) in &external_dests {
+            filter.rule(
+                EXTERNAL_SERVICES,
+                &format!(
+                    "{} {proto} -d {ip}/32 --dport {port} -j REJECT",
+                    comment(&format!("{id} has no endpoints"))
+                ),
+            );
+        }
+        if let Some(np) = sp.node_port {
+            filter.rule(
+                EXTERNAL_SERVICES,
+                &format!(
+                    "{} -m addrtype --dst-type LOCAL {proto} --dport {np} -j REJECT",
+                    comment(&format!("{id} has no endpoints"))
+                ),
+            );
+        }
+        return;
+    }
+
+    let svc = service_chain(sp);
+    nat.chain(&svc);
+    rendered.insert(svc.clone());
+    nat.rule(
+        SERVICES,
+        &format!(
+            "{} {proto} -d {cluster_ip}/32 --dport {port} -j {svc}",
+            comment(&format!("{id} cluster IP"))
+        ),
+    );
+    if let Some(cidr) = &node.cluster_cidr {
+        nat.rule(
+            &svc,
+            &format!(
+                "{} {proto} -d {cluster_ip}/32 --dport {port} ! -s {cidr} -j {MARK_MASQ}",
+                comment(&format!("{id} cluster IP"))
+            ),
+        );
+    }
+
+    if !external_dests.is_empty() || sp.node_port.is_some() {
+        let ext = external_chain(sp);
+        nat.chain(&ext);
+        rendered.insert(ext.clone());
+        for (what, ip) in &external_dests {
+            nat.rule(
+                SERVICES,
+                &format!(
+                    "{} {proto} -d {ip}/32 --dport {port} -j {ext}",
+                    comment(what)
+                ),
+            );
+        }
+        if let Some(np) = sp.node_port {
+            nat.rule(
+                NODEPORTS,
+                &format!("{} {proto} --dport {np} -j {ext}", comment(&id)),
+            );
+        }
+        nat.rule(
+            &ext,
+            &format!(
+                "{} -j {MARK_MASQ}",
+                comment(&format!(
+                    "masquerade traffic for {id} external destinations"
+                ))
+            ),
+        );
+        nat.rule(&ext, &format!("-j {svc}"));
+    }
+
+    let n = sp.endpoints.len();
+    let seps: Vec<String> = sp
+        .endpoints
+        .iter()
+        .map(|ep| endpoint_chain(sp, ep))
+        .collect();
+    if let Some(seconds) = sp.affinity_seconds {
+        for (ep, sep) in sp.endpoints.iter().zip(&seps) {
+            nat.rule(
+                &svc,
+                &format!(
+                    "{} -m recent --name {sep} --mask 255.255.255.255 --rsource --rcheck \
+                     --seconds {seconds} --reap -j {sep}",
+                    comment(&format!("{id} -> {}:{}", ep.ip, ep.port))
+                ),
+            );
+        }
+    }
+    for (i, (ep, sep)) in sp.endpoints.iter().zip(&seps).enumerate() {
+        let pick = if i + 1 < n {
+            format!(
+                " -m statistic --mode random --probability {}",
+                probability(i, n)
+            )
+        } else {
+            String::new()
+        };
+        nat.rule(
+            &svc,
+            &format!(
+                "{}{pick} -j {sep}",
+                comment(&format!("{id} -> {}:{}", ep.ip, ep.port))
+            ),
+        );
+    }
+    for (ep, sep) in sp.endpoints.iter().zip(&seps) {
+        nat.chain(sep);
+        rendered.insert(sep.clone());
+        nat.rule(
+            sep,
+            &format!("{} -s {}/32 -j {MARK_MASQ}", comment(&id), ep.ip),
+        );
+        let affinity = if sp.affinity_seconds.is_some() {
+            format!(" -m recent --name {sep} --mask 255.255.255.255 --rsource --set")
+        } else {
+            String::new()
+        };
+        nat.rule(
+            sep,
+            &format!(
+                "{} {proto}{affinity} -j DNAT --to-destination {}:{}",
+                comment(&id),
+                ep.ip,
+                ep.port
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Endpoint, Protocol};
+    use std::net::Ipv4Addr;
+
+    fn web(endpoints: &[(&str, u16)]) -> ServicePort {
+        ServicePort {
+            namespace: "default".into(),
+            name: "web".into(),
+            port_name: "http".into(),
+            protocol: Protocol::Tcp,
+            cluster_ip: Ipv4Addr::new(10, 96, 0, 20),
+            port: 80,
+            node_port: Some(30080),
+            external_ips: vec![],
+            load_balancer_ips: vec![],
+            affinity_seconds: None,
+            endpoints: endpoints
+                .iter()
+                .map(|(ip, port)| Endpoint {
+                    ip: ip.parse().expect("ip"),
+                    port: *port,
+                    node_name: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn node() -> NodeContext {
+        NodeContext {
+            cluster_cidr: Some("10.244.0.0/16".into()),
+        }
+    }
+
+    /// The rules after the fixed ones, with chain hashes shown as SVC, EXT, SEP1, SEP2…
+    fn service_rules(r: &Rendered, sp: &ServicePort) -> String {
+        let mut text = r.text.clone();
+        text = text.replace(&service_chain(sp), "SVC");
+        text = text.replace(&external_chain(sp), "EXT");
+        for (i, ep) in sp.endpoints.iter().enumerate() {
+            text = text.replace(&endpoint_chain(sp, ep), &format!("SEP{}", i + 1));
+        }
+        text
+    }
+
+    #[test]
+    fn three_endpoints_behind_a_cluster_ip_and_node_port() {
+        let sp = web(&[
+            ("10.244.0.5", 8080),
+            ("10.244.1.3", 8080),
+            ("10.244.2.9", 8080),
+        ]);
+        let r = render(std::slice::from_ref(&sp), &node(), &BTreeSet::new());
+        let expected = r#"*filter
+:SKIFF-SERVICES - [0:0]
+:SKIFF-EXTERNAL-SERVICES - [0:0]
+:SKIFF-FORWARD - [0:0]
+-A SKIFF-FORWARD -m conntrack --ctstate INVALID -j DROP
+-A SKIFF-FORWARD -m comment --comment "skiff forwarding rules" -m mark --mark 0x4000/0x4000 -j ACCEPT
+-A SKIFF-FORWARD -m comment --comment "skiff forwarding conntrack rule" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+COMMIT
+*nat
+:SKIFF-SERVICES - [0:0]
+:SKIFF-NODEPORTS - [0:0]
+:SKIFF-POSTROUTING - [0:0]
+:SKIFF-MARK-MASQ - [0:0]
+:SVC - [0:0]
+:EXT - [0:0]
+:SEP1 - [0:0]
+:SEP2 - [0:0]
+:SEP3 - [0:0]
+-A SKIFF-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
+-A SKIFF-POSTROUTING -j MARK --xor-mark 0x4000
+-A SKIFF-POSTROUTING -m comment --comment "skiff service traffic requiring SNAT" -j MASQUERADE --random-fully
+-A SKIFF-MARK-MASQ -j MARK --or-mark 0x4000
+-A SKIFF-SERVICES -m comment --comment "default/web:http cluster IP" -m tcp -p tcp -d 10.96.0.20/32 --dport 80 -j SVC
+-A SVC -m comment --comment "default/web:http cluster IP" -m tcp -p tcp -d 10.96.0.20/32 --dport 80 ! -s 10.244.0.0/16 -j SKIFF-MARK-MASQ
+-A SKIFF-NODEPORTS -m comment --comment default/web:http -m tcp -p tcp --dport 30080 -j EXT
+-A EXT -m comment --comment "masquerade traffic for default/web:http external destinations" -j SKIFF-MARK-MASQ
+-A EXT -j SVC
+-A SVC -m comment --comment "default/web:http -> 10.244.0.5:8080" -m statistic --mode random --probability 0.3333333333 -j SEP1
+-A SVC -m comment --comment "default/web:http -> 10.244.1.3:8080" -m statistic --mode random --probability 0.5000000000 -j SEP2
+-A SVC -m comment --comment "default/web:http -> 10.244.2.9:8080" -j SEP3
+-A SEP1 -m comment --comment default/web:http -s 10.244.0.5/32 -j SKIFF-MARK-MASQ
+-A SEP1 -m comment --comment default/web:http -m tcp -p tcp -j DNAT --to-destination 10.244.0.5:8080
+-A SEP2 -m comment --comment default/web:http -s 10.244.1.3/32 -j SKIFF-MARK-MASQ
+-A SEP2 -m comment --comment default/web:http -m tcp -p tcp -j DNAT --to-destination 10.244.1.3:8080
+-A SEP3 -m comment --comment default/web:http -s 10.244.2.9/32 -j SKIFF-MARK-MASQ
+-A SEP3 -m comment --comment default/web:http -m tcp -p tcp -j DNAT --to-destination 10.244.2.9:8080
+-A SKIFF-SERVICES -m comment --comment "skiff service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j SKIFF-NODEPORTS
+COMMIT
+"#;
+        assert_eq!(service_rules(&r, &sp), expected);
+        assert_eq!(r.rules, 22);
+    }
+
+    #[test]
+    fn no_endpoints_reject_at_once_and_stale_chains_go() {
+        let mut sp = web(&[]);
+        sp.external_ips = vec![Ipv4Addr::new(192, 0, 2, 7)];
+        let existing: BTreeSet<String> = [
+            "SKIFF-SERVICES".to_string(),
+            "SKIFF-SVC-0123456789ABCDEF".to_string(),
+            "KUBE-SVC-ABC".to_string(),
+        ]
+        .into();
+        let r = render(&[sp], &node(), &existing);
+        let filter: Vec<&str> = r.text.lines().filter(|l| l.contains("REJECT")).collect();
+        assert_eq!(
+            filter,
+            [
+                "-A SKIFF-SERVICES -m comment --comment \"default/web:http has no endpoints\" -m tcp -p tcp -d 10.96.0.20/32 --dport 80 -j REJECT",
+                "-A SKIFF-EXTERNAL-SERVICES -m comment --comment \"default/web:http has no endpoints\" -m tcp -p tcp -d 192.0.2.7/32 --dport 80 -j REJECT",
+                "-A SKIFF-EXTERNAL-SERVICES -m comment --comment \"default/web:http has no endpoints\" -m addrtype --dst-type LOCAL -m tcp -p tcp --dport 30080 -j REJECT",
+            ]
+        );
+        assert!(!r.text.contains("SKIFF-SVC-") || r.text.contains(":SKIFF-SVC-0123456789ABCDEF"));
+        assert!(r.text.contains(":SKIFF-SVC-0123456789ABCDEF - [0:0]\n"));
+        assert!(r.text.contains("-X SKIFF-SVC-0123456789ABCDEF\nCOMMIT\n"));
+        assert!(!r.text.contains("KUBE-"), "other chains are not ours");
+    }
+
+    #[test]
+    fn session_affinity_and_external_addresses() {
+        let mut sp = web(&[("10.244.0.5", 8080), ("10.244.1.3", 8080)]);
+        sp.affinity_seconds = Some(600);
+        sp.node_port = None;
+        sp.load_balancer_ips = vec![Ipv4Addr::new(192, 0, 2, 10)];
+        let r = render(
+            std::slice::from_ref(&sp),
+            &NodeContext::default(),
+            &BTreeSet::new(),
+        );
+        let text = service_rules(&r, &sp);
+        let wanted = [
+            "-A SKIFF-SERVICES -m comment --comment \"default/web:http loadbalancer IP\" -m tcp -p tcp -d 192.0.2.10/32 --dport 80 -j EXT",
+            "-A SVC -m comment --comment \"default/web:http -> 10.244.0.5:8080\" -m recent --name SEP1 --mask 255.255.255.255 --rsource --rcheck --seconds 600 --reap -j SEP1",
+            "-A SVC -m comment --comment \"default/web:http -> 10.244.1.3:8080\" -m recent --name SEP2 --mask 255.255.255.255 --rsource --rcheck --seconds 600 --reap -j SEP2",
+            "-A SEP1 -m comment --comment default/web:http -m tcp -p tcp -m recent --name SEP1 --mask 255.255.255.255 --rsource --set -j DNAT --to-destination 10.244.0.5:8080",
+        ];
+        for w in wanted {
+            assert!(text.contains(&format!("{w}\n")), "missing {w} in\n{text}");
+        }
+        // Affinity is checked before the random pick.
+        let recent = text.find("--rcheck").expect("rcheck");
+        let random = text.find("--probability").expect("probability");
+        assert!(recent < random);
+        // No cluster CIDR known: no masquerade rule for outside traffic to the cluster IP.
+        assert!(!text.contains("! -s"));
+        assert!(!text.contains("SKIFF-NODEPORTS -m comment --comment default/web:http"));
+    }
+}

@@ -1,0 +1,161 @@
+//! The proxy's rendered rules against the real iptables, in a network namespace of the test's
+//! own: the text is accepted by `iptables-restore --noflush`, lands as rendered (the service
+//! port's chains, the DNATs, the REJECT of a port without endpoints), applying it again
+//! changes nothing (no duplicates), the built-in chains and another program's chains are left
+//! alone, and a later render that names the chains now in the kernel removes the stale ones.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use netproxy::chains::{endpoint_chain, ours_in_save, service_chain};
+use netproxy::{render, Endpoint, NodeContext, Protocol, ServicePort};
+use tests::netns;
+
+fn port(name: &str, ip: [u8; 4], endpoints: &[(&str, u16)]) -> ServicePort {
+    ServicePort {
+        namespace: "default".into(),
+        name: name.into(),
+        port_name: String::new(),
+        protocol: Protocol::Tcp,
+        cluster_ip: Ipv4Addr::from(ip),
+        port: 80,
+        node_port: Some(30080),
+        external_ips: vec![],
+        load_balancer_ips: vec![],
+        affinity_seconds: Some(60),
+        endpoints: endpoints
+            .iter()
+            .map(|(ip, port)| Endpoint {
+                ip: ip.parse().expect("ip"),
+                port: *port,
+                node_name: None,
+            })
+            .collect(),
+    }
+}
+
+fn restore(text: &str) {
+    let mut child = Command::new("iptables-restore")
+        .arg("--noflush")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("iptables-restore runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("rules written");
+    let out = child.wait_with_output().expect("iptables-restore ends");
+    assert!(
+        out.status.success(),
+        "iptables-restore refused the rules: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn save(table: &str) -> String {
+    let out = Command::new("iptables-save")
+        .args(["-t", table])
+        .output()
+        .expect("iptables-save runs");
+    assert!(out.status.success());
+    // Without the comment lines that carry a date.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+fn iptables(args: &[&str]) {
+    let out = Command::new("iptables")
+        .args(args)
+        .output()
+        .expect("iptables runs");
+    assert!(
+        out.status.success(),
+        "iptables {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn rendered_rules_restore_idempotently_and_stale_chains_go() {
+    netns::on_one_host(|_| async move {
+        let web = port(
+            "web",
+            [10, 96, 0, 20],
+            &[("10.244.0.5", 8080), ("10.244.1.3", 8080)],
+        );
+        let empty = port("empty", [10, 96, 0, 21], &[]);
+        let node = NodeContext {
+            cluster_cidr: Some("10.244.0.0/16".into()),
+        };
+        // Someone else's chain and a jump in a built-in chain, which must survive.
+        iptables(&["-t", "nat", "-N", "OTHER-CHAIN"]);
+        iptables(&["-t", "nat", "-A", "PREROUTING", "-j", "OTHER-CHAIN"]);
+
+        let first = render(
+            &[web.clone(), empty.clone()],
+            &node,
+            &ours_in_save(&save("nat")),
+        );
+        restore(&first.text);
+        let nat = save("nat");
+        let svc = service_chain(&web);
+        assert!(nat.contains(&format!(":{svc} - [0:0]")), "{nat}");
+        for ep in &web.endpoints {
+            let sep = endpoint_chain(&web, ep);
+            assert!(
+                nat.contains(&format!(
+                    "-A {sep} -p tcp -m comment --comment \"default/web\" -m tcp -m recent --set \
+                     --name {sep} --mask 255.255.255.255 --rsource -j DNAT --to-destination {}:{}",
+                    ep.ip, ep.port
+                )),
+                "{nat}"
+            );
+        }
+        assert!(!nat.contains(&service_chain(&empty)), "{nat}");
+        let filter = save("filter");
+        assert!(
+            filter.contains(
+                "-A SKIFF-SERVICES -d 10.96.0.21/32 -p tcp -m comment --comment \
+                 \"default/empty has no endpoints\" -m tcp --dport 80 -j REJECT"
+            ),
+            "{filter}"
+        );
+        let rules = |t: &str| t.lines().filter(|l| l.starts_with("-A")).count();
+        let rules_after_first = rules(&nat) + rules(&filter);
+        assert!(rules_after_first >= first.rules, "{nat}{filter}");
+
+        // Again: the same tables, nothing added twice.
+        restore(&render(&[web.clone(), empty.clone()], &node, &ours_in_save(&nat)).text);
+        assert_eq!(save("nat"), nat);
+        assert_eq!(save("filter"), filter);
+
+        // The web Service goes: its chains are named in the kernel's list, so they go too;
+        // rendering without that list would have left them (the declarations alone only
+        // flush what they name).
+        let without_list = render(std::slice::from_ref(&empty), &node, &BTreeSet::new());
+        assert!(!without_list.text.contains(&svc));
+        let later = render(
+            std::slice::from_ref(&empty),
+            &node,
+            &ours_in_save(&save("nat")),
+        );
+        assert!(later.text.contains(&format!("-X {svc}")));
+        restore(&later.text);
+        let nat = save("nat");
+        assert!(
+            !nat.contains("SKIFF-SVC-") && !nat.contains("SKIFF-SEP-"),
+            "{nat}"
+        );
+        assert!(
+            nat.contains(":OTHER-CHAIN - [0:0]") && nat.contains("-A PREROUTING -j OTHER-CHAIN")
+        );
+    });
+}
