@@ -1,13 +1,15 @@
 //! Service proxying for Skiff nodes, in the shape of kube-proxy's iptables proxier: the
 //! Services and Endpoints a node follows are read into service ports ([`model`]), one pure
 //! function renders every rule for them into iptables-restore text ([`render`]) under chain
-//! names of Skiff's own ([`chains`]), and a thin layer applies that text atomically (with the
-//! node agent; not yet here).
+//! names of Skiff's own ([`chains`]), and a thin layer applies that text atomically with one
+//! `iptables-restore --noflush` per sync ([`apply`]).
 
+pub mod apply;
 pub mod chains;
 pub mod model;
 pub mod render;
 
+pub use apply::{ApplyError, Iptables, SyncReport};
 pub use chains::CHAIN_PREFIX;
 pub use model::{service_ports, Endpoint, Protocol, ServicePort};
 pub use render::{render, NodeContext, Rendered};

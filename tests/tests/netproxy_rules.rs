@@ -159,3 +159,40 @@ fn rendered_rules_restore_idempotently_and_stale_chains_go() {
         );
     });
 }
+
+#[test]
+fn syncs_add_each_jump_once_and_clean_up_removes_every_skiff_rule() {
+    netns::on_one_host(|_| async move {
+        let ipt = netproxy::Iptables::detect().expect("an iptables");
+        let web = port("web", [10, 96, 0, 20], &[("10.244.0.5", 8080)]);
+        let node = NodeContext::default();
+        let jumps = |table: &str| {
+            save(table)
+                .lines()
+                .filter(|l| {
+                    l.starts_with("-A PREROUTING")
+                        || l.starts_with("-A OUTPUT")
+                        || l.starts_with("-A POSTROUTING")
+                        || l.starts_with("-A INPUT")
+                        || l.starts_with("-A FORWARD")
+                })
+                .filter(|l| l.contains("SKIFF-"))
+                .count()
+        };
+        for _ in 0..3 {
+            let report = ipt.sync(std::slice::from_ref(&web), &node).expect("sync");
+            assert!(report.rules > 0);
+        }
+        // Three in nat (PREROUTING, OUTPUT, POSTROUTING), six in filter, however many syncs.
+        assert_eq!(jumps("nat"), 3, "{}", save("nat"));
+        assert_eq!(jumps("filter"), 6, "{}", save("filter"));
+        assert!(save("nat").contains(&service_chain(&web)));
+
+        ipt.clean_up().expect("clean-up");
+        let (nat, filter) = (save("nat"), save("filter"));
+        assert!(
+            !nat.contains("SKIFF-") && !filter.contains("SKIFF-"),
+            "{nat}{filter}"
+        );
+    });
+}
