@@ -72,10 +72,15 @@ pub fn find_agent(server_exe: Option<&Path>, path: Option<&str>) -> Result<PathB
     Err(NoAgent::NotFound(tried))
 }
 
-/// The agent's command line: this replica's client URLs, then the user's `--agent-arg`s
-/// (which come last, so that they win).
-pub fn agent_args(client_urls: &[String], extra: &[String]) -> Vec<String> {
-    let mut args = vec!["--endpoints".to_string(), client_urls.join(",")];
+/// The agent's command line: this replica's client URLs and the cluster's pod network, then
+/// the user's `--agent-arg`s (which come last, so that they win).
+pub fn agent_args(client_urls: &[String], cluster_cidr: &str, extra: &[String]) -> Vec<String> {
+    let mut args = vec![
+        "--endpoints".to_string(),
+        client_urls.join(","),
+        "--cluster-cidr".to_string(),
+        cluster_cidr.to_string(),
+    ];
     args.extend(extra.iter().cloned());
     args
 }
@@ -91,6 +96,7 @@ impl EmbeddedAgent {
     pub fn start(
         disabled: bool,
         client_urls: &[String],
+        cluster_cidr: &str,
         extra: &[String],
     ) -> Result<EmbeddedAgent, NoAgent> {
         if disabled {
@@ -102,7 +108,7 @@ impl EmbeddedAgent {
         let exe = std::env::current_exe().ok();
         let path = std::env::var("PATH").ok();
         let program = find_agent(exe.as_deref(), path.as_deref())?;
-        let args = agent_args(client_urls, extra);
+        let args = agent_args(client_urls, cluster_cidr, extra);
         tracing::info!(program = %program.display(), ?args, "starting this replica's node agent");
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(supervise(program, args, stopped));
@@ -224,11 +230,14 @@ mod tests {
         assert_eq!(
             agent_args(
                 &["http://127.0.0.1:2379".into()],
+                "10.244.0.0/16",
                 &["--node-name=a".into(), "--port=10251".into()]
             ),
             vec![
                 "--endpoints",
                 "http://127.0.0.1:2379",
+                "--cluster-cidr",
+                "10.244.0.0/16",
                 "--node-name=a",
                 "--port=10251"
             ]

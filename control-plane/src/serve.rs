@@ -93,6 +93,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let agent = match crate::node_agent::EmbeddedAgent::start(
         args.disable_agent,
         &advertised,
+        &args.cluster_cidr.network(),
         &args.agent_args,
     ) {
         Ok(agent) => Some(agent),

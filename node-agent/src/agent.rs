@@ -94,6 +94,16 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
         name.clone(),
         args.root_dir.clone(),
     ));
+    if !args.disable_proxy {
+        tokio::spawn(crate::network::service_proxy::run(
+            client.clone(),
+            crate::network::service_proxy::ProxySettings {
+                cluster_cidr: Some(args.cluster_cidr.clone()),
+                min_sync: args.proxy_min_sync_period,
+                sync_period: args.proxy_sync_period,
+            },
+        ));
+    }
 
     let cidr = pod_cidr(&client, &name).await?;
     let cni = Cni {

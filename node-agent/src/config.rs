@@ -77,6 +77,22 @@ pub struct Args {
     /// The shim binary (default: `skiff-shim` beside this program).
     #[arg(long, env = "SKIFF_SHIM")]
     pub shim: Option<PathBuf>,
+    /// The cluster's pod network: traffic to a Service's cluster IP from outside it is
+    /// masqueraded (as kube-proxy's --cluster-cidr).
+    #[arg(long, env = "SKIFF_CLUSTER_CIDR", default_value = "10.244.0.0/16")]
+    pub cluster_cidr: String,
+    /// Least time between two syncs of the Services' rules (0s: sync at every change).
+    #[arg(long, env = "SKIFF_PROXY_MIN_SYNC_PERIOD", default_value = "1s", value_parser = parse_duration)]
+    pub proxy_min_sync_period: std::time::Duration,
+    /// Most time between two syncs, changes or not (rules someone removed come back).
+    #[arg(long, env = "SKIFF_PROXY_SYNC_PERIOD", default_value = "30s", value_parser = parse_positive_duration)]
+    pub proxy_sync_period: std::time::Duration,
+    /// Keep no Service rules on this node (another proxy does it).
+    #[arg(long, env = "SKIFF_DISABLE_PROXY")]
+    pub disable_proxy: bool,
+    /// Remove every iptables rule and chain of Skiff's on this node, then exit.
+    #[arg(long)]
+    pub cleanup: bool,
     /// Run this many simulated nodes instead of a real one.
     #[arg(long, default_value_t = 0)]
     pub hollow: usize,

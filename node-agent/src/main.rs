@@ -27,6 +27,12 @@ async fn run() -> anyhow::Result<()> {
         .with_ansi(false)
         .init();
     let args = Args::parse();
+    if args.cleanup {
+        let ipt = netproxy::Iptables::detect()?;
+        ipt.clean_up()?;
+        tracing::info!("removed every Skiff rule from {}", ipt.backend.iptables);
+        return Ok(());
+    }
     let client = skiff_api::Client::new(&args.endpoint_list())?;
     if args.hollow > 0 {
         return hollow::run(

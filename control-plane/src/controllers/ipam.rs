@@ -59,6 +59,15 @@ impl PodNetwork {
         })
     }
 
+    /// The whole network as written (`10.244.0.0/16`).
+    pub fn network(&self) -> String {
+        format!(
+            "{}/{}",
+            Ipv4Addr::from(self.base),
+            24 - self.blocks.trailing_zeros()
+        )
+    }
+
     fn cidr(&self, n: u32) -> String {
         format!("{}/24", Ipv4Addr::from(self.base + (n << 8)))
     }
@@ -134,6 +143,18 @@ pub async fn run(ctx: Context) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_network_reads_back_as_written() {
+        for text in [
+            "10.244.0.0/16",
+            "10.0.0.0/8",
+            "192.168.5.0/24",
+            "10.40.0.0/14",
+        ] {
+            assert_eq!(PodNetwork::parse(text).expect("parses").network(), text);
+        }
+    }
 
     #[test]
     fn nodes_get_the_lowest_free_ranges() {

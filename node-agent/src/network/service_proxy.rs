@@ -1,0 +1,101 @@
+//! The node's service proxy: follows every Service and Endpoints object (watch-backed stores,
+//! no truth of its own) and keeps the host's iptables in step through `netproxy`: a full sync
+//! after a change, at most one per `--proxy-min-sync-period`, and every `--proxy-sync-period`
+//! in any case (which also repairs rules someone flushed, and retries after a failed restore).
+//! No sync happens before both stores hold a first list, so a starting agent never replaces
+//! good rules with an empty view.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::Metadata;
+use netproxy::{Iptables, NodeContext};
+use skiff_api::runtime::{Config, Store, Watcher, Writer};
+use skiff_api::Client;
+use tokio::sync::Notify;
+
+/// How the proxy runs.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    pub cluster_cidr: Option<String>,
+    pub min_sync: Duration,
+    pub sync_period: Duration,
+}
+
+/// Follows objects of kind `K` into a store, waking `changed` on every event.
+fn follow<K>(client: Client, changed: Arc<Notify>) -> Store<K>
+where
+    K: k8s_openapi::Resource
+        + Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
+        + serde::de::DeserializeOwned
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let mut writer = Writer::<K>::default();
+    let store = writer.store();
+    tokio::spawn(async move {
+        let mut watcher = match Watcher::<K>::new(client, Config::default()) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!("service proxy: cannot follow {}: {e}", K::KIND);
+                return;
+            }
+        };
+        loop {
+            match watcher.next().await {
+                Ok(event) => {
+                    writer.apply(&event);
+                    changed.notify_one();
+                }
+                Err(e) => tracing::debug!("service proxy: following {}: {e}", K::KIND),
+            }
+        }
+    });
+    store
+}
+
+/// Runs the proxy until the agent stops. Without a usable iptables it says so and stops.
+pub async fn run(client: Client, settings: ProxySettings) {
+    let ipt = match tokio::task::spawn_blocking(Iptables::detect).await {
+        Ok(Ok(ipt)) => Arc::new(ipt),
+        Ok(Err(e)) => {
+            tracing::error!("service proxy disabled: {e}");
+            return;
+        }
+        Err(e) => {
+            tracing::error!("service proxy disabled: {e}");
+            return;
+        }
+    };
+    tracing::info!("service proxy uses {}", ipt.backend.iptables);
+    let changed = Arc::new(Notify::new());
+    let services = follow::<Service>(client.clone(), changed.clone());
+    let endpoints = follow::<Endpoints>(client, changed.clone());
+    services.wait_until_ready().await;
+    endpoints.wait_until_ready().await;
+    let node = NodeContext {
+        cluster_cidr: settings.cluster_cidr.clone(),
+    };
+    loop {
+        let svcs: Vec<Service> = services.state().iter().map(|s| (**s).clone()).collect();
+        let eps: Vec<Endpoints> = endpoints.state().iter().map(|e| (**e).clone()).collect();
+        let ports = netproxy::service_ports(&svcs, &eps);
+        let ipt = ipt.clone();
+        let node = node.clone();
+        match tokio::task::spawn_blocking(move || ipt.sync(&ports, &node)).await {
+            Ok(Ok(report)) => tracing::debug!(
+                rules = report.rules,
+                render_us = report.render.as_micros() as u64,
+                restore_us = report.restore.as_micros() as u64,
+                "service rules synced"
+            ),
+            Ok(Err(e)) => tracing::error!("service rules not synced: {e}"),
+            Err(e) => tracing::error!("service rules not synced: {e}"),
+        }
+        tokio::time::sleep(settings.min_sync).await;
+        let _ = tokio::time::timeout(settings.sync_period, changed.notified()).await;
+    }
+}

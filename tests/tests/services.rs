@@ -1,0 +1,178 @@
+//! Services through the node's proxy, end to end on a test host of its own: two pods of the
+//! example image behind a NodePort Service answer through the cluster IP from the node (both
+//! of them, picked at random) and through the NodePort from a client outside the cluster; a
+//! Service without endpoints refuses connections at once; deleting a pod takes it out of the
+//! rules, and deleting the Service removes its chains.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use skiff_api::Kind;
+use tests::agent::TestNode;
+use tests::netns::{self, TestNet};
+use tests::wait;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn running(p: &Value) -> bool {
+    p["status"]["phase"] == "Running"
+}
+
+#[test]
+fn cluster_ips_and_node_ports_reach_the_pods_and_empty_services_refuse() {
+    if !netns::available() {
+        eprintln!("skipped: needs root for network namespaces and containers");
+        return;
+    }
+    let net = Arc::new(TestNet::create(1));
+    let host_ip = net.hosts[0].ip.clone();
+    let inner = net.clone();
+    net.run_in_host(0, move || async move {
+        let net = inner;
+        // A host has a default route; cluster IPs are routed by it before the proxy's DNAT.
+        let route = std::process::Command::new("ip")
+            .args(["route", "add", "default", "dev", "eth0"])
+            .status()
+            .expect("ip runs");
+        assert!(route.success());
+        let node = TestNode::start_with(&host_ip, &["--proxy-min-sync-period", "0s"]).await;
+        for name in ["web-a", "web-b"] {
+            node.create_pod(
+                name,
+                json!({"app": "web"}),
+                json!({"terminationGracePeriodSeconds": 1,
+                       "containers": [{"name": "app", "image": "busybox",
+                                       "ports": [{"name": "http", "containerPort": 8080}]}]}),
+            )
+            .await;
+        }
+        for name in ["web-a", "web-b"] {
+            node.until_pod(name, "running", running).await;
+        }
+        let services = Kind::of("v1", "Service").expect("Service");
+        for (name, selector, kind) in [("web", "web", "NodePort"), ("nobody", "none", "ClusterIP")]
+        {
+            node.client
+                .create(
+                    &json!({"apiVersion": "v1", "kind": "Service",
+                            "metadata": {"name": name, "namespace": "default"},
+                            "spec": {"type": kind, "selector": {"app": selector},
+                                     "ports": [{"port": 80, "targetPort": "http"}]}}),
+                    "default",
+                )
+                .await
+                .expect("service created");
+        }
+        let web = node
+            .client
+            .get(&services, "default", "web")
+            .await
+            .expect("web");
+        let cluster_ip = web["spec"]["clusterIP"]
+            .as_str()
+            .expect("cluster IP")
+            .to_string();
+        let node_port = web["spec"]["ports"][0]["nodePort"]
+            .as_u64()
+            .expect("node port");
+        let nobody = node
+            .client
+            .get(&services, "default", "nobody")
+            .await
+            .expect("nobody");
+        let nobody_ip = nobody["spec"]["clusterIP"]
+            .as_str()
+            .expect("ip")
+            .to_string();
+
+        // Through the cluster IP from the node: both pods answer, in some order.
+        let target = format!("{cluster_ip}:80");
+        let first = wait::try_until(LIMIT, || tests::http::get(&target)).await;
+        assert!(
+            first.is_some(),
+            "nothing answers on {target}; agent log:\n{}",
+            node.agent.log()
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            if let Some(body) = tests::http::get(&target).await {
+                seen.insert(body.trim().to_string());
+            }
+        }
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            ["web-a", "web-b"],
+            "both pods answer through the cluster IP"
+        );
+
+        // A Service without endpoints refuses at once rather than timing out.
+        let refused_at = format!("{nobody_ip}:80");
+        let refused = wait::try_until(LIMIT, || async {
+            let started = Instant::now();
+            match tokio::net::TcpStream::connect(&refused_at).await {
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    Some(started.elapsed())
+                }
+                _ => None,
+            }
+        })
+        .await
+        .expect("connections to a Service without endpoints are refused");
+        assert!(refused < Duration::from_secs(1), "{refused:?}");
+
+        // Through the NodePort from a client outside the cluster.
+        let from_outside = format!("{host_ip}:{node_port}");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let client_net = net.clone();
+        std::thread::spawn(move || {
+            client_net.run_as_client(move || async move {
+                let answer = wait::try_until(LIMIT, || tests::http::get(&from_outside)).await;
+                let _ = tx.send(answer);
+            })
+        });
+        let answer = tokio::task::spawn_blocking(move || rx.recv().ok().flatten())
+            .await
+            .expect("client thread");
+        let answer = answer.map(|a| a.trim().to_string());
+        assert!(
+            matches!(answer.as_deref(), Some("web-a") | Some("web-b")),
+            "NodePort answer: {answer:?}"
+        );
+
+        // A deleted pod leaves the rules: every later request reaches the other one.
+        let pods = Kind::of("v1", "Pod").expect("Pod");
+        node.client
+            .delete(&pods, "default", "web-b")
+            .await
+            .expect("deleted");
+        wait::until(
+            "only web-a to answer, ten times in a row",
+            LIMIT,
+            || async {
+                for _ in 0..10 {
+                    if tests::http::get(&target).await.as_deref().map(str::trim) != Some("web-a") {
+                        return None;
+                    }
+                }
+                Some(())
+            },
+        )
+        .await;
+
+        // The Service goes, and so do its chains.
+        node.client
+            .delete(&services, "default", "web")
+            .await
+            .expect("deleted");
+        wait::until("the Service's chains to go", LIMIT, || async {
+            let out = std::process::Command::new("iptables-save")
+                .args(["-t", "nat"])
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (!text.contains("default/web") && text.contains("SKIFF-SERVICES")).then_some(())
+        })
+        .await;
+    });
+}
