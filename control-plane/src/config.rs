@@ -103,6 +103,10 @@ pub struct Args {
     /// `periodic`, a number of revisions for `revision`; 0 turns automatic compaction off.
     #[arg(long, env = "SKIFF_AUTO_COMPACTION_RETENTION", default_value = "5m")]
     pub auto_compaction_retention: String,
+    /// MiB of memory for the store's page cache (the Raft log's gets a quarter more); sled's
+    /// own default, 1 GiB, lets a replica's memory grow for hours.
+    #[arg(long, env = "SKIFF_CACHE_SIZE_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_size_mb: u64,
     /// How long Events are kept (a duration such as `1h` or `30m`): each is stored with a store
     /// lease that removes it after this time.
     #[arg(long, env = "SKIFF_EVENT_TTL", default_value = "1h", value_parser = parse_event_ttl)]
@@ -280,6 +284,7 @@ impl Args {
                 &self.auto_compaction_mode,
                 &self.auto_compaction_retention,
             )?,
+            cache_bytes: self.cache_size_mb << 20,
         })
     }
 }
