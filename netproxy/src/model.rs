@@ -87,9 +87,12 @@ fn ipv4(text: &str) -> Option<Ipv4Addr> {
 
 /// The service ports of `services` that get rules, each with its endpoints from `endpoints`,
 /// sorted by id and port. IPv6 addresses are left out (the rules are IPv4 for now).
-pub fn service_ports(services: &[Service], endpoints: &[Endpoints]) -> Vec<ServicePort> {
+pub fn service_ports<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    endpoints: impl IntoIterator<Item = &'a Endpoints>,
+) -> Vec<ServicePort> {
     let by_name: BTreeMap<(&str, &str), &Endpoints> = endpoints
-        .iter()
+        .into_iter()
         .filter_map(|e| {
             Some((
                 (

@@ -80,9 +80,8 @@ pub async fn run(client: Client, settings: ProxySettings) {
         cluster_cidr: settings.cluster_cidr.clone(),
     };
     loop {
-        let svcs: Vec<Service> = services.state().iter().map(|s| (**s).clone()).collect();
-        let eps: Vec<Endpoints> = endpoints.state().iter().map(|e| (**e).clone()).collect();
-        let ports = netproxy::service_ports(&svcs, &eps);
+        let (svcs, eps) = (services.state(), endpoints.state());
+        let ports = netproxy::service_ports(svcs.iter().map(|s| &**s), eps.iter().map(|e| &**e));
         let ipt = ipt.clone();
         let node = node.clone();
         match tokio::task::spawn_blocking(move || ipt.sync(&ports, &node)).await {
