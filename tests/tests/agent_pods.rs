@@ -270,11 +270,23 @@ fn bad_input_is_reported_with_kubernetes_reasons_and_a_job_completes() {
             phase(p) == "Running"
         })
         .await;
-        let events = events_of(&n.client, "no-config").await;
-        for want in [
+        // The Events are written beside the status, not before it: wait for them (with a
+        // deadline) rather than read them once the pod is Running.
+        let wanted = [
             "Created: Created container: main",
             "Started: Started container main",
-        ] {
+        ];
+        let has_all = |events: &[String]| wanted.iter().all(|w| events.iter().any(|e| e == w));
+        let found = wait::try_until(Duration::from_secs(30), || async {
+            let events = events_of(&n.client, "no-config").await;
+            has_all(&events).then_some(events)
+        })
+        .await;
+        let events = match found {
+            Some(events) => events,
+            None => events_of(&n.client, "no-config").await,
+        };
+        for want in wanted {
             assert!(events.iter().any(|e| e == want), "{want} in {events:?}");
         }
 
