@@ -184,7 +184,9 @@ impl Iptables {
                 cmd: backend.iptables,
                 has_check: true,
                 has_wait: true,
-                is_numeric: false,
+                // Listing a chain without -n looks up a name for every address in it: with a
+                // slow or unreachable DNS server that took seconds per chain.
+                is_numeric: true,
             },
         }
     }

@@ -36,6 +36,11 @@ pub struct NodeContext {
     /// is masqueraded, so that replies come back through this node. None: not known, no such
     /// rule.
     pub cluster_cidr: Option<String>,
+    /// Whether this node's pod network is Skiff's own (the default bridge): then pods' traffic
+    /// leaving the cluster network is masqueraded here (pod-to-pod traffic, across nodes too,
+    /// keeps its source address) and the cluster network is forwarded even where the FORWARD
+    /// policy drops. Needs `cluster_cidr`.
+    pub pod_network: bool,
 }
 
 /// The rendered tables.
@@ -126,6 +131,24 @@ pub fn render(
             comment("skiff forwarding conntrack rule")
         ),
     );
+    if let (true, Some(cidr)) = (node.pod_network, &node.cluster_cidr) {
+        for (flow, what) in [("-s", "from"), ("-d", "to")] {
+            filter.rule(
+                FORWARD,
+                &format!(
+                    "{} {flow} {cidr} -j ACCEPT",
+                    comment(&format!("skiff pod network traffic {what} pods"))
+                ),
+            );
+        }
+        nat.rule(
+            POSTROUTING,
+            &format!(
+                "{} -s {cidr} ! -d {cidr} -j MASQUERADE --random-fully",
+                comment("skiff pod traffic leaving the cluster network")
+            ),
+        );
+    }
     nat.rule(
         POSTROUTING,
         &format!("-m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN"),
@@ -366,6 +389,7 @@ mod tests {
     fn node() -> NodeContext {
         NodeContext {
             cluster_cidr: Some("10.244.0.0/16".into()),
+            pod_network: false,
         }
     }
 
@@ -485,5 +509,48 @@ COMMIT
         // No cluster CIDR known: no masquerade rule for outside traffic to the cluster IP.
         assert!(!text.contains("! -s"));
         assert!(!text.contains("SKIFF-NODEPORTS -m comment --comment default/web:http"));
+    }
+
+    #[test]
+    fn a_node_on_skiffs_own_pod_network_masquerades_only_traffic_leaving_it() {
+        let mut node = node();
+        node.pod_network = true;
+        let r = render(&[], &node, &BTreeSet::new());
+        let lines = |table: &str| -> Vec<String> {
+            r.text
+                .split("COMMIT\n")
+                .find(|t| t.starts_with(&format!("*{table}")))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| {
+                    l.starts_with("-A SKIFF-FORWARD") || l.starts_with("-A SKIFF-POSTROUTING")
+                })
+                .map(str::to_string)
+                .collect()
+        };
+        assert_eq!(
+            lines("filter"),
+            [
+                "-A SKIFF-FORWARD -m conntrack --ctstate INVALID -j DROP",
+                "-A SKIFF-FORWARD -m comment --comment \"skiff forwarding rules\" -m mark --mark 0x4000/0x4000 -j ACCEPT",
+                "-A SKIFF-FORWARD -m comment --comment \"skiff forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                "-A SKIFF-FORWARD -m comment --comment \"skiff pod network traffic from pods\" -s 10.244.0.0/16 -j ACCEPT",
+                "-A SKIFF-FORWARD -m comment --comment \"skiff pod network traffic to pods\" -d 10.244.0.0/16 -j ACCEPT",
+            ]
+        );
+        // Pod egress first: a marked packet leaving the cluster network is masqueraded once.
+        assert_eq!(
+            lines("nat"),
+            [
+                "-A SKIFF-POSTROUTING -m comment --comment \"skiff pod traffic leaving the cluster network\" -s 10.244.0.0/16 ! -d 10.244.0.0/16 -j MASQUERADE --random-fully",
+                "-A SKIFF-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+                "-A SKIFF-POSTROUTING -j MARK --xor-mark 0x4000",
+                "-A SKIFF-POSTROUTING -m comment --comment \"skiff service traffic requiring SNAT\" -j MASQUERADE --random-fully",
+            ]
+        );
+        // Without it (another pod network), none of these rules.
+        let other = render(&[], &super::tests::node(), &BTreeSet::new());
+        assert!(!other.text.contains("pod network"));
+        assert!(!other.text.contains("leaving the cluster network"));
     }
 }

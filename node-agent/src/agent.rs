@@ -20,6 +20,9 @@ use crate::real::RealRuntime;
 use crate::runtime::qos_cgroups::{self, Allocatable};
 use crate::server::AgentService;
 
+/// How often the pod routes are checked against the kernel when no Node changed.
+const POD_ROUTES_RESYNC: Duration = Duration::from_secs(10);
+
 /// Waits until the control plane has given `name` a pod CIDR.
 async fn pod_cidr(client: &Client, name: &str) -> anyhow::Result<String> {
     let nodes = Kind::of("v1", "Node").expect("Node is served");
@@ -81,6 +84,7 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
         facts: facts.clone(),
         port,
         reserved: args.system_reserved,
+        lease_seconds: args.node_lease_duration_seconds,
     };
     let not_ready = Err(kernel
         .clone()
@@ -94,18 +98,6 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
         name.clone(),
         args.root_dir.clone(),
     ));
-    if !args.disable_proxy {
-        tokio::spawn(crate::network::service_proxy::run(
-            client.clone(),
-            crate::network::service_proxy::ProxySettings {
-                cluster_cidr: Some(args.cluster_cidr.clone()),
-                min_sync: args.proxy_min_sync_period,
-                sync_period: args.proxy_sync_period,
-            },
-        ));
-    }
-
-    let cidr = pod_cidr(&client, &name).await?;
     let cni = Cni {
         conf_dir: args
             .cni_conf_dir
@@ -114,7 +106,32 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
         bin_dir: args.cni_bin_dir.clone(),
         state_dir: args.root_dir.join("cni"),
     };
-    cni.ensure_default(&cidr)?;
+    // On Skiff's own pod network the agent routes other nodes' pods (host-gw) and, with its
+    // proxy, masquerades what leaves the cluster network; with a network of the user's own,
+    // that network's plugins do both.
+    let own_network = cni.default_in_use();
+    if own_network {
+        tokio::spawn(crate::network::pod_routes::run(
+            client.clone(),
+            name.clone(),
+            facts.address,
+            POD_ROUTES_RESYNC,
+        ));
+    }
+    if !args.disable_proxy {
+        tokio::spawn(crate::network::service_proxy::run(
+            client.clone(),
+            crate::network::service_proxy::ProxySettings {
+                cluster_cidr: Some(args.cluster_cidr.clone()),
+                pod_network: own_network,
+                min_sync: args.proxy_min_sync_period,
+                sync_period: args.proxy_sync_period,
+            },
+        ));
+    }
+
+    let cidr = pod_cidr(&client, &name).await?;
+    cni.ensure_default(&cidr, args.disable_proxy)?;
     tracing::info!(node = %name, pod_cidr = %cidr, "pod network configured");
     let _previous = ready_tx.send_replace(kernel);
 

@@ -99,6 +99,10 @@ pub struct Args {
     /// Name prefix of the hollow nodes (PREFIX-0, PREFIX-1, ...).
     #[arg(long, default_value = "hollow")]
     pub name: String,
+    /// Duration of the node's Lease; the agent renews it every quarter of that (the kubelet's
+    /// flag and default). The control plane's --node-monitor-grace-period must be longer.
+    #[arg(long, env = "SKIFF_NODE_LEASE_DURATION_SECONDS", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub node_lease_duration_seconds: u32,
     /// Seconds between Lease renewals of each hollow node.
     #[arg(long, env = "SKIFF_NODE_HEARTBEAT", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat_every: u64,

@@ -31,6 +31,9 @@ async fn run() -> anyhow::Result<()> {
         let ipt = netproxy::Iptables::detect()?;
         ipt.clean_up()?;
         tracing::info!("removed every Skiff rule from {}", ipt.backend.iptables);
+        let routes = node_agent::network::route_table::RouteTable::open()?;
+        let removed = routes.clean_up().await?;
+        tracing::info!("removed {removed} pod routes of Skiff's");
         return Ok(());
     }
     let client = skiff_api::Client::new(&args.endpoint_list())?;

@@ -12,12 +12,19 @@ pub struct Agent {
     pub cgroup_root: String,
     child: Option<Child>,
     args: Vec<String>,
+    /// The network namespace it runs in (None: the starting thread's).
+    netns: Option<String>,
 }
 
 impl Agent {
     /// Starts an agent named `name` against `endpoints`, with `extra` flags (e.g. `--node-ip`,
     /// `--registry-config`). It runs in the calling thread's network namespace.
     pub fn start(name: &str, endpoints: &str, extra: &[&str]) -> Agent {
+        Self::start_in(None, name, endpoints, extra)
+    }
+
+    /// As [`Agent::start`], in network namespace `netns` when given.
+    pub fn start_in(netns: Option<&str>, name: &str, endpoints: &str, extra: &[&str]) -> Agent {
         let root = tempfile::Builder::new()
             .prefix("skiff-agent-test")
             .tempdir()
@@ -47,6 +54,7 @@ impl Agent {
             cgroup_root,
             child: None,
             args,
+            netns: netns.map(str::to_string),
         };
         agent.spawn();
         agent
@@ -58,7 +66,13 @@ impl Agent {
             .append(true)
             .open(self.log_path())
             .expect("agent log");
-        let child = Command::new(crate::bins::bin("skiff-agent"))
+        let mut cmd = Command::new(crate::bins::bin("skiff-agent"));
+        // Not `ip netns exec`: it would also give the agent a mount namespace of its own with
+        // a fresh /sys, hiding the cgroup hierarchies.
+        if let Some(ns) = &self.netns {
+            crate::netns::enter_before_exec(&mut cmd, ns);
+        }
+        let child = cmd
             .args(&self.args)
             .env("SKIFF_LOG", "info,node_agent=debug")
             .stdin(Stdio::null())
@@ -199,6 +213,38 @@ impl Drop for Agent {
     }
 }
 
+/// A directory holding a `registries.yaml` that sends `docker.io` pulls to `registry` over
+/// plain HTTP.
+pub fn mirror_config(registry: &crate::registry::TestRegistry) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("registries.yaml"),
+        format!(
+            "mirrors:\n  docker.io:\n    endpoint:\n      - \"http://{}\"\n",
+            registry.host()
+        ),
+    )
+    .expect("registries.yaml");
+    dir
+}
+
+/// Waits up to `limit` until Node `name` is Ready.
+pub async fn until_ready(client: &skiff_api::Client, name: &str, limit: std::time::Duration) {
+    let nodes = skiff_api::Kind::of("v1", "Node").expect("Node");
+    crate::wait::until(&format!("node {name} to be Ready"), limit, || {
+        let c = client.clone();
+        async move {
+            let n = c.get(&nodes, "", name).await.ok()?;
+            let ready = n["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            ready.then_some(())
+        }
+    })
+    .await;
+}
+
 /// One test node: a replica, Debian's docker-registry holding the example image as `busybox`,
 /// and a real agent pulling through a `docker.io` mirror entry and serving its port on a free
 /// one — all in the calling thread's network namespace. Returns once the node is Ready.
@@ -227,16 +273,8 @@ impl TestNode {
         crate::registry::push_example_image(&registry, "library/busybox", "latest")
             .await
             .expect("image pushed");
-        let config_dir = tempfile::tempdir().expect("tempdir");
+        let config_dir = mirror_config(&registry);
         let config = config_dir.path().join("registries.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "mirrors:\n  docker.io:\n    endpoint:\n      - \"http://{}\"\n",
-                registry.host()
-            ),
-        )
-        .expect("registries.yaml");
         let port = crate::cluster::free_port();
         let port_text = port.to_string();
         let config_text = config.to_string_lossy();
@@ -252,20 +290,7 @@ impl TestNode {
         flags.extend_from_slice(agent_flags);
         let agent = Agent::start("node-a", &cluster.endpoints(), &flags);
         let client = skiff_api::Client::new(&[cluster.endpoints()]).expect("client");
-        let nodes = skiff_api::Kind::of("v1", "Node").expect("Node");
-        let c = client.clone();
-        crate::wait::until("the node to be Ready", limit, || {
-            let c = c.clone();
-            async move {
-                let n = c.get(&nodes, "", "node-a").await.ok()?;
-                let ready = n["status"]["conditions"]
-                    .as_array()?
-                    .iter()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
-                ready.then_some(())
-            }
-        })
-        .await;
+        until_ready(&client, "node-a", limit).await;
         TestNode {
             agent,
             registry,

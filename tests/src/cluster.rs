@@ -144,18 +144,29 @@ impl Cluster {
     /// Starts one replica on each host of a [`crate::netns::TestNet`] (call from inside
     /// [`crate::netns::TestNet::run_as_client`] so that the test can reach them).
     pub async fn start_on(net: &crate::netns::TestNet, extra_args: &[&str]) -> Cluster {
+        let all: Vec<usize> = (0..net.hosts.len()).collect();
+        Self::start_on_hosts(net, &all, extra_args).await
+    }
+
+    /// Starts one replica on each of the hosts numbered `hosts` (listening on the host's
+    /// address, inside its namespace), whatever namespace the caller is in.
+    pub async fn start_on_hosts(
+        net: &crate::netns::TestNet,
+        hosts: &[usize],
+        extra_args: &[&str],
+    ) -> Cluster {
         let root = tempfile::tempdir().expect("temp dir");
-        let members = net
-            .hosts
+        let members = hosts
             .iter()
             .enumerate()
-            .map(|(i, h)| {
+            .map(|(i, &h)| {
+                let host = &net.hosts[h];
                 let name = format!("m{i}");
                 Member {
                     dir: root.path().join(&name),
                     name,
-                    host: h.ip.clone(),
-                    netns: Some(h.ns.clone()),
+                    host: host.ip.clone(),
+                    netns: Some(host.ns.clone()),
                     client_port: 2379,
                     peer_port: 2380,
                     child: None,

@@ -12,6 +12,7 @@ pub mod etcdctl;
 pub mod history;
 pub mod hollow;
 pub mod http;
+pub mod multi_host;
 pub mod netns;
 pub mod pod_tracker;
 pub mod registry;

@@ -93,6 +93,17 @@ impl TestNet {
         net
     }
 
+    /// Gives every host a default route out of its `eth0`, as hosts on a LAN have: traffic to
+    /// addresses no other route covers (a Service's cluster IP, before the proxy's DNAT) is
+    /// routed instead of refused.
+    pub fn add_default_routes(&self) {
+        for host in &self.hosts {
+            run(&[
+                "ip", "-n", &host.ns, "route", "add", "default", "dev", "eth0",
+            ]);
+        }
+    }
+
     /// Cuts host `i` off from every other host (clients can still reach it).
     pub fn isolate(&self, i: usize) {
         let ns = &self.hosts[i].ns;
@@ -152,6 +163,23 @@ where
     let net = TestNet::create(1);
     let host_ip = net.hosts[0].ip.clone();
     net.run_in_host(0, move || body(host_ip));
+}
+
+/// Makes `cmd` enter network namespace `ns` (and nothing else) between fork and exec.
+pub fn enter_before_exec(cmd: &mut Command, ns: &str) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let file = std::fs::File::open(format!("/var/run/netns/{ns}")).expect("namespace");
+    // SAFETY: the closure only calls setns, which is async-signal-safe, on a descriptor that
+    // the closure owns and so keeps open until exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
 
 /// Runs `body` on a thread of its own inside namespace `ns`, with its own runtime.

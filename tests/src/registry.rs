@@ -30,7 +30,8 @@ pub const DOCKER_REGISTRY: &str = "/usr/bin/docker-registry";
 pub const BUSYBOX: &str = skiff_api::example_image::DEFAULT_BUSYBOX;
 pub use skiff_api::example_image::{EXAMPLE_CMD, EXAMPLE_PORT};
 
-/// A running `docker-registry` on `127.0.0.1`, killed on drop.
+/// A running `docker-registry` (on `127.0.0.1` unless started at another address), killed on
+/// drop.
 pub struct TestRegistry {
     child: Child,
     addr: SocketAddr,
@@ -41,21 +42,34 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// Starts a registry without authentication and waits until `GET /v2/` answers.
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_with(None).await
+        Self::start_with(std::net::Ipv4Addr::LOCALHOST, None).await
+    }
+
+    /// Starts a registry without auth listening on `ip` (an address of the calling thread's
+    /// network namespace), for agents on other test hosts.
+    pub async fn start_at(ip: std::net::Ipv4Addr) -> anyhow::Result<Self> {
+        Self::start_with(ip, None).await
     }
 
     /// Starts a registry that requires HTTP basic auth as `user`/`password` (htpasswd, bcrypt).
     pub async fn start_with_auth(user: &str, password: &str) -> anyhow::Result<Self> {
-        Self::start_with(Some((user.to_string(), password.to_string()))).await
+        Self::start_with(
+            std::net::Ipv4Addr::LOCALHOST,
+            Some((user.to_string(), password.to_string())),
+        )
+        .await
     }
 
-    async fn start_with(auth: Option<(String, String)>) -> anyhow::Result<Self> {
+    async fn start_with(
+        ip: std::net::Ipv4Addr,
+        auth: Option<(String, String)>,
+    ) -> anyhow::Result<Self> {
         if !Path::new(DOCKER_REGISTRY).exists() {
             bail!("{DOCKER_REGISTRY} is missing: install Debian's docker-registry (tests/install-deps does)");
         }
         let dir = tempfile::tempdir().context("registry temp dir")?;
         let port = free_port()?;
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let addr: SocketAddr = (ip, port).into();
         let mut auth_section = String::new();
         if let Some((user, password)) = &auth {
             let hash = bcrypt::hash(password, 5).context("hashing the registry password")?;
@@ -113,7 +127,7 @@ impl TestRegistry {
         }
     }
 
-    /// `127.0.0.1:PORT`, as image references and registries.yaml name it.
+    /// `IP:PORT`, as image references and registries.yaml name it.
     pub fn host(&self) -> String {
         self.addr.to_string()
     }

@@ -94,6 +94,7 @@ fn rendered_rules_restore_idempotently_and_stale_chains_go() {
         let empty = port("empty", [10, 96, 0, 21], &[]);
         let node = NodeContext {
             cluster_cidr: Some("10.244.0.0/16".into()),
+            pod_network: true,
         };
         // Someone else's chain and a jump in a built-in chain, which must survive.
         iptables(&["-t", "nat", "-N", "OTHER-CHAIN"]);

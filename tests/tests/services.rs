@@ -26,16 +26,12 @@ fn cluster_ips_and_node_ports_reach_the_pods_and_empty_services_refuse() {
         return;
     }
     let net = Arc::new(TestNet::create(1));
+    // A host has a default route; cluster IPs are routed by it before the proxy's DNAT.
+    net.add_default_routes();
     let host_ip = net.hosts[0].ip.clone();
     let inner = net.clone();
     net.run_in_host(0, move || async move {
         let net = inner;
-        // A host has a default route; cluster IPs are routed by it before the proxy's DNAT.
-        let route = std::process::Command::new("ip")
-            .args(["route", "add", "default", "dev", "eth0"])
-            .status()
-            .expect("ip runs");
-        assert!(route.success());
         let node = TestNode::start_with(&host_ip, &["--proxy-min-sync-period", "0s"]).await;
         for name in ["web-a", "web-b"] {
             node.create_pod(

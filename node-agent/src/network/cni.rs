@@ -32,8 +32,11 @@ pub enum CniError {
     Io(#[from] std::io::Error),
 }
 
-/// Skiff's default network configuration list for a node whose pods take `pod_cidr`.
-pub fn default_conflist(pod_cidr: &str, ipam_dir: &Path) -> Value {
+/// Skiff's default network configuration list for a node whose pods take `pod_cidr`. The
+/// bridge masquerades pods' outgoing traffic only when `ip_masq` (the agent's service proxy,
+/// when it runs, masquerades just what leaves the cluster network instead, so that traffic
+/// between pods on different nodes keeps its source address).
+pub fn default_conflist(pod_cidr: &str, ipam_dir: &Path, ip_masq: bool) -> Value {
     json!({
         "cniVersion": CNI_VERSION,
         "name": "skiff",
@@ -42,7 +45,7 @@ pub fn default_conflist(pod_cidr: &str, ipam_dir: &Path) -> Value {
                 "type": "bridge",
                 "bridge": BRIDGE,
                 "isGateway": true,
-                "ipMasq": true,
+                "ipMasq": ip_masq,
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
@@ -137,10 +140,10 @@ pub struct Attached {
 impl Cni {
     /// Writes Skiff's default configuration for `pod_cidr` unless the directory already holds
     /// a configuration list (a user's own plugin, or ours from before with the same CIDR).
-    pub fn ensure_default(&self, pod_cidr: &str) -> Result<(), CniError> {
+    pub fn ensure_default(&self, pod_cidr: &str, ip_masq: bool) -> Result<(), CniError> {
         std::fs::create_dir_all(&self.conf_dir)?;
         let ours = self.conf_dir.join(DEFAULT_CONFLIST);
-        let wanted = default_conflist(pod_cidr, &self.state_dir.join("networks"));
+        let wanted = default_conflist(pod_cidr, &self.state_dir.join("networks"), ip_masq);
         if let Ok((path, _)) = self.load() {
             if path != ours {
                 tracing::info!(config = %path.display(), "using the CNI configuration found");
@@ -152,6 +155,15 @@ impl Cni {
         std::fs::write(&tmp, text)?;
         std::fs::rename(&tmp, &ours)?;
         Ok(())
+    }
+
+    /// Whether the pod network is (or will be, once written) Skiff's default: no other
+    /// configuration list comes first.
+    pub fn default_in_use(&self) -> bool {
+        match self.load() {
+            Ok((path, _)) => path == self.conf_dir.join(DEFAULT_CONFLIST),
+            Err(_) => true,
+        }
     }
 
     /// The configuration list in use: the first `*.conflist` by name.
@@ -323,7 +335,7 @@ mod tests {
 
     #[test]
     fn each_plugin_gets_the_list_name_version_previous_result_and_its_capabilities() {
-        let list = default_conflist("10.244.1.0/24", Path::new("/var/lib/x/networks"));
+        let list = default_conflist("10.244.1.0/24", Path::new("/var/lib/x/networks"), true);
         let plugins = list["plugins"].as_array().expect("plugins");
         assert_eq!(
             plugins[0]["ipam"]["ranges"][0][0]["subnet"],

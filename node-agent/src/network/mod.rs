@@ -1,8 +1,14 @@
 //! The pod network on this node: a network namespace per pod (`netns`), joined to the node's
 //! network through CNI plugins (`cni`), the kernel settings it needs (`sysctl`), and the
-//! Services' rules (`service_proxy`, through `netproxy`).
+//! Services' rules (`service_proxy`, through `netproxy`), and the routes to other nodes' pods
+//! (`pod_routes`: `host_gw` decides, `route_table` talks to the kernel), both fed by
+//! watch-backed stores (`follow`).
 
 pub mod cni;
+pub mod follow;
+pub mod host_gw;
 pub mod netns;
+pub mod pod_routes;
+pub mod route_table;
 pub mod service_proxy;
 pub mod sysctl;

@@ -9,52 +9,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
-use k8s_openapi::Metadata;
 use netproxy::{Iptables, NodeContext};
-use skiff_api::runtime::{Config, Store, Watcher, Writer};
 use skiff_api::Client;
 use tokio::sync::Notify;
+
+use super::follow::follow;
 
 /// How the proxy runs.
 #[derive(Clone, Debug)]
 pub struct ProxySettings {
     pub cluster_cidr: Option<String>,
+    /// The node's pod network is Skiff's default bridge (see `netproxy::NodeContext`).
+    pub pod_network: bool,
     pub min_sync: Duration,
     pub sync_period: Duration,
-}
-
-/// Follows objects of kind `K` into a store, waking `changed` on every event.
-fn follow<K>(client: Client, changed: Arc<Notify>) -> Store<K>
-where
-    K: k8s_openapi::Resource
-        + Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>
-        + serde::de::DeserializeOwned
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-{
-    let mut writer = Writer::<K>::default();
-    let store = writer.store();
-    tokio::spawn(async move {
-        let mut watcher = match Watcher::<K>::new(client, Config::default()) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::error!("service proxy: cannot follow {}: {e}", K::KIND);
-                return;
-            }
-        };
-        loop {
-            match watcher.next().await {
-                Ok(event) => {
-                    writer.apply(&event);
-                    changed.notify_one();
-                }
-                Err(e) => tracing::debug!("service proxy: following {}: {e}", K::KIND),
-            }
-        }
-    });
-    store
 }
 
 /// Runs the proxy until the agent stops. Without a usable iptables it says so and stops.
@@ -72,20 +40,23 @@ pub async fn run(client: Client, settings: ProxySettings) {
     };
     tracing::info!("service proxy uses {}", ipt.backend.iptables);
     let changed = Arc::new(Notify::new());
-    let services = follow::<Service>(client.clone(), changed.clone());
-    let endpoints = follow::<Endpoints>(client, changed.clone());
+    let services = follow::<Service>(client.clone(), changed.clone(), "service proxy");
+    let endpoints = follow::<Endpoints>(client, changed.clone(), "service proxy");
     services.wait_until_ready().await;
     endpoints.wait_until_ready().await;
     let node = NodeContext {
         cluster_cidr: settings.cluster_cidr.clone(),
+        pod_network: settings.pod_network,
     };
     loop {
         let (svcs, eps) = (services.state(), endpoints.state());
         let ports = netproxy::service_ports(svcs.iter().map(|s| &**s), eps.iter().map(|e| &**e));
         let ipt = ipt.clone();
         let node = node.clone();
+        let started = std::time::Instant::now();
         match tokio::task::spawn_blocking(move || ipt.sync(&ports, &node)).await {
             Ok(Ok(report)) => tracing::debug!(
+                total_us = started.elapsed().as_micros() as u64,
                 rules = report.rules,
                 render_us = report.render.as_micros() as u64,
                 restore_us = report.restore.as_micros() as u64,

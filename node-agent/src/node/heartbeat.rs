@@ -1,6 +1,6 @@
 //! Registering the Node and keeping it alive: the Node is applied at start (with the local
 //! volumes' directory made and published), its Lease in
-//! `kube-node-lease` renewed every 10 s (a Lease renewal is what the control plane's node
+//! `kube-node-lease` renewed every quarter of its duration, 10 s of the default 40 (a Lease renewal is what the control plane's node
 //! lifecycle watches), and its status — capacity, conditions from fresh measurements, addresses,
 //! node info — reported when it changes and at least once a minute, as the kubelet does.
 
@@ -16,10 +16,6 @@ use super::conditions::conditions;
 use super::facts::{self, Facts};
 use super::object::{self, Reserved};
 
-/// How often the Lease is renewed (the kubelet's default).
-pub const LEASE_RENEW: Duration = Duration::from_secs(10);
-/// The Lease's duration (the kubelet's default 40 s).
-pub const LEASE_SECONDS: i32 = 40;
 /// A status report at least this often even when nothing changed.
 pub const STATUS_EVERY: Duration = Duration::from_secs(60);
 
@@ -31,6 +27,9 @@ pub struct Heartbeat {
     /// The agent's port, published in the status.
     pub port: u16,
     pub reserved: Reserved,
+    /// The Lease's duration (`--node-lease-duration-seconds`); renewed every quarter of it,
+    /// as the kubelet does.
+    pub lease_seconds: u32,
 }
 
 fn nodes() -> Kind {
@@ -91,7 +90,8 @@ impl Heartbeat {
     /// Renews the Lease and reports the status, until the process ends. `ready` says whether
     /// the node can run pods (and why not).
     pub async fn run(self, mut last: NodeStatus, ready: watch::Receiver<Result<(), String>>) {
-        let mut renew = tokio::time::interval(LEASE_RENEW);
+        let renew_every = Duration::from_millis(u64::from(self.lease_seconds) * 250);
+        let mut renew = tokio::time::interval(renew_every);
         let mut reported = tokio::time::Instant::now();
         let mut ready = ready;
         loop {
@@ -103,7 +103,11 @@ impl Heartbeat {
                     }
                 }
             }
-            let lease = object::lease(&self.name, LEASE_SECONDS, jiff::Timestamp::now());
+            let lease = object::lease(
+                &self.name,
+                i32::try_from(self.lease_seconds).unwrap_or(i32::MAX),
+                jiff::Timestamp::now(),
+            );
             match serde_json::to_value(&lease) {
                 Ok(l) => {
                     if let Err(e) = self.client.apply(&l, "kube-node-lease").await {
