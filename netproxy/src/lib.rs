@@ -6,6 +6,7 @@
 
 pub mod apply;
 pub mod chains;
+pub mod dns;
 pub mod model;
 pub mod render;
 

@@ -1,18 +1,21 @@
 //! The real agent's start-up, in order: open the agent's port (served from then on), measure
 //! the machine, check the kernel settings the pod network needs, register the Node (with the
-//! port), wait for the pod CIDR the control plane assigns, write the CNI configuration for it,
-//! then renew the Lease, collect unused images, and run the pods bound to this node.
+//! port), follow Nodes for the pod routes and Services and Endpoints for the proxy, wait for the
+//! pod CIDR the control plane assigns, write the CNI configuration for it, start the cluster DNS
+//! on the bridge's address, then renew the Lease, collect unused images, and run the pods bound
+//! to this node.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Endpoints, Node, Service};
 use skiff_api::{Client, Kind};
 use tokio::sync::watch;
 
 use crate::config::Args;
 use crate::network::cni::Cni;
+use crate::network::follow::follow;
 use crate::node::facts;
 use crate::node::heartbeat::Heartbeat;
 use crate::pods::manager::PodManager;
@@ -118,9 +121,15 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
             POD_ROUTES_RESYNC,
         ));
     }
+    // The Services and Endpoints, followed once for the proxy and the DNS server.
+    let (changed, _) = watch::channel(());
+    let services = follow::<Service>(client.clone(), changed.clone(), "services");
+    let endpoints = follow::<Endpoints>(client.clone(), changed.clone(), "services");
     if !args.disable_proxy {
         tokio::spawn(crate::network::service_proxy::run(
-            client.clone(),
+            services.clone(),
+            endpoints.clone(),
+            changed.subscribe(),
             crate::network::service_proxy::ProxySettings {
                 cluster_cidr: Some(args.cluster_cidr.clone()),
                 pod_network: own_network,
@@ -133,6 +142,36 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
     let cidr = pod_cidr(&client, &name).await?;
     cni.ensure_default(&cidr, args.disable_proxy)?;
     tracing::info!(node = %name, pod_cidr = %cidr, "pod network configured");
+    // The node's DNS server listens on the pod bridge's address (the CIDR's first), which
+    // every pod reaches directly: no DNAT on the way, so no conntrack race between the A and
+    // AAAA questions a resolver sends at once.
+    let bridge_ip = cidr
+        .parse::<ipnet::Ipv4Net>()
+        .ok()
+        .and_then(|n| n.hosts().next());
+    let own_dns = match bridge_ip {
+        Some(ip) if own_network && !args.disable_dns => {
+            tokio::spawn(crate::network::cluster_dns::run(
+                services,
+                endpoints,
+                changed.subscribe(),
+                args.cluster_domain.clone(),
+                std::net::SocketAddr::new(ip.into(), 53),
+                args.resolv_conf.clone(),
+            ));
+            Some(ip)
+        }
+        _ => None,
+    };
+    let dns = match (args.cluster_dns.is_empty(), own_dns) {
+        (false, _) => Some(args.cluster_dns.clone()),
+        (true, Some(ip)) => Some(vec![ip.into()]),
+        (true, None) => None,
+    }
+    .map(|servers| crate::real::resolv::ClusterDns {
+        servers,
+        domain: args.cluster_domain.clone(),
+    });
     let _previous = ready_tx.send_replace(kernel);
 
     let events = crate::events::Recorder::new(client.clone(), name.clone());
@@ -158,10 +197,10 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
         client.clone(),
         &args,
         cni,
-        facts.address,
-        facts.memory_bytes,
+        &facts,
         events,
         images,
+        dns,
     )?);
     PodManager {
         client,

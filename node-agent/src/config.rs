@@ -81,6 +81,20 @@ pub struct Args {
     /// masqueraded (as kube-proxy's --cluster-cidr).
     #[arg(long, env = "SKIFF_CLUSTER_CIDR", default_value = "10.244.0.0/16")]
     pub cluster_cidr: String,
+    /// The cluster's DNS domain: the node's DNS server answers for it, pods search it.
+    #[arg(long, env = "SKIFF_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// DNS servers for pods' resolv.conf (comma-separated IPs; default: this node's own DNS
+    /// server, on the pod bridge's address).
+    #[arg(long, env = "SKIFF_CLUSTER_DNS", value_delimiter = ',')]
+    pub cluster_dns: Vec<std::net::IpAddr>,
+    /// The node's resolver configuration: the upstream of the node's DNS server, and what pods
+    /// with dnsPolicy Default get (the kubelet's flag).
+    #[arg(long, env = "SKIFF_RESOLV_CONF", default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
+    /// Run no DNS server on this node (pods use --cluster-dns, or the node's resolv.conf).
+    #[arg(long, env = "SKIFF_DISABLE_DNS")]
+    pub disable_dns: bool,
     /// Least time between two syncs of the Services' rules (0s: sync at every change).
     #[arg(long, env = "SKIFF_PROXY_MIN_SYNC_PERIOD", default_value = "1s", value_parser = parse_duration)]
     pub proxy_min_sync_period: std::time::Duration,

@@ -17,6 +17,7 @@ pub mod netns;
 pub mod pod_tracker;
 pub mod registry;
 pub mod soak;
+pub mod upstream_dns;
 pub mod vm;
 pub mod wait;
 pub mod workload;

@@ -91,7 +91,7 @@ pub fn subsets(service: &Value, pods_list: &[&Value]) -> Vec<Value> {
         if resolved.is_empty() && !ports.is_empty() {
             continue;
         }
-        let address = json!({
+        let mut address = json!({
             "ip": ip,
             "nodeName": object::field_string(pod, "spec.nodeName"),
             "targetRef": {
@@ -99,6 +99,14 @@ pub fn subsets(service: &Value, pods_list: &[&Value]) -> Vec<Value> {
                 "name": object::name(pod), "uid": object::meta_str(pod, "uid")
             }
         });
+        // A pod in the Service's subdomain is named by its hostname under the Service in DNS
+        // (StatefulSets' stable names), as Kubernetes' endpoints controller publishes it.
+        let hostname = object::field_string(pod, "spec.hostname");
+        if !hostname.is_empty()
+            && object::field_string(pod, "spec.subdomain") == object::name(service)
+        {
+            address["hostname"] = json!(hostname);
+        }
         let key = Value::Array(resolved.clone()).to_string();
         let group = groups
             .entry(key)
@@ -232,6 +240,21 @@ mod tests {
             "status": {"phase": "Running", "podIP": ip,
                        "conditions": [{"type": "Ready", "status": if ready {"True"} else {"False"}}]}
         })
+    }
+
+    #[test]
+    fn pods_in_the_services_subdomain_publish_their_hostname() {
+        let mut named = pod("web-0", "10.244.0.3", true, 8080);
+        named["spec"]["hostname"] = json!("web-0");
+        named["spec"]["subdomain"] = json!("web");
+        let mut elsewhere = pod("db-0", "10.244.0.4", true, 8080);
+        elsewhere["spec"]["hostname"] = json!("db-0");
+        elsewhere["spec"]["subdomain"] = json!("db");
+        let subsets = subsets(&service(), &[&named, &elsewhere]);
+        let addresses = subsets[0]["addresses"].as_array().expect("addresses");
+        let by_ip = |ip: &str| addresses.iter().find(|a| a["ip"] == ip).expect("address");
+        assert_eq!(by_ip("10.244.0.3")["hostname"], "web-0");
+        assert!(by_ip("10.244.0.4").get("hostname").is_none());
     }
 
     #[test]

@@ -1,18 +1,17 @@
 //! One watch-backed store of every object of a kind, for the parts of the agent that keep the
 //! host in step with the cluster (service rules, pod routes): the store is the only truth they
-//! read, and a `Notify` wakes them at every change.
-
-use std::sync::Arc;
+//! read, and a `watch` channel tells every one of them (each holding a receiver) that something
+//! changed.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::Metadata;
 use skiff_api::runtime::{Config, Store, Watcher, Writer};
 use skiff_api::Client;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
-/// Follows every object of kind `K` into a store, waking `changed` on every event; `who`
+/// Follows every object of kind `K` into a store, marking `changed` on every event; `who`
 /// names the follower in the log.
-pub fn follow<K>(client: Client, changed: Arc<Notify>, who: &'static str) -> Store<K>
+pub fn follow<K>(client: Client, changed: watch::Sender<()>, who: &'static str) -> Store<K>
 where
     K: k8s_openapi::Resource
         + Metadata<Ty = ObjectMeta>
@@ -36,7 +35,7 @@ where
             match watcher.next().await {
                 Ok(event) => {
                     writer.apply(&event);
-                    changed.notify_one();
+                    changed.send_replace(());
                 }
                 Err(e) => tracing::debug!("{who}: following {}: {e}", K::KIND),
             }

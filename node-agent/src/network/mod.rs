@@ -1,9 +1,10 @@
 //! The pod network on this node: a network namespace per pod (`netns`), joined to the node's
 //! network through CNI plugins (`cni`), the kernel settings it needs (`sysctl`), and the
 //! Services' rules (`service_proxy`, through `netproxy`), and the routes to other nodes' pods
-//! (`pod_routes`: `host_gw` decides, `route_table` talks to the kernel), both fed by
-//! watch-backed stores (`follow`).
+//! (`pod_routes`: `host_gw` decides, `route_table` talks to the kernel), and the cluster DNS
+//! server (`cluster_dns`), all fed by watch-backed stores (`follow`).
 
+pub mod cluster_dns;
 pub mod cni;
 pub mod follow;
 pub mod host_gw;

@@ -6,12 +6,11 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
 use skiff_api::Client;
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 use super::follow::follow;
 use super::host_gw::{self, PodRoute};
@@ -26,8 +25,8 @@ pub async fn run(client: Client, this_node: String, this_address: Ipv4Addr, resy
             return;
         }
     };
-    let changed = Arc::new(Notify::new());
-    let nodes = follow::<Node>(client, changed.clone(), "pod routes");
+    let (changed, mut change) = watch::channel(());
+    let nodes = follow::<Node>(client, changed, "pod routes");
     nodes.wait_until_ready().await;
     let mut blocked_before: Vec<PodRoute> = vec![];
     loop {
@@ -58,6 +57,6 @@ pub async fn run(client: Client, this_node: String, this_address: Ipv4Addr, resy
             }
             Err(e) => tracing::error!("pod routes not read: {e}"),
         }
-        let _ = tokio::time::timeout(resync, changed.notified()).await;
+        let _ = tokio::time::timeout(resync, change.changed()).await;
     }
 }

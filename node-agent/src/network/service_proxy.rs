@@ -10,10 +10,8 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use netproxy::{Iptables, NodeContext};
-use skiff_api::Client;
-use tokio::sync::Notify;
-
-use super::follow::follow;
+use skiff_api::runtime::Store;
+use tokio::sync::watch;
 
 /// How the proxy runs.
 #[derive(Clone, Debug)]
@@ -25,8 +23,14 @@ pub struct ProxySettings {
     pub sync_period: Duration,
 }
 
-/// Runs the proxy until the agent stops. Without a usable iptables it says so and stops.
-pub async fn run(client: Client, settings: ProxySettings) {
+/// Runs the proxy until the agent stops, from the stores of every Service and Endpoints and a
+/// receiver told of their changes. Without a usable iptables it says so and stops.
+pub async fn run(
+    services: Store<Service>,
+    endpoints: Store<Endpoints>,
+    mut changed: watch::Receiver<()>,
+    settings: ProxySettings,
+) {
     let ipt = match tokio::task::spawn_blocking(Iptables::detect).await {
         Ok(Ok(ipt)) => Arc::new(ipt),
         Ok(Err(e)) => {
@@ -39,9 +43,6 @@ pub async fn run(client: Client, settings: ProxySettings) {
         }
     };
     tracing::info!("service proxy uses {}", ipt.backend.iptables);
-    let changed = Arc::new(Notify::new());
-    let services = follow::<Service>(client.clone(), changed.clone(), "service proxy");
-    let endpoints = follow::<Endpoints>(client, changed.clone(), "service proxy");
     services.wait_until_ready().await;
     endpoints.wait_until_ready().await;
     let node = NodeContext {
@@ -66,6 +67,6 @@ pub async fn run(client: Client, settings: ProxySettings) {
             Err(e) => tracing::error!("service rules not synced: {e}"),
         }
         tokio::time::sleep(settings.min_sync).await;
-        let _ = tokio::time::timeout(settings.sync_period, changed.notified()).await;
+        let _ = tokio::time::timeout(settings.sync_period, changed.changed()).await;
     }
 }

@@ -1,7 +1,6 @@
 //! The files the agent writes for each pod and bind mounts into its containers, as the kubelet
-//! does: /etc/hosts (localhost, the pod's own name and address, hostAliases), /etc/hostname,
-//! and /etc/resolv.conf (for now the node's, without loopback name servers, which would point
-//! into the container itself). Pure renderers plus one writer.
+//! does: /etc/hosts (localhost, the pod's own name and address, hostAliases) and /etc/hostname
+//! (/etc/resolv.conf is `resolv`'s). Pure renderers.
 
 use std::net::Ipv4Addr;
 
@@ -23,8 +22,8 @@ pub fn hostname(pod: &Pod) -> String {
         .to_string()
 }
 
-/// The pod's /etc/hosts.
-pub fn hosts(pod: &Pod, ip: Option<Ipv4Addr>) -> String {
+/// The pod's /etc/hosts; a pod with a subdomain is named in the cluster's domain too.
+pub fn hosts(pod: &Pod, ip: Option<Ipv4Addr>, cluster_domain: &str) -> String {
     let mut out = String::from(
         "# Kubernetes-managed hosts file.\n\
          127.0.0.1\tlocalhost\n\
@@ -41,7 +40,7 @@ pub fn hosts(pod: &Pod, ip: Option<Ipv4Addr>) -> String {
             .and_then(|s| s.subdomain.as_ref())
             .map(|sub| {
                 format!(
-                    "{host}.{sub}.{}.svc.cluster.local\t",
+                    "{host}.{sub}.{}.svc.{cluster_domain}\t",
                     pod.metadata.namespace.as_deref().unwrap_or("default")
                 )
             })
@@ -57,21 +56,6 @@ pub fn hosts(pod: &Pod, ip: Option<Ipv4Addr>) -> String {
         }
     }
     out
-}
-
-/// The node's resolv.conf without loopback name servers (a stub resolver on the node is not
-/// reachable from a pod's namespace); empty name server lists fall back to none at all.
-pub fn resolv_conf(node_resolv: &str) -> String {
-    node_resolv
-        .lines()
-        .filter(|l| {
-            let mut f = l.split_whitespace();
-            !(f.next() == Some("nameserver")
-                && f.next()
-                    .is_some_and(|ip| ip.starts_with("127.") || ip == "::1"))
-        })
-        .map(|l| format!("{l}\n"))
-        .collect()
 }
 
 #[cfg(test)]
@@ -92,7 +76,11 @@ mod tests {
             }]),
             ..Default::default()
         });
-        let text = hosts(&pod, Some("10.244.0.9".parse().expect("ip")));
+        let text = hosts(
+            &pod,
+            Some("10.244.0.9".parse().expect("ip")),
+            "cluster.local",
+        );
         assert!(text.contains("127.0.0.1\tlocalhost\n"));
         assert!(
             text.contains("10.244.0.9\tweb-0.web.shop.svc.cluster.local\tweb-0\n"),
@@ -100,14 +88,5 @@ mod tests {
         );
         assert!(text.contains("10.1.1.1\tdb\tdb.local\n"));
         assert_eq!(hostname(&pod), "web-0");
-    }
-
-    #[test]
-    fn resolv_conf_drops_loopback_servers() {
-        let node = "nameserver 127.0.0.53\nnameserver 10.0.0.2\nsearch lan\noptions edns0\n";
-        assert_eq!(
-            resolv_conf(node),
-            "nameserver 10.0.0.2\nsearch lan\noptions edns0\n"
-        );
     }
 }

@@ -15,6 +15,7 @@ pub mod probes;
 pub mod process;
 mod qos_levels;
 pub mod record;
+pub mod resolv;
 pub mod restart;
 mod sync;
 pub mod volumes;
@@ -57,6 +58,10 @@ pub struct RealRuntime {
     pids_limit: Option<i64>,
     host_ip: Ipv4Addr,
     node_memory_bytes: u64,
+    /// The cluster's DNS for pods' resolv.conf (None: pods get the node's).
+    dns: Option<resolv::ClusterDns>,
+    cluster_domain: String,
+    resolv_conf: PathBuf,
     /// One lock per pod: a sync and a kill of one pod never run at once.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -66,10 +71,10 @@ impl RealRuntime {
         client: Client,
         args: &Args,
         cni: Cni,
-        host_ip: Ipv4Addr,
-        node_memory_bytes: u64,
+        facts: &crate::node::facts::Facts,
         events: Recorder,
         images: Arc<ImageService>,
+        dns: Option<resolv::ClusterDns>,
     ) -> anyhow::Result<RealRuntime> {
         let containers = Containers::open(args.root_dir.join("containers"), args.shim_path()?)?
             .with_log_rotation(LogRotation {
@@ -91,8 +96,11 @@ impl RealRuntime {
             cgroup_root: args.cgroup_root.clone(),
             qos_levels: qos_levels::QosLevels::new(&args.cgroup_root),
             pids_limit: (args.pod_pids_limit > 0).then_some(args.pod_pids_limit),
-            host_ip,
-            node_memory_bytes,
+            host_ip: facts.address,
+            node_memory_bytes: facts.memory_bytes,
+            dns,
+            cluster_domain: args.cluster_domain.clone(),
+            resolv_conf: args.resolv_conf.clone(),
             locks: Mutex::default(),
         })
     }

@@ -154,14 +154,17 @@ async fn sandbox(rt: &RealRuntime, pod: &Pod, rec: &mut PodRecord) -> Result<(),
     let etc = rt.records.pod_dir(&uid).join("etc");
     if !etc.join("resolv.conf").exists() {
         std::fs::create_dir_all(&etc).map_err(|e| e.to_string())?;
-        let node_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let node_resolv = std::fs::read_to_string(&rt.resolv_conf).unwrap_or_default();
         let write = |name: &str, text: String| {
             std::fs::write(etc.join(name), text)
                 .map_err(|e| format!("writing the pod's {name}: {e}"))
         };
-        write("hosts", files::hosts(pod, rec.ip))?;
+        write("hosts", files::hosts(pod, rec.ip, &rt.cluster_domain))?;
         write("hostname", format!("{}\n", files::hostname(pod)))?;
-        write("resolv.conf", files::resolv_conf(&node_resolv))?;
+        write(
+            "resolv.conf",
+            super::resolv::resolv_conf(pod, &node_resolv, rt.dns.as_ref()),
+        )?;
     }
     // Every sync, not only the first: after a restart the levels learn the pods again.
     if let Err(e) = rt.qos_levels.set(&uid, Some(qos_levels::demand(pod))) {
