@@ -152,7 +152,7 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
     let own_dns = match bridge_ip {
         Some(ip) if own_network && !args.disable_dns => {
             tokio::spawn(crate::network::cluster_dns::run(
-                services,
+                services.clone(),
                 endpoints,
                 changed.subscribe(),
                 args.cluster_domain.clone(),
@@ -201,6 +201,7 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
         events,
         images,
         dns,
+        services,
     )?);
     PodManager {
         client,

@@ -2,8 +2,8 @@
 //! server upstream (the agent's `--resolv-conf`): a Service by its full and its short name, a
 //! headless Service's endpoints and a pod's stable name under it (hostname + subdomain, as a
 //! StatefulSet's), SRV for a named port, an ExternalName through the upstream, an outside name
-//! forwarded upstream, NXDOMAIN for a missing Service; and the pod's resolv.conf points at the
-//! node with Kubernetes' search path.
+//! forwarded upstream, NXDOMAIN for a missing Service; the pod's resolv.conf points at the
+//! node with Kubernetes' search path, and its environment holds the Service variables.
 
 use std::net::Ipv4Addr;
 
@@ -164,6 +164,20 @@ fn pods_resolve_services_pods_and_outside_names() {
         );
         let outside = lookup("nslookup outside.example.test".into()).await;
         assert_eq!(addresses(&outside), ["192.0.2.44"], "{outside}");
+
+        // The Services that existed when the container started are in its environment.
+        let (_, environ) = exec(&node, "web-a", "tr '\\0' '\\n' < /proc/1/environ");
+        for wanted in [
+            format!("WEB_SERVICE_HOST={cluster_ip}"),
+            "WEB_SERVICE_PORT_HTTP=80".to_string(),
+            format!("WEB_PORT_80_TCP=tcp://{cluster_ip}:80"),
+        ] {
+            assert!(environ.lines().any(|l| l == wanted), "{wanted} in\n{environ}");
+        }
+        assert!(
+            !environ.contains("DB_SERVICE_HOST"),
+            "a headless Service has no variables"
+        );
 
         // A Service that does not exist: NXDOMAIN, not a timeout.
         let (ok, missing) = exec(&node, "web-a", "nslookup nope.default.svc.cluster.local");

@@ -17,6 +17,7 @@ mod qos_levels;
 pub mod record;
 pub mod resolv;
 pub mod restart;
+pub mod service_env;
 mod sync;
 pub mod volumes;
 
@@ -62,6 +63,8 @@ pub struct RealRuntime {
     dns: Option<resolv::ClusterDns>,
     cluster_domain: String,
     resolv_conf: PathBuf,
+    /// Every Service, for the containers' Service environment variables.
+    services: skiff_api::runtime::Store<k8s_openapi::api::core::v1::Service>,
     /// One lock per pod: a sync and a kill of one pod never run at once.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -75,6 +78,7 @@ impl RealRuntime {
         events: Recorder,
         images: Arc<ImageService>,
         dns: Option<resolv::ClusterDns>,
+        services: skiff_api::runtime::Store<k8s_openapi::api::core::v1::Service>,
     ) -> anyhow::Result<RealRuntime> {
         let containers = Containers::open(args.root_dir.join("containers"), args.shim_path()?)?
             .with_log_rotation(LogRotation {
@@ -101,6 +105,7 @@ impl RealRuntime {
             dns,
             cluster_domain: args.cluster_domain.clone(),
             resolv_conf: args.resolv_conf.clone(),
+            services,
             locks: Mutex::default(),
         })
     }

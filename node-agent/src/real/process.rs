@@ -1,7 +1,7 @@
 //! What a container runs, exactly as Kubernetes defines it: the argv from `command`/`args` over
 //! the image's ENTRYPOINT/CMD, `$(VAR)` references expanded from the container's environment
-//! (`$$` escapes, unknown references stay as written), the environment (the image's, then
-//! `envFrom`, then `env`, later entries winning; values from fields of the pod, configMaps and
+//! (`$$` escapes, unknown references stay as written), the environment (the image's, then the
+//! Services', then `envFrom`, then `env`, later entries winning; values from fields of the pod, configMaps and
 //! secrets), and the working directory. Pure: configMaps and secrets are looked up beforehand.
 
 use std::collections::BTreeMap;
@@ -34,6 +34,8 @@ pub enum ConfigError {
 pub struct Sources {
     pub config_maps: BTreeMap<String, Option<BTreeMap<String, String>>>,
     pub secrets: BTreeMap<String, Option<BTreeMap<String, String>>>,
+    /// The Service environment variables (`service_env`).
+    pub services: Vec<(String, String)>,
 }
 
 /// What the image says about its process.
@@ -185,8 +187,13 @@ pub fn environment(
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         set(&mut env, k.into(), v.into());
     }
-    // The container's own variables for $(VAR): envFrom and env, not the image's.
+    // The container's own variables for $(VAR): the Services', envFrom and env, not the
+    // image's.
     let mut own: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in &sources.services {
+        own.insert(k.clone(), v.clone());
+        set(&mut env, k.clone(), v.clone());
+    }
     for from in c.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let data = if let Some(cm) = &from.config_map_ref {

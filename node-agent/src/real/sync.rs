@@ -637,7 +637,8 @@ async fn start(
     }
 }
 
-/// Reads the configMaps and secrets the container's environment names.
+/// Reads the configMaps and secrets the container's environment names, and the Services'
+/// variables.
 async fn sources(rt: &RealRuntime, pod: &Pod, c: &Container) -> Sources {
     let ns = pod.metadata.namespace.clone().unwrap_or_default();
     let mut maps = Vec::new();
@@ -661,6 +662,10 @@ async fn sources(rt: &RealRuntime, pod: &Pod, c: &Container) -> Sources {
         }
     }
     let mut out = Sources::default();
+    // As the kubelet, a container starts only once the node has listed the Services.
+    rt.services.wait_until_ready().await;
+    let services = rt.services.state();
+    out.services = super::service_env::service_env(pod, services.iter().map(|s| &**s));
     for name in maps {
         let data = get_data(rt, "ConfigMap", &ns, &name).await;
         out.config_maps.insert(name, data);
