@@ -200,8 +200,7 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
         &facts,
         events,
         images,
-        dns,
-        services,
+        crate::real::ClusterServices { dns, services },
     )?);
     PodManager {
         client,

@@ -172,7 +172,10 @@ fn pods_resolve_services_pods_and_outside_names() {
             "WEB_SERVICE_PORT_HTTP=80".to_string(),
             format!("WEB_PORT_80_TCP=tcp://{cluster_ip}:80"),
         ] {
-            assert!(environ.lines().any(|l| l == wanted), "{wanted} in\n{environ}");
+            assert!(
+                environ.lines().any(|l| l == wanted),
+                "{wanted} in\n{environ}"
+            );
         }
         assert!(
             !environ.contains("DB_SERVICE_HOST"),

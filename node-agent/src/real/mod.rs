@@ -39,6 +39,14 @@ use crate::runtime::containers::Containers;
 use crate::runtime::log_rotation::LogRotation;
 use record::Records;
 
+/// What pods are told about the cluster's Services: its DNS and the Services themselves.
+pub struct ClusterServices {
+    /// None: pods get the node's resolv.conf.
+    pub dns: Option<resolv::ClusterDns>,
+    /// Every Service, for the containers' environment variables.
+    pub services: skiff_api::runtime::Store<k8s_openapi::api::core::v1::Service>,
+}
+
 pub struct RealRuntime {
     client: Client,
     events: Recorder,
@@ -77,8 +85,7 @@ impl RealRuntime {
         facts: &crate::node::facts::Facts,
         events: Recorder,
         images: Arc<ImageService>,
-        dns: Option<resolv::ClusterDns>,
-        services: skiff_api::runtime::Store<k8s_openapi::api::core::v1::Service>,
+        cluster: ClusterServices,
     ) -> anyhow::Result<RealRuntime> {
         let containers = Containers::open(args.root_dir.join("containers"), args.shim_path()?)?
             .with_log_rotation(LogRotation {
@@ -102,10 +109,10 @@ impl RealRuntime {
             pids_limit: (args.pod_pids_limit > 0).then_some(args.pod_pids_limit),
             host_ip: facts.address,
             node_memory_bytes: facts.memory_bytes,
-            dns,
+            dns: cluster.dns,
             cluster_domain: args.cluster_domain.clone(),
             resolv_conf: args.resolv_conf.clone(),
-            services,
+            services: cluster.services,
             locks: Mutex::default(),
         })
     }
