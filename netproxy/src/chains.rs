@@ -42,6 +42,11 @@ pub fn service_chain(sp: &ServicePort) -> String {
     hashed("SKIFF-SVC-", &port_seed(sp))
 }
 
+/// The chain that picks one of this node's endpoints (a Local traffic policy).
+pub fn local_chain(sp: &ServicePort) -> String {
+    hashed("SKIFF-SVL-", &port_seed(sp))
+}
+
 /// The chain for traffic to a service port from outside the cluster (NodePort, external and
 /// load-balancer IPs).
 pub fn external_chain(sp: &ServicePort) -> String {
@@ -84,6 +89,8 @@ mod tests {
             external_ips: vec![],
             load_balancer_ips: vec![],
             affinity_seconds: None,
+            external_local: false,
+            internal_local: false,
             endpoints: vec![],
         }
     }

@@ -64,6 +64,12 @@ pub struct ServicePort {
     pub affinity_seconds: Option<i32>,
     /// Ready endpoints, sorted.
     pub endpoints: Vec<Endpoint>,
+    /// externalTrafficPolicy Local: traffic from outside goes only to this node's endpoints,
+    /// its source address kept.
+    pub external_local: bool,
+    /// internalTrafficPolicy Local: traffic to the cluster IP goes only to this node's
+    /// endpoints.
+    pub internal_local: bool,
 }
 
 impl ServicePort {
@@ -173,6 +179,11 @@ pub fn service_ports<'a>(
                 external_ips: external_ips.clone(),
                 load_balancer_ips: load_balancer_ips.clone(),
                 affinity_seconds,
+                // Kubernetes allows Local only for NodePort and LoadBalancer Services (and
+                // applies it to their external IPs too).
+                external_local: external_node_port
+                    && spec.external_traffic_policy.as_deref() == Some("Local"),
+                internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
             });
         }
     }
@@ -261,5 +272,20 @@ mod tests {
         assert_eq!(ips, ["10.244.0.5:8080", "10.244.1.3:8080"]);
         assert_eq!(dns.endpoints.len(), 2);
         assert!(dns.endpoints.iter().all(|e| e.port == 5353));
+    }
+
+    #[test]
+    fn traffic_policies_are_read_and_local_external_only_where_kubernetes_allows_it() {
+        let svc = |kind: &str| {
+            service(json!({"metadata": {"name": "s", "namespace": "ns"},
+                           "spec": {"type": kind, "clusterIP": "10.96.0.9",
+                                    "externalTrafficPolicy": "Local",
+                                    "internalTrafficPolicy": "Local",
+                                    "ports": [{"port": 80, "nodePort": 30001}]}}))
+        };
+        let node_port = service_ports(&[svc("NodePort")], []);
+        assert!(node_port[0].external_local && node_port[0].internal_local);
+        let cluster = service_ports(&[svc("ClusterIP")], []);
+        assert!(!cluster[0].external_local && cluster[0].internal_local);
     }
 }

@@ -24,10 +24,10 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use crate::chains::{
-    self, endpoint_chain, external_chain, service_chain, EXTERNAL_SERVICES, FORWARD, MARK_MASQ,
-    MASQ_MARK, NODEPORTS, POSTROUTING, SERVICES,
+    self, endpoint_chain, external_chain, local_chain, service_chain, EXTERNAL_SERVICES, FORWARD,
+    MARK_MASQ, MASQ_MARK, NODEPORTS, POSTROUTING, SERVICES,
 };
-use crate::model::ServicePort;
+use crate::model::{Endpoint, ServicePort};
 
 /// What the rules depend on besides the services.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -41,6 +41,9 @@ pub struct NodeContext {
     /// keeps its source address) and the cluster network is forwarded even where the FORWARD
     /// policy drops. Needs `cluster_cidr`.
     pub pod_network: bool,
+    /// This node's name: endpoints on it are local (externalTrafficPolicy and
+    /// internalTrafficPolicy Local). None: no endpoint is local.
+    pub node_name: Option<String>,
 }
 
 /// The rendered tables.
@@ -196,6 +199,83 @@ pub fn render(
     Rendered { text, rules }
 }
 
+/// The rules that pick one of `eps` (with their endpoint chains) in `chain`: affinity checks
+/// first, then endpoint i of n with probability 1/(n−i).
+fn pick_rules(nat: &mut Table, chain: &str, sp: &ServicePort, eps: &[(&Endpoint, String)]) {
+    let id = sp.id();
+    if let Some(seconds) = sp.affinity_seconds {
+        for (ep, sep) in eps {
+            nat.rule(
+                chain,
+                &format!(
+                    "{} -m recent --name {sep} --mask 255.255.255.255 --rsource --rcheck \
+                     --seconds {seconds} --reap -j {sep}",
+                    comment(&format!("{id} -> {}:{}", ep.ip, ep.port))
+                ),
+            );
+        }
+    }
+    let n = eps.len();
+    for (i, (ep, sep)) in eps.iter().enumerate() {
+        let pick = if i + 1 < n {
+            format!(
+                " -m statistic --mode random --probability {}",
+                probability(i, n)
+            )
+        } else {
+            String::new()
+        };
+        nat.rule(
+            chain,
+            &format!(
+                "{}{pick} -j {sep}",
+                comment(&format!("{id} -> {}:{}", ep.ip, ep.port))
+            ),
+        );
+    }
+}
+
+/// REJECT (no endpoints at all) or DROP (no local ones under a Local policy) in filter, for
+/// the cluster IP when `internal`, and for the external addresses and the NodePort when
+/// `external` is given.
+fn refuse(
+    filter: &mut Table,
+    sp: &ServicePort,
+    internal: bool,
+    external: Option<&[(String, std::net::Ipv4Addr)]>,
+    why: &str,
+    verdict: &str,
+) {
+    let id = sp.id();
+    let proto = proto(sp);
+    let port = sp.port;
+    let note = comment(&format!("{id} {why}"));
+    if internal {
+        filter.rule(
+            SERVICES,
+            &format!(
+                "{note} {proto} -d {}/32 --dport {port} -j {verdict}",
+                sp.cluster_ip
+            ),
+        );
+    }
+    let Some(external) = external else {
+        return;
+    };
+    for (_, ip) in external {
+        filter.rule(
+            EXTERNAL_SERVICES,
+            &format!("{note} {proto} -d {ip}/32 --dport {port} -j {verdict}"),
+        );
+    }
+    if let Some(np) = sp.node_port {
+        filter.rule(
+            EXTERNAL_SERVICES,
+            &format!("{note} -m addrtype --dst-type LOCAL {proto} --dport {np} -j {verdict}"),
+        );
+    }
+}
+
 fn render_port(
     sp: &ServicePort,
     node: &NodeContext,
@@ -217,57 +297,73 @@ fn render_port(
                 .map(|ip| (format!("{id} loadbalancer IP"), *ip)),
         )
         .collect();
+    let has_external = !external_dests.is_empty() || sp.node_port.is_some();
 
     if sp.endpoints.is_empty() {
-        filter.rule(
-            SERVICES,
-            &format!(
-                "{} {proto} -d {cluster_ip}/32 --dport {port} -j REJECT",
-                comment(&format!("{id} has no endpoints"))
-            ),
+        refuse(
+            filter,
+            sp,
+            true,
+            Some(&external_dests),
+            "has no endpoints",
+            "REJECT",
         );
-        for (_, ip) in &external_dests {
-            filter.rule(
-                EXTERNAL_SERVICES,
-                &format!(
-                    "{} {proto} -d {ip}/32 --dport {port} -j REJECT",
-                    comment(&format!("{id} has no endpoints"))
-                ),
-            );
-        }
-        if let Some(np) = sp.node_port {
-            filter.rule(
-                EXTERNAL_SERVICES,
-                &format!(
-                    "{} -m addrtype --dst-type LOCAL {proto} --dport {np} -j REJECT",
-                    comment(&format!("{id} has no endpoints"))
-                ),
-            );
-        }
         return;
     }
 
+    let all: Vec<(&Endpoint, String)> = sp
+        .endpoints
+        .iter()
+        .map(|ep| (ep, endpoint_chain(sp, ep)))
+        .collect();
+    let local: Vec<(&Endpoint, String)> = all
+        .iter()
+        .filter(|(ep, _)| node.node_name.is_some() && ep.node_name == node.node_name)
+        .cloned()
+        .collect();
+
+    // The cluster-wide pick, and the local one when a Local policy needs it.
     let svc = service_chain(sp);
     nat.chain(&svc);
     rendered.insert(svc.clone());
-    nat.rule(
-        SERVICES,
-        &format!(
-            "{} {proto} -d {cluster_ip}/32 --dport {port} -j {svc}",
-            comment(&format!("{id} cluster IP"))
-        ),
-    );
-    if let Some(cidr) = &node.cluster_cidr {
+    pick_rules(nat, &svc, sp, &all);
+    let needs_local = sp.internal_local || (sp.external_local && has_external);
+    let svl = local_chain(sp);
+    if needs_local && !local.is_empty() {
+        nat.chain(&svl);
+        rendered.insert(svl.clone());
+        pick_rules(nat, &svl, sp, &local);
+    }
+
+    // Traffic to the cluster IP, from inside the cluster.
+    let internal_target = if sp.internal_local { &svl } else { &svc };
+    if sp.internal_local && local.is_empty() {
+        refuse(filter, sp, true, None, "has no local endpoints", "DROP");
+    } else {
         nat.rule(
-            &svc,
+            SERVICES,
             &format!(
-                "{} {proto} -d {cluster_ip}/32 --dport {port} ! -s {cidr} -j {MARK_MASQ}",
+                "{} {proto} -d {cluster_ip}/32 --dport {port} -j {internal_target}",
                 comment(&format!("{id} cluster IP"))
             ),
         );
+        if let Some(cidr) = &node.cluster_cidr {
+            // Put first in the target chain: traffic from outside the pod network is marked.
+            let rule = format!(
+                "-A {internal_target} {} {proto} -d {cluster_ip}/32 --dport {port} ! -s {cidr} -j {MARK_MASQ}",
+                comment(&format!("{id} cluster IP"))
+            );
+            let at = nat
+                .rules
+                .iter()
+                .position(|r| r.starts_with(&format!("-A {internal_target} ")))
+                .unwrap_or(nat.rules.len());
+            nat.rules.insert(at, rule);
+        }
     }
 
-    if !external_dests.is_empty() || sp.node_port.is_some() {
+    // Traffic from outside: NodePorts, external and load-balancer IPs.
+    if has_external {
         let ext = external_chain(sp);
         nat.chain(&ext);
         rendered.insert(ext.clone());
@@ -286,54 +382,64 @@ fn render_port(
                 &format!("{} {proto} --dport {np} -j {ext}", comment(&id)),
             );
         }
-        nat.rule(
-            &ext,
-            &format!(
-                "{} -j {MARK_MASQ}",
-                comment(&format!(
-                    "masquerade traffic for {id} external destinations"
-                ))
-            ),
-        );
-        nat.rule(&ext, &format!("-j {svc}"));
-    }
-
-    let n = sp.endpoints.len();
-    let seps: Vec<String> = sp
-        .endpoints
-        .iter()
-        .map(|ep| endpoint_chain(sp, ep))
-        .collect();
-    if let Some(seconds) = sp.affinity_seconds {
-        for (ep, sep) in sp.endpoints.iter().zip(&seps) {
+        if sp.external_local {
+            // Pods and the node itself still reach every endpoint (kube-proxy's
+            // short-circuit); clients from outside reach only this node's endpoints, with
+            // their own source address kept, or nothing.
+            if let Some(cidr) = &node.cluster_cidr {
+                nat.rule(
+                    &ext,
+                    &format!(
+                        "{} -s {cidr} -j {svc}",
+                        comment(&format!("pod traffic for {id} external destinations"))
+                    ),
+                );
+            }
             nat.rule(
-                &svc,
+                &ext,
                 &format!(
-                    "{} -m recent --name {sep} --mask 255.255.255.255 --rsource --rcheck \
-                     --seconds {seconds} --reap -j {sep}",
-                    comment(&format!("{id} -> {}:{}", ep.ip, ep.port))
+                    "{} -m addrtype --src-type LOCAL -j {MARK_MASQ}",
+                    comment(&format!(
+                        "masquerade LOCAL traffic for {id} external destinations"
+                    ))
                 ),
             );
+            nat.rule(
+                &ext,
+                &format!(
+                    "{} -m addrtype --src-type LOCAL -j {svc}",
+                    comment(&format!(
+                        "route LOCAL traffic for {id} external destinations"
+                    ))
+                ),
+            );
+            if local.is_empty() {
+                refuse(
+                    filter,
+                    sp,
+                    false,
+                    Some(&external_dests),
+                    "has no local endpoints",
+                    "DROP",
+                );
+            } else {
+                nat.rule(&ext, &format!("-j {svl}"));
+            }
+        } else {
+            nat.rule(
+                &ext,
+                &format!(
+                    "{} -j {MARK_MASQ}",
+                    comment(&format!(
+                        "masquerade traffic for {id} external destinations"
+                    ))
+                ),
+            );
+            nat.rule(&ext, &format!("-j {svc}"));
         }
     }
-    for (i, (ep, sep)) in sp.endpoints.iter().zip(&seps).enumerate() {
-        let pick = if i + 1 < n {
-            format!(
-                " -m statistic --mode random --probability {}",
-                probability(i, n)
-            )
-        } else {
-            String::new()
-        };
-        nat.rule(
-            &svc,
-            &format!(
-                "{}{pick} -j {sep}",
-                comment(&format!("{id} -> {}:{}", ep.ip, ep.port))
-            ),
-        );
-    }
-    for (ep, sep) in sp.endpoints.iter().zip(&seps) {
+
+    for (ep, sep) in &all {
         nat.chain(sep);
         rendered.insert(sep.clone());
         nat.rule(
@@ -375,6 +481,8 @@ mod tests {
             external_ips: vec![],
             load_balancer_ips: vec![],
             affinity_seconds: None,
+            external_local: false,
+            internal_local: false,
             endpoints: endpoints
                 .iter()
                 .map(|(ip, port)| Endpoint {
@@ -390,6 +498,7 @@ mod tests {
         NodeContext {
             cluster_cidr: Some("10.244.0.0/16".into()),
             pod_network: false,
+            node_name: Some("n1".into()),
         }
     }
 
@@ -434,14 +543,14 @@ COMMIT
 -A SKIFF-POSTROUTING -j MARK --xor-mark 0x4000
 -A SKIFF-POSTROUTING -m comment --comment "skiff service traffic requiring SNAT" -j MASQUERADE --random-fully
 -A SKIFF-MARK-MASQ -j MARK --or-mark 0x4000
--A SKIFF-SERVICES -m comment --comment "default/web:http cluster IP" -m tcp -p tcp -d 10.96.0.20/32 --dport 80 -j SVC
 -A SVC -m comment --comment "default/web:http cluster IP" -m tcp -p tcp -d 10.96.0.20/32 --dport 80 ! -s 10.244.0.0/16 -j SKIFF-MARK-MASQ
--A SKIFF-NODEPORTS -m comment --comment default/web:http -m tcp -p tcp --dport 30080 -j EXT
--A EXT -m comment --comment "masquerade traffic for default/web:http external destinations" -j SKIFF-MARK-MASQ
--A EXT -j SVC
 -A SVC -m comment --comment "default/web:http -> 10.244.0.5:8080" -m statistic --mode random --probability 0.3333333333 -j SEP1
 -A SVC -m comment --comment "default/web:http -> 10.244.1.3:8080" -m statistic --mode random --probability 0.5000000000 -j SEP2
 -A SVC -m comment --comment "default/web:http -> 10.244.2.9:8080" -j SEP3
+-A SKIFF-SERVICES -m comment --comment "default/web:http cluster IP" -m tcp -p tcp -d 10.96.0.20/32 --dport 80 -j SVC
+-A SKIFF-NODEPORTS -m comment --comment default/web:http -m tcp -p tcp --dport 30080 -j EXT
+-A EXT -m comment --comment "masquerade traffic for default/web:http external destinations" -j SKIFF-MARK-MASQ
+-A EXT -j SVC
 -A SEP1 -m comment --comment default/web:http -s 10.244.0.5/32 -j SKIFF-MARK-MASQ
 -A SEP1 -m comment --comment default/web:http -m tcp -p tcp -j DNAT --to-destination 10.244.0.5:8080
 -A SEP2 -m comment --comment default/web:http -s 10.244.1.3/32 -j SKIFF-MARK-MASQ
@@ -552,5 +661,54 @@ COMMIT
         let other = render(&[], &super::tests::node(), &BTreeSet::new());
         assert!(!other.text.contains("pod network"));
         assert!(!other.text.contains("leaving the cluster network"));
+    }
+
+    #[test]
+    fn local_traffic_policies_pick_only_this_nodes_endpoints() {
+        let mut sp = web(&[("10.244.0.5", 8080), ("10.244.1.3", 8080)]);
+        sp.endpoints[0].node_name = Some("n1".into());
+        sp.endpoints[1].node_name = Some("n2".into());
+        sp.external_local = true;
+        let r = render(std::slice::from_ref(&sp), &node(), &BTreeSet::new());
+        let svl = local_chain(&sp);
+        let text = service_rules(&r, &sp).replace(&svl, "SVL");
+        for w in [
+            // Outside clients: only the local endpoint, no masquerade.
+            "-A SVL -m comment --comment \"default/web:http -> 10.244.0.5:8080\" -j SEP1",
+            "-A EXT -m comment --comment \"pod traffic for default/web:http external destinations\" -s 10.244.0.0/16 -j SVC",
+            "-A EXT -m comment --comment \"masquerade LOCAL traffic for default/web:http external destinations\" -m addrtype --src-type LOCAL -j SKIFF-MARK-MASQ",
+            "-A EXT -m comment --comment \"route LOCAL traffic for default/web:http external destinations\" -m addrtype --src-type LOCAL -j SVC",
+            "-A EXT -j SVL",
+            // The cluster IP still spreads over both.
+            "-A SKIFF-SERVICES -m comment --comment \"default/web:http cluster IP\" -m tcp -p tcp -d 10.96.0.20/32 --dport 80 -j SVC",
+        ] {
+            assert!(text.contains(&format!("{w}\n")), "missing {w} in\n{text}");
+        }
+        assert!(!text.contains("masquerade traffic for default/web:http external"));
+
+        // A node without a local endpoint drops outside traffic instead of sending it on.
+        let mut elsewhere = node();
+        elsewhere.node_name = Some("n3".into());
+        let r = render(std::slice::from_ref(&sp), &elsewhere, &BTreeSet::new());
+        assert!(
+            !r.text.contains(&svl),
+            "no local chain without local endpoints"
+        );
+        assert!(r.text.contains("-A SKIFF-EXTERNAL-SERVICES -m comment --comment \"default/web:http has no local endpoints\" -m addrtype --dst-type LOCAL -m tcp -p tcp --dport 30080 -j DROP\n"));
+
+        // internalTrafficPolicy Local: the cluster IP goes to the local pick, or is dropped.
+        let mut internal = sp.clone();
+        internal.external_local = false;
+        internal.internal_local = true;
+        let r = render(std::slice::from_ref(&internal), &node(), &BTreeSet::new());
+        let text = service_rules(&r, &internal).replace(&svl, "SVL");
+        assert!(text.contains("-A SKIFF-SERVICES -m comment --comment \"default/web:http cluster IP\" -m tcp -p tcp -d 10.96.0.20/32 --dport 80 -j SVL\n"), "{text}");
+        assert!(text.contains("-A SVL -m comment --comment \"default/web:http cluster IP\" -m tcp -p tcp -d 10.96.0.20/32 --dport 80 ! -s 10.244.0.0/16 -j SKIFF-MARK-MASQ\n"), "{text}");
+        let r = render(
+            std::slice::from_ref(&internal),
+            &elsewhere,
+            &BTreeSet::new(),
+        );
+        assert!(r.text.contains("-A SKIFF-SERVICES -m comment --comment \"default/web:http has no local endpoints\" -m tcp -p tcp -d 10.96.0.20/32 --dport 80 -j DROP\n"));
     }
 }

@@ -133,6 +133,7 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
             crate::network::service_proxy::ProxySettings {
                 cluster_cidr: Some(args.cluster_cidr.clone()),
                 pod_network: own_network,
+                node_name: name.clone(),
                 min_sync: args.proxy_min_sync_period,
                 sync_period: args.proxy_sync_period,
             },

@@ -5,19 +5,30 @@ use std::time::Duration;
 
 /// The body of an HTTP GET of `/` at `addr` (`ip:port`), or None if nothing answers.
 pub async fn get(addr: &str) -> Option<String> {
+    get_path(addr, "/").await
+}
+
+/// The body of an HTTP GET of `path` at `addr`, or None if nothing answers.
+pub async fn get_path(addr: &str, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let connect = tokio::net::TcpStream::connect(addr);
     let mut s = tokio::time::timeout(Duration::from_secs(2), connect)
         .await
         .ok()?
         .ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut out))
         .await
         .ok()?
         .ok()?;
     let text = String::from_utf8_lossy(&out).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
+    // The blank line after the headers; a CGI script's own ends in a bare LF.
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .or_else(|| text.split_once("\r\n\n"))
+        .or_else(|| text.split_once("\n\n"))?;
     head.starts_with("HTTP/1").then(|| body.to_string())
 }

@@ -25,6 +25,8 @@ fn port(name: &str, ip: [u8; 4], endpoints: &[(&str, u16)]) -> ServicePort {
         external_ips: vec![],
         load_balancer_ips: vec![],
         affinity_seconds: Some(60),
+        external_local: false,
+        internal_local: false,
         endpoints: endpoints
             .iter()
             .map(|(ip, port)| Endpoint {
@@ -95,6 +97,7 @@ fn rendered_rules_restore_idempotently_and_stale_chains_go() {
         let node = NodeContext {
             cluster_cidr: Some("10.244.0.0/16".into()),
             pod_network: true,
+            node_name: None,
         };
         // Someone else's chain and a jump in a built-in chain, which must survive.
         iptables(&["-t", "nat", "-N", "OTHER-CHAIN"]);

@@ -3,7 +3,8 @@
 //! their IPs from any host and from pods on other nodes, which see the caller's own pod
 //! address (no NAT between pods); 900 requests through the ClusterIP from a pod on each node
 //! spread evenly over all three pods; the NodePort answers on every node from a client
-//! outside the cluster; when a node's agent is SIGKILLed its pod is replaced on another node
+//! outside the cluster; with externalTrafficPolicy Local each node's NodePort answers only with
+//! its own pod, which sees the client's address; when a node's agent is SIGKILLed its pod is replaced on another node
 //! and traffic follows; a deleted Node's route goes from every host.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -275,6 +276,66 @@ fn pods_reach_pods_and_services_across_three_nodes() {
                 "NodePort {at} answered {answer:?}"
             );
         }
+
+        // externalTrafficPolicy Local: each node's NodePort answers only with its own pod, and
+        // the pod sees the outside client's own address.
+        for (name, target) in [("web-local", 8080), ("peer-local", 9090)] {
+            client
+                .create(
+                    &json!({"apiVersion": "v1", "kind": "Service",
+                            "metadata": {"name": name, "namespace": "default"},
+                            "spec": {"type": "NodePort", "selector": {"app": "web"},
+                                     "externalTrafficPolicy": "Local",
+                                     "ports": [{"port": 80, "targetPort": target}]}}),
+                    "default",
+                )
+                .await
+                .expect("service created");
+        }
+        let node_port_of = |name: &'static str| {
+            let client = client.clone();
+            async move {
+                let svc = client.get(&services, "default", name).await.expect("service");
+                svc["spec"]["ports"][0]["nodePort"].as_u64().expect("node port")
+            }
+        };
+        let (local_port, peer_port) = (node_port_of("web-local").await, node_port_of("peer-local").await);
+        let hosts_ips: Vec<String> = net.hosts.iter().map(|h| h.ip.clone()).collect();
+        let client_ip = net.client.ip.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let client_net = net.clone();
+        std::thread::spawn(move || {
+            client_net.run_as_client(move || async move {
+                let mut seen = vec![];
+                for ip in &hosts_ips {
+                    let at = format!("{ip}:{local_port}");
+                    let first = wait::try_until(LIMIT, || tests::http::get(&at)).await;
+                    let mut answers = BTreeSet::new();
+                    answers.extend(first.map(|a| a.trim().to_string()));
+                    for _ in 0..10 {
+                        answers.extend(tests::http::get(&at).await.map(|a| a.trim().to_string()));
+                    }
+                    seen.push(answers);
+                }
+                let peer_at = format!("{}:{peer_port}", hosts_ips[2]);
+                let peer = wait::try_until(LIMIT, || tests::http::get_path(&peer_at, "/cgi-bin/peer")).await;
+                let _ = tx.send((seen, peer));
+            })
+        });
+        let (seen, peer) = tokio::task::spawn_blocking(move || rx.recv().expect("client thread"))
+            .await
+            .expect("client thread");
+        for (i, answers) in seen.iter().enumerate() {
+            let (own, _) = &by_node[&node_name(i)];
+            assert_eq!(
+                answers.iter().collect::<Vec<_>>(),
+                [own],
+                "node-{i}'s Local NodePort answers only with its own pod"
+            );
+        }
+        let peer = peer.expect("the Local NodePort on node-2 answers");
+        let peer = peer.trim().trim_matches(['[', ']']).trim_start_matches("::ffff:");
+        assert_eq!(peer, client_ip, "the pod sees the outside client's address");
 
         // Node 2's agent dies: its pod is replaced on another node and the service follows.
         let mut hosts = hosts;

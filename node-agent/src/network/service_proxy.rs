@@ -19,6 +19,8 @@ pub struct ProxySettings {
     pub cluster_cidr: Option<String>,
     /// The node's pod network is Skiff's default bridge (see `netproxy::NodeContext`).
     pub pod_network: bool,
+    /// This node's name (its endpoints are local under a Local traffic policy).
+    pub node_name: String,
     pub min_sync: Duration,
     pub sync_period: Duration,
 }
@@ -48,6 +50,7 @@ pub async fn run(
     let node = NodeContext {
         cluster_cidr: settings.cluster_cidr.clone(),
         pod_network: settings.pod_network,
+        node_name: Some(settings.node_name.clone()),
     };
     loop {
         let (svcs, eps) = (services.state(), endpoints.state());
