@@ -2,7 +2,8 @@
 //! example image behind a NodePort Service answer through the cluster IP from the node (both
 //! of them, picked at random) and through the NodePort from a client outside the cluster; a
 //! Service without endpoints refuses connections at once; deleting a pod takes it out of the
-//! rules, and deleting the Service removes its chains.
+//! rules, and deleting the Service removes its chains. A flushed nat table is repaired by the
+//! next periodic sync; ten agent restarts neither interrupt the service nor duplicate a rule.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -170,5 +171,112 @@ fn cluster_ips_and_node_ports_reach_the_pods_and_empty_services_refuse() {
             (!text.contains("default/web") && text.contains("SKIFF-SERVICES")).then_some(())
         })
         .await;
+    });
+}
+
+/// `iptables-save -t nat` of the calling thread's namespace.
+fn nat_rules() -> String {
+    let out = std::process::Command::new("iptables-save")
+        .args(["-t", "nat"])
+        .output()
+        .expect("iptables-save runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn flushed_rules_come_back_and_agent_restarts_neither_interrupt_nor_duplicate_them() {
+    if !netns::available() {
+        eprintln!("skipped: needs root for network namespaces and containers");
+        return;
+    }
+    let net = Arc::new(TestNet::create(1));
+    net.add_default_routes();
+    let host_ip = net.hosts[0].ip.clone();
+    net.run_in_host(0, move || async move {
+        let mut node = TestNode::start_with(
+            &host_ip,
+            &["--proxy-min-sync-period", "0s", "--proxy-sync-period", "2s"],
+        )
+        .await;
+        node.create_pod(
+            "web-a",
+            json!({"app": "web"}),
+            json!({"terminationGracePeriodSeconds": 1,
+                   "containers": [{"name": "app", "image": "busybox"}]}),
+        )
+        .await;
+        node.until_pod("web-a", "running", running).await;
+        node.client
+            .create(
+                &json!({"apiVersion": "v1", "kind": "Service",
+                        "metadata": {"name": "web", "namespace": "default"},
+                        "spec": {"selector": {"app": "web"},
+                                 "ports": [{"port": 80, "targetPort": 8080}]}}),
+                "default",
+            )
+            .await
+            .expect("service created");
+        let services = Kind::of("v1", "Service").expect("Service");
+        let web = node
+            .client
+            .get(&services, "default", "web")
+            .await
+            .expect("web");
+        let target = format!("{}:80", web["spec"]["clusterIP"].as_str().expect("ip"));
+        let answers = || async {
+            tests::http::get(&target)
+                .await
+                .map(|a| a.trim().to_string())
+        };
+        wait::until("the cluster IP to answer", LIMIT, || async {
+            (answers().await.as_deref() == Some("web-a")).then_some(())
+        })
+        .await;
+
+        // Someone flushes the nat table: the service stops answering, then the next periodic
+        // sync (2 s) brings every rule and jump back.
+        let flushed = std::process::Command::new("iptables")
+            .args(["-t", "nat", "-F"])
+            .status()
+            .expect("iptables runs");
+        assert!(flushed.success());
+        assert!(
+            !nat_rules().contains("-j SKIFF-SERVICES"),
+            "the jumps are gone"
+        );
+        assert_eq!(answers().await, None, "nothing answers without the rules");
+        let repaired = wait::try_until(Duration::from_secs(10), || async {
+            (answers().await.as_deref() == Some("web-a")).then_some(Instant::now())
+        })
+        .await;
+        assert!(repaired.is_some(), "the rules came back within 10 s");
+
+        // Agent restarts: the kernel keeps the rules meanwhile, and no rule is added twice.
+        for _ in 0..10 {
+            node.agent.restart();
+            assert_eq!(
+                answers().await.as_deref(),
+                Some("web-a"),
+                "the service answers while the agent restarts"
+            );
+            tests::agent::until_ready(&node.client, "node-a", LIMIT).await;
+        }
+        // Let the last agent sync twice more (a periodic sync included), then count.
+        let synced = || node.agent.log().matches("service rules synced").count();
+        let before = synced();
+        wait::until("two more syncs", LIMIT, || async {
+            (synced() >= before + 2).then_some(())
+        })
+        .await;
+        let rules = nat_rules();
+        for jump in ["-A PREROUTING", "-A OUTPUT", "-A POSTROUTING"] {
+            let n = rules
+                .lines()
+                .filter(|l| l.starts_with(jump) && l.contains("-j SKIFF-"))
+                .count();
+            assert_eq!(n, 1, "{jump} jumps to Skiff once:\n{rules}");
+        }
+        let dnat = rules.lines().filter(|l| l.contains("DNAT")).count();
+        assert_eq!(dnat, 1, "one endpoint, one DNAT rule:\n{rules}");
     });
 }
