@@ -2,10 +2,12 @@
 //! Services and Endpoints a node follows are read into service ports ([`model`]), one pure
 //! function renders every rule for them into iptables-restore text ([`render`]) under chain
 //! names of Skiff's own ([`chains`]), and a thin layer applies that text atomically with one
-//! `iptables-restore --noflush` per sync ([`apply`]).
+//! `iptables-restore --noflush` per sync ([`apply`]); stale UDP flows are deleted after it
+//! ([`conntrack`]). Cluster DNS is [`dns`].
 
 pub mod apply;
 pub mod chains;
+pub mod conntrack;
 pub mod dns;
 pub mod model;
 pub mod render;

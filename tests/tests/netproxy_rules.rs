@@ -3,6 +3,8 @@
 //! port's chains, the DNATs, the REJECT of a port without endpoints), applying it again
 //! changes nothing (no duplicates), the built-in chains and another program's chains are left
 //! alone, and a later render that names the chains now in the kernel removes the stale ones.
+//! A UDP flow stays pinned to a moved endpoint until its stale conntrack entry is deleted, and
+//! then reaches the new one.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -198,5 +200,75 @@ fn syncs_add_each_jump_once_and_clean_up_removes_every_skiff_rule() {
             !nat.contains("SKIFF-") && !filter.contains("SKIFF-"),
             "{nat}{filter}"
         );
+    });
+}
+
+#[test]
+fn a_moved_udp_endpoint_gets_the_flow_once_stale_conntrack_entries_are_cleared() {
+    netns::on_one_host(|_| async move {
+        use tokio::net::UdpSocket;
+        let ip = |args: &[&str]| {
+            let ok = Command::new("ip").args(args).status().expect("ip runs");
+            assert!(ok.success(), "ip {args:?}");
+        };
+        // Two endpoints on this host's own addresses, each answering with its name.
+        ip(&["addr", "add", "10.244.0.5/32", "dev", "lo"]);
+        ip(&["addr", "add", "10.244.1.3/32", "dev", "lo"]);
+        ip(&["route", "add", "default", "dev", "eth0"]);
+        for (addr, name) in [("10.244.0.5:5353", "a"), ("10.244.1.3:5353", "b")] {
+            let socket = UdpSocket::bind(addr).await.expect("endpoint binds");
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok((_, from)) = socket.recv_from(&mut buf).await {
+                    let _ = socket.send_to(name.as_bytes(), from).await;
+                }
+            });
+        }
+        let udp_port = |endpoint: &str| {
+            let mut p = port("dns", [10, 96, 0, 53], &[(endpoint, 5353)]);
+            p.protocol = Protocol::Udp;
+            p.port = 53;
+            p.node_port = None;
+            p.affinity_seconds = None;
+            p
+        };
+        let (to_a, to_b) = (udp_port("10.244.0.5"), udp_port("10.244.1.3"));
+        let ipt = netproxy::Iptables::detect().expect("an iptables");
+        let node = NodeContext::default();
+        // One client socket throughout: one conntrack flow.
+        let client = UdpSocket::bind("10.213.0.1:40053")
+            .await
+            .expect("client binds");
+        let ask = || async {
+            client.send_to(b"?", "10.96.0.53:53").await.expect("sent");
+            let mut buf = [0u8; 64];
+            let got = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                client.recv_from(&mut buf),
+            )
+            .await;
+            got.ok()
+                .and_then(Result::ok)
+                .map(|(n, _)| String::from_utf8_lossy(&buf[..n]).into_owned())
+        };
+
+        ipt.sync(std::slice::from_ref(&to_a), &node).expect("sync");
+        assert_eq!(ask().await.as_deref(), Some("a"));
+        // The endpoint moves; the rules follow, but the flow still goes to the old one.
+        ipt.sync(std::slice::from_ref(&to_b), &node).expect("sync");
+        assert_eq!(
+            ask().await.as_deref(),
+            Some("a"),
+            "the flow is pinned to the old endpoint"
+        );
+        // Deleting the stale flows sends the next datagram to the new endpoint.
+        let stale =
+            netproxy::conntrack::stale(std::slice::from_ref(&to_a), std::slice::from_ref(&to_b));
+        assert_eq!(stale.len(), 1, "{stale:?}");
+        let errors = netproxy::conntrack::clear(&stale);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(ask().await.as_deref(), Some("b"));
+        // Nothing left to delete is not an error.
+        assert!(netproxy::conntrack::clear(&stale).is_empty());
     });
 }

@@ -3,7 +3,8 @@
 //! after a change, at most one per `--proxy-min-sync-period`, and every `--proxy-sync-period`
 //! in any case (which also repairs rules someone flushed, and retries after a failed restore).
 //! No sync happens before both stores hold a first list, so a starting agent never replaces
-//! good rules with an empty view.
+//! good rules with an empty view. After each sync, the UDP flows it left stale (endpoints
+//! gone, or a first endpoint) are deleted from conntrack.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,21 +53,46 @@ pub async fn run(
         pod_network: settings.pod_network,
         node_name: Some(settings.node_name.clone()),
     };
+    // The ports of the last good sync: what the next one may leave stale in conntrack.
+    let mut synced: Vec<netproxy::ServicePort> = vec![];
     loop {
         let (svcs, eps) = (services.state(), endpoints.state());
         let ports = netproxy::service_ports(svcs.iter().map(|s| &**s), eps.iter().map(|e| &**e));
         let ipt = ipt.clone();
         let node = node.clone();
         let started = std::time::Instant::now();
-        match tokio::task::spawn_blocking(move || ipt.sync(&ports, &node)).await {
-            Ok(Ok(report)) => tracing::debug!(
-                total_us = started.elapsed().as_micros() as u64,
-                rules = report.rules,
-                render_us = report.render.as_micros() as u64,
-                restore_us = report.restore.as_micros() as u64,
-                "service rules synced"
-            ),
-            Ok(Err(e)) => tracing::error!("service rules not synced: {e}"),
+        let before = std::mem::take(&mut synced);
+        let outcome = tokio::task::spawn_blocking(move || {
+            let report = ipt.sync(&ports, &node);
+            if report.is_ok() {
+                // After the rules: a flow deleted earlier could be re-made by the old rules.
+                let stale = netproxy::conntrack::stale(&before, &ports);
+                let errors = netproxy::conntrack::clear(&stale);
+                (report, ports, stale.len(), errors)
+            } else {
+                (report, before, 0, vec![])
+            }
+        })
+        .await;
+        match outcome {
+            Ok((Ok(report), ports, stale, errors)) => {
+                tracing::debug!(
+                    total_us = started.elapsed().as_micros() as u64,
+                    rules = report.rules,
+                    render_us = report.render.as_micros() as u64,
+                    restore_us = report.restore.as_micros() as u64,
+                    stale_udp_flows = stale,
+                    "service rules synced"
+                );
+                for e in errors {
+                    tracing::warn!("stale UDP flows not deleted: {e}");
+                }
+                synced = ports;
+            }
+            Ok((Err(e), ports, _, _)) => {
+                tracing::error!("service rules not synced: {e}");
+                synced = ports;
+            }
             Err(e) => tracing::error!("service rules not synced: {e}"),
         }
         tokio::time::sleep(settings.min_sync).await;
