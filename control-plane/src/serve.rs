@@ -30,21 +30,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let store = StoreServer::start(cfg).await?;
     let registry = Arc::new(Registry::new(store.replica.clone()));
-    let built_in = {
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            // The default StorageClass first: the built-in namespaces stay the last keys a
-            // starting cluster writes.
-            crate::controllers::persistentvolume::local_path::ensure_default_class(&registry).await;
-            namespaces::ensure_built_in(&registry).await;
-        })
-    };
     let (leading, leadership) = tokio::sync::watch::channel(None);
     let api_service = Arc::new(ApiService::new(
         registry.clone(),
         leadership.clone(),
         args.event_ttl,
     ));
+    let built_in = {
+        let registry = registry.clone();
+        let api = api_service.clone();
+        tokio::spawn(async move {
+            // The default StorageClass first: the built-in namespaces stay the last keys a
+            // starting cluster writes.
+            crate::controllers::persistentvolume::local_path::ensure_default_class(&registry).await;
+            namespaces::ensure_built_in(&registry, || async {
+                crate::apiserver::built_in_services::ensure_kube_dns(&api).await
+            })
+            .await;
+        })
+    };
     let election = args.controllers.then(|| {
         tokio::spawn(crate::controllers::election::run(
             store.replica.clone(),

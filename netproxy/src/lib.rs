@@ -14,5 +14,5 @@ pub mod render;
 
 pub use apply::{ApplyError, Iptables, SyncReport};
 pub use chains::CHAIN_PREFIX;
-pub use model::{service_ports, Endpoint, Protocol, ServicePort};
+pub use model::{service_ports, with_node_dns, Endpoint, Protocol, ServicePort};
 pub use render::{render, NodeContext, Rendered};

@@ -191,6 +191,23 @@ pub fn service_ports<'a>(
     out
 }
 
+/// The built-in `kube-system/kube-dns` Service has no endpoints of its own: on a node that runs
+/// cluster DNS at `dns` (port 53) its ports go there, so every node answers on the Service's
+/// address itself. Endpoints someone gave it (a DNS deployment of their own) are kept.
+pub fn with_node_dns(ports: &mut [ServicePort], dns: Ipv4Addr, node_name: Option<&str>) {
+    for sp in ports
+        .iter_mut()
+        .filter(|sp| sp.namespace == "kube-system" && sp.name == "kube-dns")
+        .filter(|sp| sp.endpoints.is_empty())
+    {
+        sp.endpoints = vec![Endpoint {
+            ip: dns,
+            port: 53,
+            node_name: node_name.map(str::to_string),
+        }];
+    }
+}
+
 /// The ready addresses of `endpoints` for the service port named `port_name`, sorted.
 fn ready_endpoints(endpoints: &Endpoints, port_name: &str, protocol: Protocol) -> Vec<Endpoint> {
     let mut out = Vec::new();
@@ -287,5 +304,37 @@ mod tests {
         assert!(node_port[0].external_local && node_port[0].internal_local);
         let cluster = service_ports(&[svc("ClusterIP")], []);
         assert!(!cluster[0].external_local && cluster[0].internal_local);
+    }
+
+    #[test]
+    fn kube_dns_goes_to_the_nodes_own_server_unless_it_has_endpoints() {
+        let svc = |ns: &str, name: &str| {
+            service(json!({"metadata": {"name": name, "namespace": ns},
+                           "spec": {"clusterIP": "10.96.0.10",
+                                    "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}}))
+        };
+        let dns: Ipv4Addr = "10.244.3.1".parse().expect("ip");
+        let mut ports = service_ports(
+            &[svc("kube-system", "kube-dns"), svc("shop", "kube-dns")],
+            [],
+        );
+        with_node_dns(&mut ports, dns, Some("n1"));
+        let ours = ports
+            .iter()
+            .find(|p| p.namespace == "kube-system")
+            .expect("kube-dns");
+        assert_eq!(ours.endpoints.len(), 1);
+        assert_eq!((ours.endpoints[0].ip, ours.endpoints[0].port), (dns, 53));
+        let theirs = ports.iter().find(|p| p.namespace == "shop").expect("shop");
+        assert!(theirs.endpoints.is_empty(), "only the built-in one");
+
+        let eps = endpoints(
+            json!({"metadata": {"name": "kube-dns", "namespace": "kube-system"},
+            "subsets": [{"addresses": [{"ip": "10.244.9.9"}],
+                         "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}]}),
+        );
+        let mut ports = service_ports(&[svc("kube-system", "kube-dns")], [&eps]);
+        with_node_dns(&mut ports, dns, Some("n1"));
+        assert_eq!(ports[0].endpoints[0].ip.to_string(), "10.244.9.9");
     }
 }

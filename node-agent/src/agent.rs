@@ -123,6 +123,7 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
     }
     // The Services and Endpoints, followed once for the proxy and the DNS server.
     let (changed, _) = watch::channel(());
+    let node_dns = Arc::new(std::sync::OnceLock::new());
     let services = follow::<Service>(client.clone(), changed.clone(), "services");
     let endpoints = follow::<Endpoints>(client.clone(), changed.clone(), "services");
     if !args.disable_proxy {
@@ -134,6 +135,7 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
                 cluster_cidr: Some(args.cluster_cidr.clone()),
                 pod_network: own_network,
                 node_name: name.clone(),
+                node_dns: node_dns.clone(),
                 min_sync: args.proxy_min_sync_period,
                 sync_period: args.proxy_sync_period,
             },
@@ -160,6 +162,9 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
                 std::net::SocketAddr::new(ip.into(), 53),
                 args.resolv_conf.clone(),
             ));
+            // The built-in kube-dns Service answers here too, from the next sync on.
+            let _ = node_dns.set(ip);
+            changed.send_replace(());
             Some(ip)
         }
         _ => None,

@@ -2,7 +2,8 @@
 //! server upstream (the agent's `--resolv-conf`): a Service by its full and its short name, a
 //! headless Service's endpoints and a pod's stable name under it (hostname + subdomain, as a
 //! StatefulSet's), SRV for a named port, an ExternalName through the upstream, an outside name
-//! forwarded upstream, NXDOMAIN for a missing Service; the pod's resolv.conf points at the
+//! forwarded upstream, NXDOMAIN for a missing Service, the same answers through the built-in
+//! kube-dns Service's address (10.96.0.10); the pod's resolv.conf points at the
 //! node with Kubernetes' search path, and its environment holds the Service variables.
 
 use std::net::Ipv4Addr;
@@ -164,6 +165,17 @@ fn pods_resolve_services_pods_and_outside_names() {
         );
         let outside = lookup("nslookup outside.example.test".into()).await;
         assert_eq!(addresses(&outside), ["192.0.2.44"], "{outside}");
+
+        // The built-in kube-dns Service's address answers too (the node's proxy sends it to
+        // the node's own server), and names itself.
+        let via_service = lookup("nslookup web.default.svc.cluster.local 10.96.0.10".into()).await;
+        assert_eq!(
+            addresses(&via_service),
+            [cluster_ip.as_str()],
+            "{via_service}"
+        );
+        let itself = lookup("nslookup kube-dns.kube-system.svc.cluster.local".into()).await;
+        assert_eq!(addresses(&itself), ["10.96.0.10"], "{itself}");
 
         // The Services that existed when the container started are in its environment.
         let (_, environ) = exec(&node, "web-a", "tr '\\0' '\\n' < /proc/1/environ");

@@ -5,6 +5,7 @@
 pub mod admission;
 pub mod agents;
 pub mod allocate;
+pub mod built_in_services;
 pub mod defaults;
 pub mod deletion;
 pub mod exec;

@@ -68,9 +68,16 @@ pub async fn delete_with_contents(
 }
 
 /// Creates the built-in namespaces that do not exist yet, retrying until the store has a
-/// leader. Every replica runs this at start; creating is a compare-and-put, so they do not race.
-pub async fn ensure_built_in(registry: &Registry) {
+/// leader, and runs `in_kube_system` once kube-system exists (the built-in Services), so the
+/// last namespace stays the last key a starting cluster writes. Every replica runs this at
+/// start; creating is a compare-and-put, so they do not race.
+pub async fn ensure_built_in<F, Fut>(registry: &Registry, in_kube_system: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let kind = namespace_kind();
+    let mut in_kube_system = Some(in_kube_system);
     for name in BUILT_IN {
         let ns = serde_json::json!({
             "apiVersion": "v1",
@@ -80,6 +87,11 @@ pub async fn ensure_built_in(registry: &Registry) {
             "status": {"phase": "Active"}
         });
         ensure_exists(registry, &kind, ns).await;
+        if *name == "kube-system" {
+            if let Some(then) = in_kube_system.take() {
+                then().await;
+            }
+        }
     }
 }
 

@@ -22,6 +22,8 @@ pub struct ProxySettings {
     pub pod_network: bool,
     /// This node's name (its endpoints are local under a Local traffic policy).
     pub node_name: String,
+    /// This node's DNS server, once it runs: the built-in kube-dns Service goes there.
+    pub node_dns: Arc<std::sync::OnceLock<std::net::Ipv4Addr>>,
     pub min_sync: Duration,
     pub sync_period: Duration,
 }
@@ -57,7 +59,11 @@ pub async fn run(
     let mut synced: Vec<netproxy::ServicePort> = vec![];
     loop {
         let (svcs, eps) = (services.state(), endpoints.state());
-        let ports = netproxy::service_ports(svcs.iter().map(|s| &**s), eps.iter().map(|e| &**e));
+        let mut ports =
+            netproxy::service_ports(svcs.iter().map(|s| &**s), eps.iter().map(|e| &**e));
+        if let Some(dns) = settings.node_dns.get() {
+            netproxy::with_node_dns(&mut ports, *dns, Some(&settings.node_name));
+        }
         let ipt = ipt.clone();
         let node = node.clone();
         let started = std::time::Instant::now();
