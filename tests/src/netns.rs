@@ -182,6 +182,25 @@ pub fn enter_before_exec(cmd: &mut Command, ns: &str) {
     }
 }
 
+/// The prologue of a root test on `n` hosts of its own, each with a default route (as hosts on
+/// a LAN have, so that cluster IPs are routed before the proxy's DNAT): without root it skips
+/// (under CI=true it fails, see [`available`]); else it runs `body(net)` inside host 0's
+/// namespace, removing the network once the test's last handle on it goes.
+pub fn on_hosts<F, Fut>(n: usize, body: F)
+where
+    F: FnOnce(std::sync::Arc<TestNet>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    if !available() {
+        eprintln!("skipped: needs root for network namespaces and containers");
+        return;
+    }
+    let net = std::sync::Arc::new(TestNet::create(n));
+    net.add_default_routes();
+    let inner = net.clone();
+    net.run_in_host(0, move || body(inner));
+}
+
 /// Runs `body` on a thread of its own inside namespace `ns`, with its own runtime.
 fn run_in<F, Fut>(ns: &str, body: F)
 where

@@ -8,13 +8,12 @@
 //! and traffic follows; a deleted Node's route goes from every host.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 use skiff_api::Kind;
 use tests::multi_host::{node_name, Hosts};
-use tests::netns::{self, TestNet};
+use tests::netns;
 use tests::wait;
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -73,19 +72,22 @@ async fn web_pods(client: &skiff_api::Client) -> BTreeMap<String, (String, Strin
 
 #[test]
 fn pods_reach_pods_and_services_across_three_nodes() {
-    if !netns::available() {
-        eprintln!("skipped: needs root for network namespaces and containers");
-        return;
-    }
-    let net = Arc::new(TestNet::create(3));
-    net.add_default_routes();
-    let inner = net.clone();
-    net.run_in_host(0, move || async move {
+    netns::on_hosts(3, |inner| async move {
         let hosts = Hosts::start(
             inner,
             // Leases renewed every second, a node missing for 6 s is NotReady, its pods go.
-            &["--node-monitor-grace-period", "6", "--pod-eviction-timeout", "0"],
-            &["--proxy-min-sync-period", "0s", "--node-lease-duration-seconds", "4"],
+            &[
+                "--node-monitor-grace-period",
+                "6",
+                "--pod-eviction-timeout",
+                "0",
+            ],
+            &[
+                "--proxy-min-sync-period",
+                "0s",
+                "--node-lease-duration-seconds",
+                "4",
+            ],
         )
         .await;
         let client = hosts.client.clone();
@@ -105,11 +107,15 @@ fn pods_reach_pods_and_services_across_three_nodes() {
                 .map(|j| format!("{} via {}", cidr_of[&j], net.hosts[j].ip))
                 .collect();
             let ns = net.hosts[i].ns.clone();
-            wait::until(&format!("host {i}'s routes to be {wanted:?}"), LIMIT, || {
-                let got = routes_in(&ns);
-                let wanted = wanted.clone();
-                async move { (got == wanted).then_some(()) }
-            })
+            wait::until(
+                &format!("host {i}'s routes to be {wanted:?}"),
+                LIMIT,
+                || {
+                    let got = routes_in(&ns);
+                    let wanted = wanted.clone();
+                    async move { (got == wanted).then_some(()) }
+                },
+            )
             .await;
         }
 
@@ -173,10 +179,12 @@ fn pods_reach_pods_and_services_across_three_nodes() {
                 &format!("wget -qO- http://{callee_ip}:9090/cgi-bin/peer"),
             );
             // httpd listens on IPv6 too and writes a v4 peer as `[::ffff:a.b.c.d]`.
-            let seen = seen.trim().trim_matches(['[', ']']).trim_start_matches("::ffff:");
+            let seen = seen
+                .trim()
+                .trim_matches(['[', ']'])
+                .trim_start_matches("::ffff:");
             assert_eq!(
-                seen,
-                caller_ip,
+                seen, caller_ip,
                 "{callee} on node-2 sees {caller} on {caller_node} by its own pod address"
             );
         }
@@ -195,8 +203,13 @@ fn pods_reach_pods_and_services_across_three_nodes() {
             .await
             .expect("service created");
         let web = client.get(&services, "default", "web").await.expect("web");
-        let cluster_ip = web["spec"]["clusterIP"].as_str().expect("cluster IP").to_string();
-        let node_port = web["spec"]["ports"][0]["nodePort"].as_u64().expect("node port");
+        let cluster_ip = web["spec"]["clusterIP"]
+            .as_str()
+            .expect("cluster IP")
+            .to_string();
+        let node_port = web["spec"]["ports"][0]["nodePort"]
+            .as_u64()
+            .expect("node port");
         // Wait until every node's proxy serves it (the first answer from each pod's node).
         for (node, (caller, _)) in &by_node {
             let probe = format!("timeout 5 wget -qO- http://{cluster_ip}/ 2>&1 || true");
@@ -233,10 +246,17 @@ fn pods_reach_pods_and_services_across_three_nodes() {
             );
             let answers: Vec<&str> = out.lines().map(str::trim).collect();
             let failed: Vec<&&str> = answers.iter().filter(|a| !pods.contains_key(**a)).collect();
-            assert!(failed.is_empty(), "requests from {caller} failed: {failed:?}");
+            assert!(
+                failed.is_empty(),
+                "requests from {caller} failed: {failed:?}"
+            );
             assert_eq!(answers.len(), 300, "every request from {caller} answered");
             let from_here: BTreeSet<&str> = answers.iter().copied().collect();
-            assert_eq!(from_here.len(), 3, "{caller} reached all three: {from_here:?}");
+            assert_eq!(
+                from_here.len(),
+                3,
+                "{caller} reached all three: {from_here:?}"
+            );
             for a in answers {
                 *total.entry(a.to_string()).or_default() += 1;
             }
@@ -295,11 +315,19 @@ fn pods_reach_pods_and_services_across_three_nodes() {
         let node_port_of = |name: &'static str| {
             let client = client.clone();
             async move {
-                let svc = client.get(&services, "default", name).await.expect("service");
-                svc["spec"]["ports"][0]["nodePort"].as_u64().expect("node port")
+                let svc = client
+                    .get(&services, "default", name)
+                    .await
+                    .expect("service");
+                svc["spec"]["ports"][0]["nodePort"]
+                    .as_u64()
+                    .expect("node port")
             }
         };
-        let (local_port, peer_port) = (node_port_of("web-local").await, node_port_of("peer-local").await);
+        let (local_port, peer_port) = (
+            node_port_of("web-local").await,
+            node_port_of("peer-local").await,
+        );
         let hosts_ips: Vec<String> = net.hosts.iter().map(|h| h.ip.clone()).collect();
         let client_ip = net.client.ip.clone();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -318,7 +346,9 @@ fn pods_reach_pods_and_services_across_three_nodes() {
                     seen.push(answers);
                 }
                 let peer_at = format!("{}:{peer_port}", hosts_ips[2]);
-                let peer = wait::try_until(LIMIT, || tests::http::get_path(&peer_at, "/cgi-bin/peer")).await;
+                let peer =
+                    wait::try_until(LIMIT, || tests::http::get_path(&peer_at, "/cgi-bin/peer"))
+                        .await;
                 let _ = tx.send((seen, peer));
             })
         });
@@ -334,7 +364,10 @@ fn pods_reach_pods_and_services_across_three_nodes() {
             );
         }
         let peer = peer.expect("the Local NodePort on node-2 answers");
-        let peer = peer.trim().trim_matches(['[', ']']).trim_start_matches("::ffff:");
+        let peer = peer
+            .trim()
+            .trim_matches(['[', ']'])
+            .trim_start_matches("::ffff:");
         assert_eq!(peer, client_ip, "the pod sees the outside client's address");
 
         // Node 2's agent dies: its pod is replaced on another node and the service follows.

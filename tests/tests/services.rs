@@ -5,13 +5,12 @@
 //! rules, and deleting the Service removes its chains. A flushed nat table is repaired by the
 //! next periodic sync; ten agent restarts neither interrupt the service nor duplicate a rule.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use skiff_api::Kind;
 use tests::agent::TestNode;
-use tests::netns::{self, TestNet};
+use tests::netns;
 use tests::wait;
 
 const LIMIT: Duration = Duration::from_secs(60);
@@ -22,17 +21,8 @@ fn running(p: &Value) -> bool {
 
 #[test]
 fn cluster_ips_and_node_ports_reach_the_pods_and_empty_services_refuse() {
-    if !netns::available() {
-        eprintln!("skipped: needs root for network namespaces and containers");
-        return;
-    }
-    let net = Arc::new(TestNet::create(1));
-    // A host has a default route; cluster IPs are routed by it before the proxy's DNAT.
-    net.add_default_routes();
-    let host_ip = net.hosts[0].ip.clone();
-    let inner = net.clone();
-    net.run_in_host(0, move || async move {
-        let net = inner;
+    netns::on_hosts(1, |net| async move {
+        let host_ip = net.hosts[0].ip.clone();
         let node = TestNode::start_with(&host_ip, &["--proxy-min-sync-period", "0s"]).await;
         for name in ["web-a", "web-b"] {
             node.create_pod(
@@ -185,14 +175,8 @@ fn nat_rules() -> String {
 
 #[test]
 fn flushed_rules_come_back_and_agent_restarts_neither_interrupt_nor_duplicate_them() {
-    if !netns::available() {
-        eprintln!("skipped: needs root for network namespaces and containers");
-        return;
-    }
-    let net = Arc::new(TestNet::create(1));
-    net.add_default_routes();
-    let host_ip = net.hosts[0].ip.clone();
-    net.run_in_host(0, move || async move {
+    netns::on_hosts(1, |net| async move {
+        let host_ip = net.hosts[0].ip.clone();
         let mut node = TestNode::start_with(
             &host_ip,
             &["--proxy-min-sync-period", "0s", "--proxy-sync-period", "2s"],
@@ -276,7 +260,10 @@ fn flushed_rules_come_back_and_agent_restarts_neither_interrupt_nor_duplicate_th
                 .count();
             assert_eq!(n, 1, "{jump} jumps to Skiff once:\n{rules}");
         }
-        let dnat = rules.lines().filter(|l| l.contains("DNAT")).count();
+        let dnat = rules
+            .lines()
+            .filter(|l| l.contains("DNAT") && l.contains("default/web"))
+            .count();
         assert_eq!(dnat, 1, "one endpoint, one DNAT rule:\n{rules}");
     });
 }
