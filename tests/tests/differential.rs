@@ -305,8 +305,21 @@ async fn same_operations_same_responses_as_etcd() {
         )
         .await
         .unwrap();
+    // Keys written in one transaction (a Service and its address's claim) go into etcd in
+    // one transaction too, so both stores are at the same revision.
+    let mut by_revision: Vec<(i64, Vec<etcd_client::TxnOp>)> = vec![];
     for kv in initial.kvs() {
-        reference.put(kv.key(), kv.value(), None).await.unwrap();
+        let op = etcd_client::TxnOp::put(kv.key(), kv.value(), None);
+        match by_revision.last_mut() {
+            Some((rev, ops)) if *rev == kv.mod_revision() => ops.push(op),
+            _ => by_revision.push((kv.mod_revision(), vec![op])),
+        }
+    }
+    for (_, ops) in by_revision {
+        reference
+            .txn(etcd_client::Txn::new().and_then(ops))
+            .await
+            .unwrap();
     }
     let skiff_rev = skiff
         .get("x", None)

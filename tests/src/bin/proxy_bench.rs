@@ -1,0 +1,133 @@
+//! `proxy-bench` (root): the service proxy's full sync at 1,000, 5,000 and 10,000 Services of
+//! 10 endpoints each (NodePorts, so every chain kind is there), printed as one Markdown table.
+//!
+//! ```sh
+//! cargo build --release --bins && sudo cargo run --release -p tests --bin proxy-bench
+//! ```
+//!
+//! Each size runs in a network namespace of its own: a first sync into empty tables, then a
+//! second one over the first (what every periodic sync does), each timed whole (jumps checked,
+//! `iptables-save`, render, one `iptables-restore --noflush`). The reference, measured in the
+//! same run, is the floor: the time `iptables-restore` alone takes to load the same text into
+//! empty tables of a fresh namespace. Target: a full sync of 10,000 Services in at most 1 s.
+//!
+//! Results: docs/benchmarks.md.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use netproxy::{render, Endpoint, Iptables, NodeContext, Protocol, ServicePort};
+use tests::netns::TestNet;
+
+const SIZES: [usize; 3] = [1_000, 5_000, 10_000];
+const ENDPOINTS: usize = 10;
+
+fn ports(n: usize) -> Vec<ServicePort> {
+    (0..n)
+        .map(|i| {
+            let i = i as u32;
+            ServicePort {
+                namespace: "bench".into(),
+                name: format!("svc-{i}"),
+                port_name: "http".into(),
+                protocol: Protocol::Tcp,
+                cluster_ip: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + i + 1),
+                port: 80,
+                // One NodePort each while the range lasts (2,768 of them).
+                node_port: (i < 2768).then(|| 30000 + i as u16),
+                external_ips: vec![],
+                load_balancer_ips: vec![],
+                affinity_seconds: None,
+                endpoints: (0..ENDPOINTS as u32)
+                    .map(|e| Endpoint {
+                        ip: Ipv4Addr::from(
+                            u32::from(Ipv4Addr::new(10, 244, 0, 0)) + i * ENDPOINTS as u32 + e,
+                        ),
+                        port: 8080,
+                        node_name: None,
+                    })
+                    .collect(),
+                external_local: false,
+                internal_local: false,
+            }
+        })
+        .collect()
+}
+
+/// Runs `f` on a thread inside the namespace of host 0 of `net`.
+fn in_net<T: Send + 'static>(net: &TestNet, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    net.run_in_host(0, move || async move {
+        let _ = tx.send(f());
+    });
+    rx.recv().expect("result")
+}
+
+fn restore_alone(text: &str) -> Duration {
+    let started = Instant::now();
+    let mut child = Command::new("iptables-restore")
+        .arg("--noflush")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("iptables-restore runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("written");
+    assert!(child.wait().expect("ends").success(), "restore failed");
+    started.elapsed()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("proxy-bench needs root (network namespaces, iptables)");
+        std::process::exit(1);
+    }
+    let node = NodeContext {
+        cluster_cidr: Some("10.244.0.0/16".into()),
+        pod_network: true,
+        node_name: Some("bench".into()),
+    };
+    println!("| Services × endpoints | rules | first sync | next sync | iptables-restore alone (reference) | first ÷ reference | target |");
+    println!("|---|---|---|---|---|---|---|");
+    for n in SIZES {
+        let sps = ports(n);
+        let text = render(&sps, &node, &Default::default());
+        let rules = text.rules;
+        let reference = {
+            let net = TestNet::create(1);
+            let t = text.text.clone();
+            in_net(&net, move || restore_alone(&t))
+        };
+        let (first, next) = {
+            let net = TestNet::create(1);
+            let node = node.clone();
+            in_net(&net, move || {
+                let ipt = Iptables::detect().expect("iptables");
+                let started = Instant::now();
+                ipt.sync(&sps, &node).expect("first sync");
+                let first = started.elapsed();
+                let started = Instant::now();
+                ipt.sync(&sps, &node).expect("next sync");
+                (first, started.elapsed())
+            })
+        };
+        let target = if n == 10_000 { "≤ 1 s" } else { "" };
+        println!(
+            "| {n} × {ENDPOINTS} | {rules} | {} | {} | {} | {:.2} | {target} |",
+            ms(first),
+            ms(next),
+            ms(reference),
+            first.as_secs_f64() / reference.as_secs_f64()
+        );
+    }
+}
