@@ -99,7 +99,12 @@ fn main() {
     };
     println!("| Services × endpoints | rules | first sync | next sync | iptables-restore alone (reference) | first ÷ reference | target |");
     println!("|---|---|---|---|---|---|---|");
-    for n in SIZES {
+    // PROXY_BENCH_SIZES=1000,5000 runs only those sizes.
+    let sizes: Vec<usize> = std::env::var("PROXY_BENCH_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect())
+        .unwrap_or_else(|| SIZES.to_vec());
+    for n in sizes {
         let sps = ports(n);
         let text = render(&sps, &node, &Default::default());
         let rules = text.rules;
