@@ -322,21 +322,39 @@ fn render_port(
         .cloned()
         .collect();
 
-    // The cluster-wide pick, and the local one when a Local policy needs it.
+    // The cluster-wide pick, and the local one when a Local policy needs it. The chain that
+    // takes cluster IP traffic first marks what comes from outside the pod network.
     let svc = service_chain(sp);
+    let svl = local_chain(sp);
+    let internal_target = if sp.internal_local { &svl } else { &svc };
+    let cluster_ip_masq = |nat: &mut Table, chain: &str| {
+        if let Some(cidr) = &node.cluster_cidr {
+            nat.rule(
+                chain,
+                &format!(
+                    "{} {proto} -d {cluster_ip}/32 --dport {port} ! -s {cidr} -j {MARK_MASQ}",
+                    comment(&format!("{id} cluster IP"))
+                ),
+            );
+        }
+    };
     nat.chain(&svc);
     rendered.insert(svc.clone());
+    if !sp.internal_local {
+        cluster_ip_masq(nat, &svc);
+    }
     pick_rules(nat, &svc, sp, &all);
     let needs_local = sp.internal_local || (sp.external_local && has_external);
-    let svl = local_chain(sp);
     if needs_local && !local.is_empty() {
         nat.chain(&svl);
         rendered.insert(svl.clone());
+        if sp.internal_local {
+            cluster_ip_masq(nat, &svl);
+        }
         pick_rules(nat, &svl, sp, &local);
     }
 
     // Traffic to the cluster IP, from inside the cluster.
-    let internal_target = if sp.internal_local { &svl } else { &svc };
     if sp.internal_local && local.is_empty() {
         refuse(filter, sp, true, None, "has no local endpoints", "DROP");
     } else {
@@ -347,19 +365,6 @@ fn render_port(
                 comment(&format!("{id} cluster IP"))
             ),
         );
-        if let Some(cidr) = &node.cluster_cidr {
-            // Put first in the target chain: traffic from outside the pod network is marked.
-            let rule = format!(
-                "-A {internal_target} {} {proto} -d {cluster_ip}/32 --dport {port} ! -s {cidr} -j {MARK_MASQ}",
-                comment(&format!("{id} cluster IP"))
-            );
-            let at = nat
-                .rules
-                .iter()
-                .position(|r| r.starts_with(&format!("-A {internal_target} ")))
-                .unwrap_or(nat.rules.len());
-            nat.rules.insert(at, rule);
-        }
     }
 
     // Traffic from outside: NodePorts, external and load-balancer IPs.

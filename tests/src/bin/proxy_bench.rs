@@ -13,9 +13,7 @@
 //!
 //! Results: docs/benchmarks.md.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use netproxy::{render, Endpoint, Iptables, NodeContext, Protocol, ServicePort};
@@ -65,20 +63,11 @@ fn in_net<T: Send + 'static>(net: &TestNet, f: impl FnOnce() -> T + Send + 'stat
     rx.recv().expect("result")
 }
 
+/// `iptables-restore --noflush` of `text` alone, timed.
 fn restore_alone(text: &str) -> Duration {
+    let ipt = Iptables::detect().expect("iptables");
     let started = Instant::now();
-    let mut child = Command::new("iptables-restore")
-        .arg("--noflush")
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("iptables-restore runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("written");
-    assert!(child.wait().expect("ends").success(), "restore failed");
+    ipt.restore(text).expect("restore");
     started.elapsed()
 }
 
