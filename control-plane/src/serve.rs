@@ -74,6 +74,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(crate::controllers::deployment::run(ctx.clone())),
         tokio::spawn(crate::controllers::nodelifecycle::run(ctx.clone())),
         tokio::spawn(crate::controllers::endpoints::run(ctx.clone())),
+        tokio::spawn(crate::controllers::servicelb::run(ctx.clone())),
         tokio::spawn(crate::controllers::job::run(ctx.clone())),
         tokio::spawn(crate::controllers::cronjob::run(ctx.clone())),
         tokio::spawn(crate::controllers::daemonset::run(ctx.clone())),

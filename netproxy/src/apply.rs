@@ -2,7 +2,9 @@
 //! live in (nft or legacy, detected as kube-proxy's wrapper does: the one holding more rules;
 //! nft when both are empty, as Debian's default), the jumps from the built-in chains to
 //! Skiff's (through the `iptables` crate, each added only when missing, so restarts never pile
-//! up duplicates), and one `iptables-restore --noflush` per sync of [`crate::render`]'s text.
+//! up duplicates), and one `iptables-restore --noflush` per sync of [`crate::render`]'s rules:
+//! a full sync (jumps checked, tables read back and checked for drift, every chain written)
+//! or a partial one (only what changed since the last good sync, nothing read).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -10,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use crate::chains::{self, EXTERNAL_SERVICES, FORWARD, POSTROUTING, SERVICES};
 use crate::model::ServicePort;
-use crate::render::{render, NodeContext};
+use crate::render::{render_rules, NodeContext};
+use crate::ruleset::Written;
 
 /// Why applying rules failed.
 #[derive(Debug, thiserror::Error)]
@@ -114,9 +117,17 @@ const JUMP_TARGETS: &[(&str, &str)] = &[
 /// What one sync did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SyncReport {
+    /// Rules rendered (all of them, also when a partial sync wrote fewer).
     pub rules: usize,
     pub render: Duration,
     pub restore: Duration,
+    /// Only the chains that changed were written.
+    pub partial: bool,
+    /// Chains written (a partial sync: or deleted).
+    pub chains_written: usize,
+    /// A full sync's read-back: how the kernel's rules differed from what the last sync
+    /// wrote (someone changed them). This sync repaired it.
+    pub drift: Vec<String>,
 }
 
 /// The host's iptables, as Skiff drives it.
@@ -239,24 +250,80 @@ impl Iptables {
         run(self.backend.restore, &["--noflush"], Some(text)).map(|_| ())
     }
 
-    /// One full sync: the jumps, then every rule for `ports`, stale chains removed.
+    /// One full sync with nothing to compare against (see [`Iptables::sync_full`]).
     pub fn sync(
         &self,
         ports: &[ServicePort],
         node: &NodeContext,
     ) -> Result<SyncReport, ApplyError> {
+        self.sync_full(ports, node, None).map(|(report, _)| report)
+    }
+
+    /// A full sync: the jumps checked, both tables read back (and, given what the last sync
+    /// wrote, checked against it: the report names what drifted), then every rule for
+    /// `ports` written in one restore, stale chains removed. Returns what was written, for
+    /// the next partial sync.
+    pub fn sync_full(
+        &self,
+        ports: &[ServicePort],
+        node: &NodeContext,
+        last: Option<&Written>,
+    ) -> Result<(SyncReport, Written), ApplyError> {
         self.ensure_jumps()?;
-        let existing = chains::ours_in_save(&self.save("nat")?);
+        let nat = self.save("nat")?;
+        let drift = match last {
+            Some(last) => last.drift(&self.save("filter")?, &nat),
+            None => vec![],
+        };
+        let existing = chains::ours_in_save(&nat);
         let started = Instant::now();
-        let rendered = render(ports, node, &existing);
+        let rules = render_rules(ports, node);
+        let text = rules.full_text(&existing);
         let render_time = started.elapsed();
         let started = Instant::now();
-        self.restore(&rendered.text)?;
-        Ok(SyncReport {
-            rules: rendered.rules,
-            render: render_time,
-            restore: started.elapsed(),
-        })
+        self.restore(&text)?;
+        let written = rules.written();
+        Ok((
+            SyncReport {
+                rules: rules.rules(),
+                render: render_time,
+                restore: started.elapsed(),
+                partial: false,
+                chains_written: written.chains(),
+                drift,
+            },
+            written,
+        ))
+    }
+
+    /// A partial sync: only the chains that changed since `last` (what the last good sync
+    /// wrote) in one restore (none when nothing changed), with no read-back, so its cost
+    /// follows the change, not the cluster. Returns what is written now.
+    pub fn sync_partial(
+        &self,
+        ports: &[ServicePort],
+        node: &NodeContext,
+        last: &Written,
+    ) -> Result<(SyncReport, Written), ApplyError> {
+        let started = Instant::now();
+        let rules = render_rules(ports, node);
+        let (text, chains_written) = rules.partial_text(last);
+        let render_time = started.elapsed();
+        let started = Instant::now();
+        if chains_written > 0 {
+            self.restore(&text)?;
+        }
+        Ok((
+            SyncReport {
+                rules: rules.rules(),
+                render: render_time,
+                restore: started.elapsed(),
+                partial: true,
+                chains_written,
+                drift: vec![],
+            },
+            rules.written(),
+        ))
     }
 
     /// Removes every jump to Skiff's chains and every chain of Skiff's (`skiff-agent

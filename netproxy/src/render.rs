@@ -15,19 +15,21 @@
 //! - `SKIFF-POSTROUTING` masquerades what was marked; filter `SKIFF-FORWARD` lets marked and
 //!   established service traffic through a host whose FORWARD policy drops.
 //!
-//! Every chain is declared (and so flushed) in the text; chains of Skiff's that exist in the
-//! kernel but are no longer rendered are flushed and deleted, so one `iptables-restore
-//! --noflush` brings the tables to exactly this state without touching anyone else's rules.
-//! The jumps from the built-in chains are not here: the applier adds them once.
+//! The rules are rendered per table and chain ([`Ruleset`]); its full text declares (and so
+//! flushes) every chain, and flushes and deletes chains of Skiff's that exist in the kernel
+//! but are no longer rendered, so one `iptables-restore --noflush` brings the tables to
+//! exactly this state without touching anyone else's rules (a partial text: see
+//! [`crate::ruleset`]). The jumps from the built-in chains are not here: the applier adds
+//! them once.
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
 
 use crate::chains::{
-    self, endpoint_chain, external_chain, local_chain, service_chain, EXTERNAL_SERVICES, FORWARD,
+    endpoint_chain, external_chain, local_chain, service_chain, EXTERNAL_SERVICES, FORWARD,
     MARK_MASQ, MASQ_MARK, NODEPORTS, POSTROUTING, SERVICES,
 };
 use crate::model::{Endpoint, ServicePort};
+use crate::ruleset::{Ruleset, Table, FIXED_FILTER, FIXED_NAT};
 
 /// What the rules depend on besides the services.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -46,41 +48,13 @@ pub struct NodeContext {
     pub node_name: Option<String>,
 }
 
-/// The rendered tables.
+/// The rendered tables as one full restore text.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rendered {
     /// iptables-restore input: `*filter … COMMIT` then `*nat … COMMIT`.
     pub text: String,
     /// How many rules (`-A` lines) it holds.
     pub rules: usize,
-}
-
-/// One table being written: chain declarations first, then rules, as restore wants them.
-#[derive(Default)]
-struct Table {
-    chains: Vec<String>,
-    rules: Vec<String>,
-}
-
-impl Table {
-    fn chain(&mut self, name: &str) {
-        self.chains.push(format!(":{name} - [0:0]"));
-    }
-
-    fn rule(&mut self, chain: &str, spec: &str) {
-        self.rules.push(format!("-A {chain} {spec}"));
-    }
-
-    fn write(&self, name: &str, out: &mut String) {
-        let _ = writeln!(out, "*{name}");
-        for c in &self.chains {
-            let _ = writeln!(out, "{c}");
-        }
-        for r in &self.rules {
-            let _ = writeln!(out, "{r}");
-        }
-        let _ = writeln!(out, "COMMIT");
-    }
 }
 
 /// `-m comment --comment TEXT`, quoted when it has spaces.
@@ -103,19 +77,29 @@ fn probability(i: usize, n: usize) -> String {
     format!("{:.10}", 1.0 / (n - i) as f64)
 }
 
-/// Renders the rules for `ports` on a node described by `node`; `existing_nat` names the
-/// SKIFF- chains the nat table holds now (from `iptables-save`), so stale ones go.
+/// Renders the rules for `ports` on a node described by `node` as one full restore text;
+/// `existing_nat` names the SKIFF- chains the nat table holds now (from `iptables-save`), so
+/// stale ones go.
 pub fn render(
     ports: &[ServicePort],
     node: &NodeContext,
     existing_nat: &BTreeSet<String>,
 ) -> Rendered {
+    let rules = render_rules(ports, node);
+    Rendered {
+        text: rules.full_text(existing_nat),
+        rules: rules.rules(),
+    }
+}
+
+/// Renders the rules for `ports` on a node described by `node`, per table and chain.
+pub fn render_rules(ports: &[ServicePort], node: &NodeContext) -> Ruleset {
     let mut filter = Table::default();
     let mut nat = Table::default();
-    for c in [SERVICES, EXTERNAL_SERVICES, FORWARD] {
+    for c in FIXED_FILTER {
         filter.chain(c);
     }
-    for c in [SERVICES, NODEPORTS, POSTROUTING, MARK_MASQ] {
+    for c in FIXED_NAT {
         nat.chain(c);
     }
 
@@ -166,9 +150,8 @@ pub fn render(
     );
     nat.rule(MARK_MASQ, &format!("-j MARK --or-mark {MASQ_MARK}"));
 
-    let mut rendered_chains: BTreeSet<String> = BTreeSet::new();
     for sp in ports {
-        render_port(sp, node, &mut filter, &mut nat, &mut rendered_chains);
+        render_port(sp, node, &mut filter, &mut nat);
     }
     nat.rule(
         SERVICES,
@@ -177,26 +160,7 @@ pub fn render(
             comment("skiff service nodeports; NOTE: this must be the last rule in this chain")
         ),
     );
-
-    // Chains of ours that are no longer wanted: declared (flushed), then deleted.
-    let fixed: BTreeSet<&str> = [SERVICES, NODEPORTS, POSTROUTING, MARK_MASQ].into();
-    let stale: Vec<&String> = existing_nat
-        .iter()
-        .filter(|c| c.starts_with(chains::CHAIN_PREFIX))
-        .filter(|c| !fixed.contains(c.as_str()) && !rendered_chains.contains(*c))
-        .collect();
-    for c in &stale {
-        nat.chain(c);
-    }
-    for c in &stale {
-        nat.rules.push(format!("-X {c}"));
-    }
-
-    let mut text = String::new();
-    filter.write("filter", &mut text);
-    nat.write("nat", &mut text);
-    let rules = filter.rules.len() + nat.rules.iter().filter(|r| r.starts_with("-A")).count();
-    Rendered { text, rules }
+    Ruleset { filter, nat }
 }
 
 /// The rules that pick one of `eps` (with their endpoint chains) in `chain`: affinity checks
@@ -276,13 +240,7 @@ fn refuse(
     }
 }
 
-fn render_port(
-    sp: &ServicePort,
-    node: &NodeContext,
-    filter: &mut Table,
-    nat: &mut Table,
-    rendered: &mut BTreeSet<String>,
-) {
+fn render_port(sp: &ServicePort, node: &NodeContext, filter: &mut Table, nat: &mut Table) {
     let id = sp.id();
     let proto = proto(sp);
     let port = sp.port;
@@ -339,7 +297,6 @@ fn render_port(
         }
     };
     nat.chain(&svc);
-    rendered.insert(svc.clone());
     if !sp.internal_local {
         cluster_ip_masq(nat, &svc);
     }
@@ -347,7 +304,6 @@ fn render_port(
     let needs_local = sp.internal_local || (sp.external_local && has_external);
     if needs_local && !local.is_empty() {
         nat.chain(&svl);
-        rendered.insert(svl.clone());
         if sp.internal_local {
             cluster_ip_masq(nat, &svl);
         }
@@ -371,7 +327,6 @@ fn render_port(
     if has_external {
         let ext = external_chain(sp);
         nat.chain(&ext);
-        rendered.insert(ext.clone());
         for (what, ip) in &external_dests {
             nat.rule(
                 SERVICES,
@@ -446,7 +401,6 @@ fn render_port(
 
     for (ep, sep) in &all {
         nat.chain(sep);
-        rendered.insert(sep.clone());
         nat.rule(
             sep,
             &format!("{} -s {}/32 -j {MARK_MASQ}", comment(&id), ep.ip),

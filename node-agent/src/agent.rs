@@ -140,6 +140,12 @@ pub async fn run(client: Client, args: Args) -> anyhow::Result<()> {
                 sync_period: args.proxy_sync_period,
             },
         ));
+        tokio::spawn(crate::network::health_check::run(
+            services.clone(),
+            endpoints.clone(),
+            changed.subscribe(),
+            name.clone(),
+        ));
     }
 
     let cidr = pod_cidr(&client, &name).await?;

@@ -98,7 +98,8 @@ pub struct Args {
     /// Least time between two syncs of the Services' rules (0s: sync at every change).
     #[arg(long, env = "SKIFF_PROXY_MIN_SYNC_PERIOD", default_value = "1s", value_parser = parse_duration)]
     pub proxy_min_sync_period: std::time::Duration,
-    /// Most time between two syncs, changes or not (rules someone removed come back).
+    /// Most time between two full syncs (changes in between write only the chains that
+    /// changed); a full sync reads the rules back and repairs what someone else changed.
     #[arg(long, env = "SKIFF_PROXY_SYNC_PERIOD", default_value = "30s", value_parser = parse_positive_duration)]
     pub proxy_sync_period: std::time::Duration,
     /// Keep no Service rules on this node (another proxy does it).

@@ -10,6 +10,11 @@ pub async fn get(addr: &str) -> Option<String> {
 
 /// The body of an HTTP GET of `path` at `addr`, or None if nothing answers.
 pub async fn get_path(addr: &str, path: &str) -> Option<String> {
+    response(addr, path).await.map(|(_, body)| body)
+}
+
+/// The status code and body of an HTTP GET of `path` at `addr`, or None if nothing answers.
+pub async fn response(addr: &str, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let connect = tokio::net::TcpStream::connect(addr);
     let mut s = tokio::time::timeout(Duration::from_secs(2), connect)
@@ -30,5 +35,11 @@ pub async fn get_path(addr: &str, path: &str) -> Option<String> {
         .split_once("\r\n\r\n")
         .or_else(|| text.split_once("\r\n\n"))
         .or_else(|| text.split_once("\n\n"))?;
-    head.starts_with("HTTP/1").then(|| body.to_string())
+    let status = head
+        .strip_prefix("HTTP/1.")?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((status, body.to_string()))
 }

@@ -3,6 +3,8 @@
 //! port's chains, the DNATs, the REJECT of a port without endpoints), applying it again
 //! changes nothing (no duplicates), the built-in chains and another program's chains are left
 //! alone, and a later render that names the chains now in the kernel removes the stale ones.
+//! A partial sync writes only what changed and leaves the tables as a full sync would; a full
+//! sync's read-back names a chain someone flushed, and repairs it.
 //! A UDP flow stays pinned to a moved endpoint until its stale conntrack entry is deleted, and
 //! then reaches the new one.
 
@@ -163,6 +165,70 @@ fn rendered_rules_restore_idempotently_and_stale_chains_go() {
         assert!(
             nat.contains(":OTHER-CHAIN - [0:0]") && nat.contains("-A PREROUTING -j OTHER-CHAIN")
         );
+    });
+}
+
+#[test]
+fn a_partial_sync_leaves_the_tables_as_a_full_one_would() {
+    netns::on_one_host(|_| async move {
+        let ipt = netproxy::Iptables::detect().expect("an iptables");
+        let node = NodeContext {
+            cluster_cidr: Some("10.244.0.0/16".into()),
+            pod_network: true,
+            node_name: None,
+        };
+        let web = port(
+            "web",
+            [10, 96, 0, 20],
+            &[("10.244.0.5", 8080), ("10.244.1.3", 8080)],
+        );
+        let mut api = port("api", [10, 96, 0, 22], &[("10.244.0.7", 9000)]);
+        api.node_port = None;
+        let gone = port("gone", [10, 96, 0, 23], &[("10.244.0.8", 9000)]);
+        let (_, written) = ipt
+            .sync_full(&[web.clone(), api.clone(), gone.clone()], &node, None)
+            .expect("full sync");
+
+        // One endpoint of web moves; api stays; gone goes.
+        let mut moved = web.clone();
+        moved.endpoints[1].ip = "10.244.2.4".parse().expect("ip");
+        let now = [moved.clone(), api.clone()];
+        let (report, written) = ipt
+            .sync_partial(&now, &node, &written)
+            .expect("partial sync");
+        assert!(report.partial);
+        // Written: web's pick chain, its new endpoint chain, and the two shared chains that
+        // named gone (SKIFF-SERVICES, SKIFF-NODEPORTS); deleted: web's old endpoint chain and
+        // gone's three (SVC, EXT, SEP). Nothing of api's.
+        assert_eq!(report.chains_written, 4 + 4);
+        let nat = save("nat");
+        assert!(nat.contains(&endpoint_chain(&moved, &moved.endpoints[1])));
+        assert!(!nat.contains(&endpoint_chain(&web, &web.endpoints[1])));
+        assert!(!nat.contains(&service_chain(&gone)), "{nat}");
+        assert!(nat.contains(&service_chain(&api)), "{nat}");
+
+        // A full sync now finds exactly what was written, and changes nothing.
+        let (before_nat, before_filter) = (save("nat"), save("filter"));
+        let (report, _) = ipt
+            .sync_full(&now, &node, Some(&written))
+            .expect("full sync");
+        assert_eq!(report.drift, Vec::<String>::new());
+        assert_eq!(save("nat"), before_nat);
+        assert_eq!(save("filter"), before_filter);
+
+        // Nothing changed: a partial sync writes nothing. Someone deletes a rule: the next
+        // full sync says so and puts it back.
+        let (report, written) = ipt
+            .sync_partial(&now, &node, &written)
+            .expect("partial sync");
+        assert_eq!(report.chains_written, 0);
+        iptables(&["-t", "nat", "-F", &service_chain(&api)]);
+        let (report, _) = ipt
+            .sync_full(&now, &node, Some(&written))
+            .expect("full sync");
+        assert_eq!(report.drift.len(), 1, "{:?}", report.drift);
+        assert!(report.drift[0].contains(&service_chain(&api)));
+        assert_eq!(save("nat"), before_nat);
     });
 }
 

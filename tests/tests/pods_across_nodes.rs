@@ -4,8 +4,10 @@
 //! address (no NAT between pods); 900 requests through the ClusterIP from a pod on each node
 //! spread evenly over all three pods; the NodePort answers on every node from a client
 //! outside the cluster; with externalTrafficPolicy Local each node's NodePort answers only with
-//! its own pod, which sees the client's address; when a node's agent is SIGKILLed its pod is replaced on another node
-//! and traffic follows; a deleted Node's route goes from every host.
+//! its own pod, which sees the client's address; a LoadBalancer gets every node's address as
+//! its ingress, answers on its port there, and its health-check port answers 200 only on the
+//! node with a local endpoint (503 elsewhere); when a node's agent is SIGKILLed its pod is
+//! replaced on another node and traffic follows; a deleted Node's route goes from every host.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -369,6 +371,96 @@ fn pods_reach_pods_and_services_across_three_nodes() {
             .trim_matches(['[', ']'])
             .trim_start_matches("::ffff:");
         assert_eq!(peer, client_ip, "the pod sees the outside client's address");
+
+        // A LoadBalancer with externalTrafficPolicy Local in front of one pod on node 0: its
+        // ingress is every node's address, the service port answers there from outside (on
+        // node 0, where the pod is), and the health-check port says which nodes have it.
+        client
+            .create(
+                &json!({"apiVersion": "v1", "kind": "Pod",
+                        "metadata": {"name": "lb-pod", "namespace": "default",
+                                     "labels": {"app": "lb"}},
+                        "spec": {"nodeName": node_name(0), "terminationGracePeriodSeconds": 1,
+                                 "containers": [{"name": "app", "image": "busybox"}]}}),
+                "default",
+            )
+            .await
+            .expect("pod created");
+        client
+            .create(
+                &json!({"apiVersion": "v1", "kind": "Service",
+                        "metadata": {"name": "lb", "namespace": "default"},
+                        "spec": {"type": "LoadBalancer", "selector": {"app": "lb"},
+                                 "externalTrafficPolicy": "Local",
+                                 "ports": [{"port": 8000, "targetPort": 8080}]}}),
+                "default",
+            )
+            .await
+            .expect("service created");
+        let mut node_ips: Vec<String> = net.hosts.iter().map(|h| h.ip.clone()).collect();
+        node_ips.sort();
+        let c = client.clone();
+        let lb = wait::try_until(LIMIT, || {
+            let c = c.clone();
+            let node_ips = node_ips.clone();
+            async move {
+                let svc = c.get(&services, "default", "lb").await.ok()?;
+                let ingress: Vec<String> = svc["status"]["loadBalancer"]["ingress"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(|i| i["ip"].as_str().map(str::to_string))
+                    .collect();
+                (ingress == node_ips).then_some(svc)
+            }
+        })
+        .await
+        .unwrap_or_else(|| panic!("the load balancer's ingress never became {node_ips:?}"));
+        let health_port = lb["spec"]["healthCheckNodePort"]
+            .as_u64()
+            .expect("a health check port");
+        let hosts_ips: Vec<String> = net.hosts.iter().map(|h| h.ip.clone()).collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let client_net = net.clone();
+        std::thread::spawn(move || {
+            client_net.run_as_client(move || async move {
+                let at = format!("{}:8000", hosts_ips[0]);
+                let answer = wait::try_until(LIMIT, || tests::http::get(&at)).await;
+                let mut health = vec![];
+                for (i, ip) in hosts_ips.iter().enumerate() {
+                    let at = format!("{ip}:{health_port}");
+                    let want = if i == 0 { 200 } else { 503 };
+                    health.push(
+                        wait::try_until(LIMIT, || async {
+                            tests::http::response(&at, "/")
+                                .await
+                                .filter(|(status, _)| *status == want)
+                        })
+                        .await,
+                    );
+                }
+                let _ = tx.send((answer, health));
+            })
+        });
+        let (answer, health) =
+            tokio::task::spawn_blocking(move || rx.recv().expect("client thread"))
+                .await
+                .expect("client thread");
+        assert_eq!(
+            answer.as_deref().map(str::trim),
+            Some("lb-pod"),
+            "the load balancer's port on node-0"
+        );
+        for (i, h) in health.iter().enumerate() {
+            let (_, body) = h
+                .as_ref()
+                .unwrap_or_else(|| panic!("node-{i}'s health check never answered as it should"));
+            let local = if i == 0 { 1 } else { 0 };
+            assert!(
+                body.contains(&format!("\"localEndpoints\":{local}"))
+                    && body.contains("\"name\":\"lb\""),
+                "node-{i}'s health check: {body}"
+            );
+        }
 
         // Node 2's agent dies: its pod is replaced on another node and the service follows.
         let mut hosts = hosts;

@@ -234,6 +234,11 @@ fn flushed_rules_come_back_and_agent_restarts_neither_interrupt_nor_duplicate_th
         })
         .await;
         assert!(repaired.is_some(), "the rules came back within 10 s");
+        assert!(
+            node.agent.log().contains("changed by someone else"),
+            "the full sync's read-back saw the flush:\n{}",
+            node.agent.log()
+        );
 
         // Agent restarts: the kernel keeps the rules meanwhile, and no rule is added twice.
         for _ in 0..10 {

@@ -283,10 +283,100 @@ pub fn plan(
     for old in live_ports.difference(&kept) {
         also.release(&format!("{PORT_PREFIX}{old}"));
     }
+    health_check_port(new, live, taken, owner, &mut also, &mut errors);
     if errors.is_empty() {
         Ok(also)
     } else {
         Err(errors)
+    }
+}
+
+/// A Service's `spec.healthCheckNodePort`, when it has one.
+fn health_check_node_port(svc: &Value) -> Option<u16> {
+    svc.get("spec")
+        .and_then(|s| s.get("healthCheckNodePort"))
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+}
+
+/// `spec.healthCheckNodePort`, from the NodePort range: LoadBalancer Services with
+/// externalTrafficPolicy Local get one (the one asked for, the one they had, or a free one);
+/// it may not change once set, and no other Service may ask for it.
+fn health_check_port(
+    new: &mut Value,
+    live: Option<&Value>,
+    taken: &Taken,
+    owner: &str,
+    also: &mut Also,
+    errors: &mut Vec<FieldError>,
+) {
+    const PATH: &str = "spec.healthCheckNodePort";
+    let live_port = live.and_then(health_check_node_port);
+    let asked = new
+        .get("spec")
+        .and_then(|s| s.get("healthCheckNodePort"))
+        .and_then(Value::as_i64)
+        .filter(|p| *p != 0);
+    let wanted = spec_str(new, "type") == "LoadBalancer"
+        && spec_str(new, "externalTrafficPolicy") == "Local";
+    let mut chosen = None;
+    if !wanted {
+        if let Some(n) = asked {
+            errors.push(invalid(
+                PATH,
+                format!(
+                    "Invalid value: {n}: may only be set when `type` is 'LoadBalancer' and \
+                     `externalTrafficPolicy` is 'Local'"
+                ),
+            ));
+        }
+    } else {
+        let own_node_ports = node_ports(new);
+        match (asked, live_port) {
+            (Some(n), Some(old)) if n != i64::from(old) => errors.push(invalid(
+                PATH,
+                format!("Invalid value: {n}: field is immutable"),
+            )),
+            (_, Some(old)) => chosen = Some(old),
+            (Some(n), None) => match u16::try_from(n).ok().filter(|n| NODE_PORTS.contains(n)) {
+                None => errors.push(invalid(
+                    PATH,
+                    format!(
+                        "Invalid value: {n}: provided port is not in the valid range. The \
+                         range of valid ports is 30000-32767"
+                    ),
+                )),
+                Some(n) if taken.ports.contains(&n) || own_node_ports.contains(&n) => {
+                    errors.push(invalid(
+                        PATH,
+                        format!("Invalid value: {n}: provided port is already allocated"),
+                    ))
+                }
+                Some(n) => chosen = Some(n),
+            },
+            (None, None) => match pick_port(taken, &own_node_ports) {
+                Some(n) => chosen = Some(n),
+                None => errors.push(invalid(PATH, "Internal error: no free node port".into())),
+            },
+        }
+        if let (Some(n), None) = (chosen, live_port) {
+            also.claim(&format!("{PORT_PREFIX}{n}"), owner);
+        }
+    }
+    if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+        match chosen {
+            Some(n) => {
+                spec.insert("healthCheckNodePort".into(), n.into());
+            }
+            None if !wanted => {
+                spec.remove("healthCheckNodePort");
+            }
+            None => {}
+        }
+    }
+    if let (Some(old), false) = (live_port, chosen.is_some()) {
+        also.release(&format!("{PORT_PREFIX}{old}"));
     }
 }
 
@@ -296,7 +386,10 @@ pub fn release_all(live: &Value) -> Also {
     if let Some(ip) = cluster_ip(live) {
         also.release(&format!("{IP_PREFIX}{ip}"));
     }
-    for p in node_ports(live) {
+    for p in node_ports(live)
+        .into_iter()
+        .chain(health_check_node_port(live))
+    {
         also.release(&format!("{PORT_PREFIX}{p}"));
     }
     also
@@ -366,6 +459,64 @@ mod tests {
         assert!(
             e[0].to_string().contains("may not change once set"),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn load_balancers_with_a_local_policy_get_a_health_check_port_that_stays() {
+        let lb = |policy: &str, hc: Option<u64>| {
+            json!({"spec": {"type": "LoadBalancer", "clusterIP": "",
+                "externalTrafficPolicy": policy, "healthCheckNodePort": hc,
+                "ports": [{"port": 80, "protocol": "TCP"}]}})
+        };
+        let mut s = lb("Local", None);
+        plan(&mut s, None, &Taken::default(), "o").unwrap();
+        let hc = s["spec"]["healthCheckNodePort"].as_u64().unwrap() as u16;
+        assert!(NODE_PORTS.contains(&hc));
+        assert_ne!(
+            Some(u64::from(hc)),
+            s["spec"]["ports"][0]["nodePort"].as_u64()
+        );
+
+        // Kept on update, not changeable, released when the policy goes.
+        let live = s.clone();
+        let mut again = lb("Local", None);
+        plan(&mut again, Some(&live), &Taken::default(), "o").unwrap();
+        assert_eq!(again["spec"]["healthCheckNodePort"], u64::from(hc));
+        let other = if hc == 30000 { 30001 } else { 30000 };
+        let mut moved = lb("Local", Some(other));
+        let e = plan(&mut moved, Some(&live), &Taken::default(), "o").unwrap_err();
+        assert_eq!(
+            e[0].to_string(),
+            format!("spec.healthCheckNodePort: Invalid value: {other}: field is immutable")
+        );
+        let mut cluster = lb("Cluster", None);
+        plan(&mut cluster, Some(&live), &Taken::default(), "o").unwrap();
+        assert!(cluster["spec"].get("healthCheckNodePort").is_none());
+
+        // Asked for: honoured when free, refused when taken or out of place.
+        let mut asked = lb("Local", Some(31000));
+        plan(&mut asked, None, &Taken::default(), "o").unwrap();
+        assert_eq!(asked["spec"]["healthCheckNodePort"], 31000);
+        let mut taken = Taken::default();
+        taken.ports.insert(31000);
+        let e = plan(&mut lb("Local", Some(31000)), None, &taken, "o").unwrap_err();
+        assert!(
+            e[0].to_string()
+                .contains("provided port is already allocated"),
+            "{e:?}"
+        );
+        let e = plan(
+            &mut lb("Cluster", Some(31000)),
+            None,
+            &Taken::default(),
+            "o",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e[0].to_string(),
+            "spec.healthCheckNodePort: Invalid value: 31000: may only be set when `type` is \
+             'LoadBalancer' and `externalTrafficPolicy` is 'Local'"
         );
     }
 }

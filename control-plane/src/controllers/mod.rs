@@ -17,6 +17,7 @@ pub mod persistentvolume;
 pub mod pods;
 pub mod replicaset;
 pub mod runner;
+pub mod servicelb;
 pub mod statefulset;
 pub mod writes;
 

@@ -2,11 +2,12 @@
 //! network through CNI plugins (`cni`), the kernel settings it needs (`sysctl`), and the
 //! Services' rules (`service_proxy`, through `netproxy`), and the routes to other nodes' pods
 //! (`pod_routes`: `host_gw` decides, `route_table` talks to the kernel), and the cluster DNS
-//! server (`cluster_dns`), all fed by watch-backed stores (`follow`).
+//! server (`cluster_dns`) and the load balancers' health checks (`health_check`), all fed by watch-backed stores (`follow`).
 
 pub mod cluster_dns;
 pub mod cni;
 pub mod follow;
+pub mod health_check;
 pub mod host_gw;
 pub mod netns;
 pub mod pod_routes;

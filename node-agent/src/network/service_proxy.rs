@@ -1,16 +1,18 @@
 //! The node's service proxy: follows every Service and Endpoints object (watch-backed stores,
-//! no truth of its own) and keeps the host's iptables in step through `netproxy`: a full sync
-//! after a change, at most one per `--proxy-min-sync-period`, and every `--proxy-sync-period`
-//! in any case (which also repairs rules someone flushed, and retries after a failed restore).
+//! no truth of its own) and keeps the host's iptables in step through `netproxy`: a partial
+//! sync (only the chains that changed) after a change, at most one per
+//! `--proxy-min-sync-period`, and a full one every `--proxy-sync-period` in any case and after
+//! a failed restore (which reads the rules back, says what someone else changed, and repairs
+//! it).
 //! No sync happens before both stores hold a first list, so a starting agent never replaces
 //! good rules with an empty view. After each sync, the UDP flows it left stale (endpoints
 //! gone, or a first endpoint) are deleted from conntrack.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
-use netproxy::{Iptables, NodeContext};
+use netproxy::{Iptables, NodeContext, Written};
 use skiff_api::runtime::Store;
 use tokio::sync::watch;
 
@@ -57,6 +59,10 @@ pub async fn run(
     };
     // The ports of the last good sync: what the next one may leave stale in conntrack.
     let mut synced: Vec<netproxy::ServicePort> = vec![];
+    // What the last good sync wrote (none after a failure: the next sync is full) and when
+    // the last full one ran.
+    let mut last: Option<Written> = None;
+    let mut last_full = Instant::now();
     loop {
         let (svcs, eps) = (services.state(), endpoints.state());
         let mut ports =
@@ -66,33 +72,50 @@ pub async fn run(
         }
         let ipt = ipt.clone();
         let node = node.clone();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
+        let full = last.is_none() || last_full.elapsed() >= settings.sync_period;
         let before = std::mem::take(&mut synced);
+        let prev = last.take();
         let outcome = tokio::task::spawn_blocking(move || {
-            let report = ipt.sync(&ports, &node);
-            if report.is_ok() {
+            let result = match &prev {
+                Some(prev) if !full => ipt.sync_partial(&ports, &node, prev),
+                prev => ipt.sync_full(&ports, &node, prev.as_ref()),
+            };
+            if result.is_ok() {
                 // After the rules: a flow deleted earlier could be re-made by the old rules.
                 let stale = netproxy::conntrack::stale(&before, &ports);
                 let errors = netproxy::conntrack::clear(&stale);
-                (report, ports, stale.len(), errors)
+                (result, ports, stale.len(), errors)
             } else {
-                (report, before, 0, vec![])
+                (result, before, 0, vec![])
             }
         })
         .await;
         match outcome {
-            Ok((Ok(report), ports, stale, errors)) => {
+            Ok((Ok((report, written)), ports, stale, errors)) => {
                 tracing::debug!(
                     total_us = started.elapsed().as_micros() as u64,
+                    partial = report.partial,
                     rules = report.rules,
+                    chains_written = report.chains_written,
                     render_us = report.render.as_micros() as u64,
                     restore_us = report.restore.as_micros() as u64,
                     stale_udp_flows = stale,
                     "service rules synced"
                 );
+                if !report.drift.is_empty() {
+                    tracing::warn!(
+                        "service rules had been changed by someone else and are repaired: {}",
+                        report.drift.join("; ")
+                    );
+                }
                 for e in errors {
                     tracing::warn!("stale UDP flows not deleted: {e}");
                 }
+                if full {
+                    last_full = started;
+                }
+                last = Some(written);
                 synced = ports;
             }
             Ok((Err(e), ports, _, _)) => {
