@@ -46,6 +46,10 @@ pub struct NodeContext {
     /// This node's name: endpoints on it are local (externalTrafficPolicy and
     /// internalTrafficPolicy Local). None: no endpoint is local.
     pub node_name: Option<String>,
+    /// NodePorts answer on 127.0.0.1 too (the agent turned on `route_localnet`, as kube-proxy
+    /// does): then packets to 127.0.0.0/8 from elsewhere that were not DNATed are dropped, so
+    /// that setting exposes nothing bound to localhost (CVE-2020-8558).
+    pub localhost_node_ports: bool,
 }
 
 /// The rendered tables as one full restore text.
@@ -103,6 +107,16 @@ pub fn render_rules(ports: &[ServicePort], node: &NodeContext) -> Ruleset {
         nat.chain(c);
     }
 
+    if node.localhost_node_ports {
+        filter.rule(
+            SERVICES,
+            &format!(
+                "{} -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate \
+                 RELATED,ESTABLISHED,DNAT -j DROP",
+                comment("block incoming localnet connections")
+            ),
+        );
+    }
     filter.rule(FORWARD, "-m conntrack --ctstate INVALID -j DROP");
     filter.rule(
         FORWARD,
@@ -458,6 +472,7 @@ mod tests {
             cluster_cidr: Some("10.244.0.0/16".into()),
             pod_network: false,
             node_name: Some("n1".into()),
+            localhost_node_ports: false,
         }
     }
 
@@ -669,5 +684,16 @@ COMMIT
             &BTreeSet::new(),
         );
         assert!(r.text.contains("-A SKIFF-SERVICES -m comment --comment \"default/web:http has no local endpoints\" -m tcp -p tcp -d 10.96.0.20/32 --dport 80 -j DROP\n"));
+    }
+
+    #[test]
+    fn localhost_node_ports_come_with_a_guard_for_localnet() {
+        let mut node = node();
+        let guard = "-A SKIFF-SERVICES -m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP\n";
+        assert!(!render(&[], &node, &BTreeSet::new()).text.contains(guard));
+        node.localhost_node_ports = true;
+        let text = render(&[], &node, &BTreeSet::new()).text;
+        let filter = text.split("COMMIT\n").next().unwrap_or_default();
+        assert!(filter.contains(guard), "{filter}");
     }
 }

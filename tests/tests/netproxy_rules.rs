@@ -102,6 +102,7 @@ fn rendered_rules_restore_idempotently_and_stale_chains_go() {
             cluster_cidr: Some("10.244.0.0/16".into()),
             pod_network: true,
             node_name: None,
+            localhost_node_ports: false,
         };
         // Someone else's chain and a jump in a built-in chain, which must survive.
         iptables(&["-t", "nat", "-N", "OTHER-CHAIN"]);
@@ -176,6 +177,7 @@ fn a_partial_sync_leaves_the_tables_as_a_full_one_would() {
             cluster_cidr: Some("10.244.0.0/16".into()),
             pod_network: true,
             node_name: None,
+            localhost_node_ports: false,
         };
         let web = port(
             "web",

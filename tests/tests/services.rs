@@ -1,6 +1,7 @@
 //! Services through the node's proxy, end to end on a test host of its own: two pods of the
 //! example image behind a NodePort Service answer through the cluster IP from the node (both
-//! of them, picked at random) and through the NodePort from a client outside the cluster; a
+//! of them, picked at random) and through the NodePort from a client outside the cluster and
+//! on the node's 127.0.0.1; a
 //! Service without endpoints refuses connections at once; deleting a pod takes it out of the
 //! rules, and deleting the Service removes its chains. A flushed nat table is repaired by the
 //! next periodic sync; ten agent restarts neither interrupt the service nor duplicate a rule.
@@ -125,6 +126,14 @@ fn cluster_ips_and_node_ports_reach_the_pods_and_empty_services_refuse() {
         assert!(
             matches!(answer.as_deref(), Some("web-a") | Some("web-b")),
             "NodePort answer: {answer:?}"
+        );
+        // And on the node's own 127.0.0.1, as kube-proxy's iptables mode serves NodePorts.
+        let on_localhost = format!("127.0.0.1:{node_port}");
+        let answer = wait::try_until(LIMIT, || tests::http::get(&on_localhost)).await;
+        let answer = answer.map(|a| a.trim().to_string());
+        assert!(
+            matches!(answer.as_deref(), Some("web-a") | Some("web-b")),
+            "NodePort on 127.0.0.1 answered {answer:?}"
         );
 
         // A deleted pod leaves the rules: every later request reaches the other one.

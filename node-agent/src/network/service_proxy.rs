@@ -52,7 +52,16 @@ pub async fn run(
     tracing::info!("service proxy uses {}", ipt.backend.iptables);
     services.wait_until_ready().await;
     endpoints.wait_until_ready().await;
+    // NodePorts on 127.0.0.1 as well, as kube-proxy's iptables mode offers them.
+    let localhost_node_ports = match crate::network::sysctl::route_localnet() {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!("NodePorts will not answer on 127.0.0.1: {e}");
+            false
+        }
+    };
     let node = NodeContext {
+        localhost_node_ports,
         cluster_cidr: settings.cluster_cidr.clone(),
         pod_network: settings.pod_network,
         node_name: Some(settings.node_name.clone()),

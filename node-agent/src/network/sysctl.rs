@@ -1,6 +1,7 @@
 //! The kernel settings a pod network needs, checked (and set where the agent may) at start:
 //! IPv4 forwarding on, and bridged traffic passing through iptables (br_netfilter), whose
-//! absence is reported with what to do about it.
+//! absence is reported with what to do about it; `route_localnet` for the proxy's NodePorts on
+//! 127.0.0.1.
 
 use std::path::Path;
 
@@ -17,6 +18,15 @@ pub fn prepare() -> Result<(), String> {
         ));
     }
     ensure_one(BRIDGE_NF, "bridged traffic through iptables")
+}
+
+/// Lets packets to 127.0.0.0/8 be routed elsewhere once DNATed, so NodePorts answer on
+/// 127.0.0.1 (the proxy's rules drop such packets that were not DNATed).
+pub fn route_localnet() -> Result<(), String> {
+    ensure_one(
+        "/proc/sys/net/ipv4/conf/all/route_localnet",
+        "routing of localhost traffic",
+    )
 }
 
 fn ensure_one(path: &str, what: &str) -> Result<(), String> {

@@ -91,6 +91,7 @@ fn main() {
         cluster_cidr: Some("10.244.0.0/16".into()),
         pod_network: true,
         node_name: Some("bench".into()),
+        localhost_node_ports: false,
     };
     println!("| Services × endpoints | rules | first sync | next sync | iptables-restore alone (reference) | first ÷ reference | change → rules p50 | p99 | p99 ÷ next sync |");
     println!("|---|---|---|---|---|---|---|---|---|");
