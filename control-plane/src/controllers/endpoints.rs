@@ -2,7 +2,8 @@
 //! the pods it selects: ready ones under `addresses`, the others under `notReadyAddresses`
 //! (all under `addresses` with `publishNotReadyAddresses`), grouped into subsets by the ports
 //! the Service's targetPorts resolve to on each pod (a named targetPort is looked up in the
-//! pod's container ports). Pods without an IP, finished, or being deleted are left out.
+//! pod's container ports). Pods without an IP or finished are left out, and so are pods being
+//! deleted unless the Service publishes not-ready addresses (as Kubernetes does).
 //! Endpoints this controller made are deleted with their Service.
 
 use std::collections::BTreeMap;
@@ -62,8 +63,12 @@ pub fn subsets(service: &Value, pods_list: &[&Value]) -> Vec<Value> {
     type Addresses = BTreeMap<String, Value>;
     let mut groups: BTreeMap<String, (Vec<Value>, Addresses, Addresses)> = BTreeMap::new();
     for pod in pods_list {
+        // Terminating pods stay only under publishNotReadyAddresses (Kubernetes'
+        // ShouldPodBeInEndpoints with includeTerminating).
+        let finished = matches!(pods::phase(pod).as_str(), "Succeeded" | "Failed");
         if object::namespace(pod) != object::namespace(service)
-            || !pods::is_active(pod)
+            || finished
+            || (pods::is_terminating(pod) && !publish_all)
             || !selector.matches_object(pod)
         {
             continue;
@@ -286,6 +291,21 @@ mod tests {
             .find(|s| s["ports"][0]["port"] == 8081)
             .unwrap();
         assert_eq!(at_8081["addresses"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn terminating_pods_stay_only_when_not_ready_addresses_are_published() {
+        let mut going = pod("a", "10.244.0.3", true, 8080);
+        going["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        let mut done = pod("b", "10.244.0.4", true, 8080);
+        done["status"]["phase"] = json!("Succeeded");
+        assert_eq!(subsets(&service(), &[&going, &done]), Vec::<Value>::new());
+        let mut publish = service();
+        publish["spec"]["publishNotReadyAddresses"] = json!(true);
+        let subsets = subsets(&publish, &[&going, &done]);
+        assert_eq!(subsets.len(), 1, "{subsets:#?}");
+        assert_eq!(subsets[0]["addresses"][0]["ip"], "10.244.0.3");
+        assert!(subsets[0].get("notReadyAddresses").is_none());
     }
 
     #[test]
