@@ -307,7 +307,7 @@ impl Iptables {
     ) -> Result<(SyncReport, Written), ApplyError> {
         let started = Instant::now();
         let rules = render_rules(ports, node);
-        let (text, chains_written) = rules.partial_text(last);
+        let (text, chains_written, written) = rules.partial_text(last);
         let render_time = started.elapsed();
         let started = Instant::now();
         if chains_written > 0 {
@@ -322,7 +322,7 @@ impl Iptables {
                 chains_written,
                 drift: vec![],
             },
-            rules.written(),
+            written,
         ))
     }
 

@@ -6,7 +6,7 @@
 //! (`iptables-save`) is checked against to find rules someone else changed. Pure.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 
@@ -19,22 +19,29 @@ pub const FIXED_NAT: [&str; 4] = [SERVICES, NODEPORTS, POSTROUTING, MARK_MASQ];
 pub const FIXED_FILTER: [&str; 3] = [SERVICES, EXTERNAL_SERVICES, FORWARD];
 
 /// One table being rendered: its chains in declaration order and its rules in the order
-/// they were made, each with the chain it belongs to.
+/// they were made, each with (the index of) the chain it belongs to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Table {
     chains: Vec<String>,
-    rules: Vec<(String, String)>,
+    index: HashMap<String, usize>,
+    rules: Vec<(usize, String)>,
 }
 
 impl Table {
-    /// Declares `name` (restore flushes a declared chain).
-    pub fn chain(&mut self, name: &str) {
+    /// Declares `name` (restore flushes a declared chain); once, however often asked.
+    pub fn chain(&mut self, name: &str) -> usize {
+        if let Some(i) = self.index.get(name) {
+            return *i;
+        }
         self.chains.push(name.to_string());
+        self.index.insert(name.to_string(), self.chains.len() - 1);
+        self.chains.len() - 1
     }
 
-    /// Appends `spec` to `chain`.
+    /// Appends `spec` to `chain` (declared first if it was not).
     pub fn rule(&mut self, chain: &str, spec: &str) {
-        self.rules.push((chain.to_string(), spec.to_string()));
+        let i = self.chain(chain);
+        self.rules.push((i, spec.to_string()));
     }
 
     /// How many rules the table holds.
@@ -47,23 +54,20 @@ impl Table {
     }
 
     /// Each chain's fingerprint: a hash of its rules in order, and their number.
-    fn fingerprints(&self) -> BTreeMap<String, Fingerprint> {
-        let mut hashers: BTreeMap<&str, (DefaultHasher, usize)> = self
-            .chains
-            .iter()
-            .map(|c| (c.as_str(), (DefaultHasher::new(), 0)))
-            .collect();
+    fn fingerprints(&self) -> HashMap<String, Fingerprint> {
+        let mut hashers: Vec<(DefaultHasher, usize)> =
+            vec![(DefaultHasher::new(), 0); self.chains.len()];
         for (chain, spec) in &self.rules {
-            if let Some((h, n)) = hashers.get_mut(chain.as_str()) {
-                spec.hash(h);
-                *n += 1;
-            }
+            let (h, n) = &mut hashers[*chain];
+            spec.hash(h);
+            *n += 1;
         }
-        hashers
-            .into_iter()
+        self.chains
+            .iter()
+            .zip(hashers)
             .map(|(c, (h, rules))| {
                 (
-                    c.to_string(),
+                    c.clone(),
                     Fingerprint {
                         hash: h.finish(),
                         rules,
@@ -73,23 +77,38 @@ impl Table {
             .collect()
     }
 
-    /// `*name`, the declarations of the chains `keep` accepts plus `deleted`, their rules,
-    /// `-X` for each of `deleted`, `COMMIT`.
-    fn write(&self, name: &str, keep: impl Fn(&str) -> bool, deleted: &[&str], out: &mut String) {
+    /// `*name`, the declarations of the chains `keep` marks plus `deleted`, their rules, `-X`
+    /// for each of `deleted`, `COMMIT`.
+    fn write(&self, name: &str, keep: &[bool], deleted: &[&str], out: &mut String) {
         let _ = writeln!(out, "*{name}");
-        for c in self.chains.iter().filter(|c| keep(c)) {
+        for (c, _) in self.chains.iter().zip(keep).filter(|(_, k)| **k) {
             let _ = writeln!(out, ":{c} - [0:0]");
         }
         for c in deleted {
             let _ = writeln!(out, ":{c} - [0:0]");
         }
-        for (chain, spec) in self.rules.iter().filter(|(c, _)| keep(c)) {
-            let _ = writeln!(out, "-A {chain} {spec}");
+        for (chain, spec) in self.rules.iter().filter(|(c, _)| keep[*c]) {
+            let _ = writeln!(out, "-A {} {spec}", self.chains[*chain]);
         }
         for c in deleted {
             let _ = writeln!(out, "-X {c}");
         }
         let _ = writeln!(out, "COMMIT");
+    }
+
+    /// Which chains differ between `now` and `last` (by index), and how many.
+    fn changed(
+        &self,
+        now: &HashMap<String, Fingerprint>,
+        last: &HashMap<String, Fingerprint>,
+    ) -> (Vec<bool>, usize) {
+        let keep: Vec<bool> = self
+            .chains
+            .iter()
+            .map(|c| last.get(c) != now.get(c))
+            .collect();
+        let n = keep.iter().filter(|k| **k).count();
+        (keep, n)
     }
 }
 
@@ -103,13 +122,13 @@ pub struct Fingerprint {
 /// What the last good sync wrote: every chain of Skiff's in both tables, fingerprinted.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Written {
-    filter: BTreeMap<String, Fingerprint>,
-    nat: BTreeMap<String, Fingerprint>,
+    filter: HashMap<String, Fingerprint>,
+    nat: HashMap<String, Fingerprint>,
 }
 
 impl Written {
     /// How the rules in an `iptables-save` of the filter and nat tables differ from what was
-    /// written, one line per chain missing or holding a different number of rules; empty when
+    /// written, one line per chain missing or holding a different number of rules (sorted); empty when
     /// they agree. (Rule text is not compared: `iptables-save` prints rules in its own
     /// canonical form, not as they were written.)
     pub fn drift(&self, filter_save: &str, nat_save: &str) -> Vec<String> {
@@ -130,6 +149,7 @@ impl Written {
                 }
             }
         }
+        found.sort();
         found
     }
 
@@ -185,39 +205,43 @@ impl Ruleset {
     /// Every chain and rule; chains of Skiff's in `existing_nat` (from `iptables-save`) that
     /// are not rendered any more are flushed and deleted.
     pub fn full_text(&self, existing_nat: &BTreeSet<String>) -> String {
-        let rendered: BTreeSet<&str> = self.nat.chains.iter().map(String::as_str).collect();
         let stale: Vec<&str> = existing_nat
             .iter()
             .map(String::as_str)
-            .filter(|c| c.starts_with(chains::CHAIN_PREFIX) && !rendered.contains(c))
+            .filter(|c| c.starts_with(chains::CHAIN_PREFIX) && !self.nat.index.contains_key(*c))
             .collect();
         let mut text = String::new();
-        self.filter.write("filter", |_| true, &[], &mut text);
-        self.nat.write("nat", |_| true, &stale, &mut text);
+        self.filter.write(
+            "filter",
+            &vec![true; self.filter.chains.len()],
+            &[],
+            &mut text,
+        );
+        self.nat
+            .write("nat", &vec![true; self.nat.chains.len()], &stale, &mut text);
         text
     }
 
     /// Only the chains that are new or whose rules differ from `last` (what the last good
     /// sync wrote), and the deletion of the chains `last` wrote that are not rendered any
-    /// more; with the number of chains written or deleted (0: nothing to restore). A chain that refers to a deleted one always
-    /// changed too (the reference went), so it is rewritten in the same restore.
-    pub fn partial_text(&self, last: &Written) -> (String, usize) {
+    /// more; with the number of chains written or deleted (0: nothing to restore) and what
+    /// is written once it is restored. A chain that refers to a deleted one always changed
+    /// too (the reference went), so it is rewritten in the same restore.
+    pub fn partial_text(&self, last: &Written) -> (String, usize, Written) {
         let now = self.written();
-        let stale: Vec<&str> = last
+        let mut stale: Vec<&str> = last
             .nat
             .keys()
             .map(String::as_str)
             .filter(|c| !now.nat.contains_key(*c))
             .collect();
-        let keep_filter = |c: &str| last.filter.get(c) != now.filter.get(c);
-        let keep_nat = |c: &str| last.nat.get(c) != now.nat.get(c);
-        let written = self.filter.chains.iter().filter(|c| keep_filter(c)).count()
-            + self.nat.chains.iter().filter(|c| keep_nat(c)).count()
-            + stale.len();
+        stale.sort_unstable();
+        let (keep_filter, in_filter) = self.filter.changed(&now.filter, &last.filter);
+        let (keep_nat, in_nat) = self.nat.changed(&now.nat, &last.nat);
         let mut text = String::new();
-        self.filter.write("filter", keep_filter, &[], &mut text);
-        self.nat.write("nat", keep_nat, &stale, &mut text);
-        (text, written)
+        self.filter.write("filter", &keep_filter, &[], &mut text);
+        self.nat.write("nat", &keep_nat, &stale, &mut text);
+        (text, in_filter + in_nat + stale.len(), now)
     }
 }
 
@@ -257,7 +281,7 @@ mod tests {
             ("SKIFF-SVC-B", &["-j DNAT --to-destination 10.244.0.9:80"]),
             ("SKIFF-SVC-D", &["-j DNAT --to-destination 10.244.0.4:80"]),
         ]);
-        let (text, written) = after.partial_text(&last);
+        let (text, written, _) = after.partial_text(&last);
         assert_eq!(
             text,
             "*filter\n\
@@ -278,7 +302,7 @@ mod tests {
         assert_eq!(written, 4);
 
         // Nothing changed: nothing written.
-        let (text, written) = before.partial_text(&last);
+        let (text, written, _) = before.partial_text(&last);
         assert_eq!(text, "*filter\nCOMMIT\n*nat\nCOMMIT\n");
         assert_eq!(written, 0);
 

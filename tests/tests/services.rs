@@ -4,7 +4,7 @@
 //! on the node's 127.0.0.1; a
 //! Service without endpoints refuses connections at once; deleting a pod takes it out of the
 //! rules, and deleting the Service removes its chains. A flushed nat table is repaired by the
-//! next periodic sync; ten agent restarts neither interrupt the service nor duplicate a rule.
+//! next periodic sync; a hundred agent restarts neither interrupt the service nor duplicate a rule.
 
 use std::time::{Duration, Instant};
 
@@ -249,18 +249,26 @@ fn flushed_rules_come_back_and_agent_restarts_neither_interrupt_nor_duplicate_th
             node.agent.log()
         );
 
-        // Agent restarts: the kernel keeps the rules meanwhile, and no rule is added twice.
-        for _ in 0..10 {
+        // Agent restarts, each new agent syncing (fully: it starts knowing nothing) before
+        // the next: the kernel keeps the rules meanwhile, and no rule is added twice.
+        let syncs = |log: String| log.matches("service rules synced").count();
+        for _ in 0..100 {
+            let before = syncs(node.agent.log());
             node.agent.restart();
             assert_eq!(
                 answers().await.as_deref(),
                 Some("web-a"),
                 "the service answers while the agent restarts"
             );
-            tests::agent::until_ready(&node.client, "node-a", LIMIT).await;
+            let agent = &node.agent;
+            wait::until("the restarted agent's first sync", LIMIT, || async {
+                (syncs(agent.log()) > before).then_some(())
+            })
+            .await;
         }
+        tests::agent::until_ready(&node.client, "node-a", LIMIT).await;
         // Let the last agent sync twice more (a periodic sync included), then count.
-        let synced = || node.agent.log().matches("service rules synced").count();
+        let synced = || syncs(node.agent.log());
         let before = synced();
         wait::until("two more syncs", LIMIT, || async {
             (synced() >= before + 2).then_some(())

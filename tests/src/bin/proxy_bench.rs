@@ -93,8 +93,8 @@ fn main() {
         node_name: Some("bench".into()),
         localhost_node_ports: false,
     };
-    println!("| Services × endpoints | rules | first sync | next sync | iptables-restore alone (reference) | first ÷ reference | change → rules p50 | p99 | p99 ÷ next sync |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| Services × endpoints | rules | first sync | next sync | iptables-restore alone (reference) | first ÷ reference | change → rules p50 | p99 | p99 ÷ next sync | p50: render + diff | p50: restore |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     // PROXY_BENCH_SIZES=1000,5000 runs only those sizes.
     let sizes: Vec<usize> = std::env::var("PROXY_BENCH_SIZES")
         .ok()
@@ -109,7 +109,7 @@ fn main() {
             let t = text.text.clone();
             in_net(&net, move || restore_alone(&t))
         };
-        let (first, next, mut changes) = {
+        let (first, next, changes) = {
             let net = TestNet::create(1);
             let node = node.clone();
             in_net(&net, move || {
@@ -123,10 +123,16 @@ fn main() {
                 (first, next, partial_syncs(&ipt, sps, &node, &mut written))
             })
         };
-        changes.sort();
-        let p = |q: f64| changes[((changes.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+        let quantile = |mut v: Vec<Duration>, q: f64| {
+            v.sort();
+            v[((v.len() as f64 * q).ceil() as usize).saturating_sub(1)]
+        };
+        let totals: Vec<Duration> = changes.iter().map(|c| c.0).collect();
+        let p = |q: f64| quantile(totals.clone(), q);
+        let render_p50 = quantile(changes.iter().map(|c| c.1).collect(), 0.5);
+        let restore_p50 = quantile(changes.iter().map(|c| c.2).collect(), 0.5);
         println!(
-            "| {n} × {ENDPOINTS} | {rules} | {} | {} | {} | {:.2} | {} | {} | {:.3} |",
+            "| {n} × {ENDPOINTS} | {rules} | {} | {} | {} | {:.2} | {} | {} | {:.3} | {} | {} |",
             ms(first),
             ms(next),
             ms(reference),
@@ -134,6 +140,8 @@ fn main() {
             ms_frac(p(0.5)),
             ms_frac(p(0.99)),
             p(0.99).as_secs_f64() / next.as_secs_f64(),
+            ms_frac(render_p50),
+            ms_frac(restore_p50),
         );
     }
 }
@@ -146,7 +154,7 @@ fn partial_syncs(
     mut sps: Vec<ServicePort>,
     node: &NodeContext,
     written: &mut netproxy::Written,
-) -> Vec<Duration> {
+) -> Vec<(Duration, Duration, Duration)> {
     let n = sps.len();
     (0..CHANGES)
         .map(|c| {
@@ -159,7 +167,7 @@ fn partial_syncs(
             let took = started.elapsed();
             assert!(report.chains_written > 0, "change {c} wrote nothing");
             *written = now;
-            took
+            (took, report.render, report.restore)
         })
         .collect()
 }
