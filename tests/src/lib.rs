@@ -16,6 +16,7 @@ pub mod multi_host;
 pub mod netns;
 pub mod pod_tracker;
 pub mod registry;
+pub mod root;
 pub mod soak;
 pub mod upstream_dns;
 pub mod vm;

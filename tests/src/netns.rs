@@ -33,12 +33,7 @@ fn run(args: &[&str]) {
 
 /// Whether this process may create namespaces; tests that need them must not be skipped in CI.
 pub fn available() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root && std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("network-namespace tests need root, and CI runs them");
-    }
-    root
+    crate::root::root_or_skip("a network-namespace test")
 }
 
 impl TestNet {
@@ -157,7 +152,6 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     if !available() {
-        eprintln!("skipped: needs root for network namespaces and containers");
         return;
     }
     let net = TestNet::create(1);
@@ -192,7 +186,6 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     if !available() {
-        eprintln!("skipped: needs root for network namespaces and containers");
         return;
     }
     let net = std::sync::Arc::new(TestNet::create(n));

@@ -26,18 +26,7 @@ pub fn host_is_pure_v2() -> bool {
     Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
 }
 
-/// Whether root-only tests can run. Not root: under CI=true that is a failure, else a skip.
-pub fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test} needs root, and CI runs as root: refusing to skip");
-    }
-    eprintln!("skipping {test}: needs root");
-    false
-}
+pub use crate::root::root_or_skip;
 
 /// The newest test binary cargo built for the test target `name` in `deps`
 /// (`<name>-<16 hex digits>`, executable).
