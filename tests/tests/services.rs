@@ -1,10 +1,11 @@
 //! Services through the node's proxy, end to end on a test host of its own: two pods of the
 //! example image behind a NodePort Service answer through the cluster IP from the node (both
-//! of them, picked at random) and through the NodePort from a client outside the cluster and
-//! on the node's 127.0.0.1; a
-//! Service without endpoints refuses connections at once; deleting a pod takes it out of the
-//! rules, and deleting the Service removes its chains. A flushed nat table is repaired by the
-//! next periodic sync; a hundred agent restarts neither interrupt the service nor duplicate a rule.
+//! of them, picked at random), through the NodePort from a client outside the cluster and on
+//! the node's 127.0.0.1; a Service without endpoints refuses connections at once;
+//! sessionAffinity ClientIP keeps a client on one pod; deleting a pod takes it out of the rules
+//! within a second, and deleting the Service removes its chains. A flushed nat table is
+//! repaired by the next periodic sync; a hundred agent restarts neither interrupt the service
+//! nor duplicate a rule.
 
 use std::time::{Duration, Instant};
 
@@ -136,12 +137,64 @@ fn cluster_ips_and_node_ports_reach_the_pods_and_empty_services_refuse() {
             "NodePort on 127.0.0.1 answered {answer:?}"
         );
 
-        // A deleted pod leaves the rules: every later request reaches the other one.
+        // sessionAffinity ClientIP: this client stays with one pod (without it, both answered
+        // above).
+        node.client
+            .create(
+                &json!({"apiVersion": "v1", "kind": "Service",
+                        "metadata": {"name": "sticky", "namespace": "default"},
+                        "spec": {"selector": {"app": "web"}, "sessionAffinity": "ClientIP",
+                                 "ports": [{"port": 80, "targetPort": "http"}]}}),
+                "default",
+            )
+            .await
+            .expect("service created");
+        let sticky = node
+            .client
+            .get(&services, "default", "sticky")
+            .await
+            .expect("sticky");
+        let sticky_at = format!("{}:80", sticky["spec"]["clusterIP"].as_str().expect("ip"));
+        let first = wait::try_until(LIMIT, || tests::http::get(&sticky_at))
+            .await
+            .map(|a| a.trim().to_string())
+            .expect("the sticky Service answers");
+        for _ in 0..20 {
+            let again = tests::http::get(&sticky_at).await;
+            assert_eq!(
+                again.as_deref().map(str::trim),
+                Some(first.as_str()),
+                "sessionAffinity keeps the client on {first}"
+            );
+        }
+
+        // A deleted pod leaves the rules within a second; every later request reaches the
+        // other one.
         let pods = Kind::of("v1", "Pod").expect("Pod");
+        let web_b = node
+            .client
+            .get(&pods, "default", "web-b")
+            .await
+            .expect("web-b");
+        let dnat_to_b = format!(
+            "--to-destination {}:",
+            web_b["status"]["podIP"].as_str().expect("pod IP")
+        );
+        assert!(nat_rules().contains(&dnat_to_b), "{}", nat_rules());
+        let deleted_at = Instant::now();
         node.client
             .delete(&pods, "default", "web-b")
             .await
             .expect("deleted");
+        let gone_after = wait::try_until(LIMIT, || async {
+            (!nat_rules().contains(&dnat_to_b)).then(|| deleted_at.elapsed())
+        })
+        .await
+        .expect("web-b's endpoint leaves the rules");
+        assert!(
+            gone_after < Duration::from_secs(1),
+            "web-b's endpoint left the rules after {gone_after:?}"
+        );
         wait::until(
             "only web-a to answer, ten times in a row",
             LIMIT,
