@@ -8,6 +8,7 @@ pub mod bins;
 pub mod cli;
 pub mod cluster;
 pub mod containerd;
+pub mod dns_wire;
 pub mod etcdctl;
 pub mod history;
 pub mod hollow;

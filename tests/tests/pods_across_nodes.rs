@@ -6,7 +6,10 @@
 //! outside the cluster; with externalTrafficPolicy Local each node's NodePort answers only with
 //! its own pod, which sees the client's address; a LoadBalancer gets every node's address as
 //! its ingress, answers on its port there, and its health-check port answers 200 only on the
-//! node with a local endpoint (503 elsewhere); when a node's agent is SIGKILLed its pod is
+//! node with a local endpoint (503 elsewhere); a UDP Service's endpoint moving from node-0's
+//! DNS server to node-1's is followed by a client that keeps one socket (its conntrack flow,
+//! dead once node-0 drops the traffic, is deleted by its node's proxy); when a node's agent is
+//! SIGKILLed its pod is
 //! replaced on another node and traffic follows; a deleted Node's route goes from every host.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -461,6 +464,148 @@ fn pods_reach_pods_and_services_across_three_nodes() {
                 "node-{i}'s health check: {body}"
             );
         }
+
+        // A UDP Service whose endpoint moves: node-0's DNS server, then node-1's. A client on
+        // host 2 keeps one socket; once node-0 stops answering it (its host drops the
+        // traffic), the flow conntrack pinned to it is dead until host 2's proxy deletes it
+        // after the move, and then the same socket is answered by node-1.
+        // The pod bridge's address, where each node's DNS server listens: the CIDR's first.
+        let bridge_ip = |i: usize| {
+            let base: std::net::Ipv4Addr = cidr_of[&i]
+                .split_once('/')
+                .and_then(|(ip, _)| ip.parse().ok())
+                .expect("pod CIDR");
+            std::net::Ipv4Addr::from(u32::from(base) + 1).to_string()
+        };
+        let endpoints_kind = Kind::of("v1", "Endpoints").expect("Endpoints");
+        let dns_endpoints = |ip: String| {
+            json!({"apiVersion": "v1", "kind": "Endpoints",
+                   "metadata": {"name": "udp-dns", "namespace": "default"},
+                   "subsets": [{"addresses": [{"ip": ip}],
+                                "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}]})
+        };
+        client
+            .create(
+                &json!({"apiVersion": "v1", "kind": "Service",
+                        "metadata": {"name": "udp-dns", "namespace": "default"},
+                        "spec": {"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}}),
+                "default",
+            )
+            .await
+            .expect("service created");
+        client
+            .create(&dns_endpoints(bridge_ip(0)), "default")
+            .await
+            .expect("endpoints created");
+        let udp_ip = client
+            .get(&services, "default", "udp-dns")
+            .await
+            .expect("udp-dns")["spec"]["clusterIP"]
+            .as_str()
+            .expect("cluster IP")
+            .to_string();
+        // The client starts once host 2 has the rule (a flow made before it would be stale
+        // for another reason: its first packet went to no endpoint).
+        let host2 = net.hosts[2].ns.clone();
+        let dnat_to_0 = format!("--to-destination {}:53", bridge_ip(0));
+        wait::until("host 2's rule for udp-dns", LIMIT, || {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &host2, "iptables-save", "-t", "nat"])
+                .output();
+            let has = out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&dnat_to_0));
+            async move { has.then_some(()) }
+        })
+        .await;
+        let (to_client, client_rx) = std::sync::mpsc::channel::<()>();
+        let (client_tx, from_client) = std::sync::mpsc::channel::<(&'static str, bool)>();
+        let client_net = net.clone();
+        std::thread::spawn(move || {
+            client_net.run_in_host(2, move || async move {
+                let socket = tokio::net::UdpSocket::bind("0.0.0.0:0")
+                    .await
+                    .expect("client socket");
+                socket
+                    .connect(format!("{udp_ip}:53"))
+                    .await
+                    .expect("connect");
+                let mut id = 0u16;
+                // One question; whether it was answered within a second.
+                let mut ask = || {
+                    id = id.wrapping_add(1);
+                    let (socket, id) = (&socket, id);
+                    async move {
+                        let q =
+                            tests::dns_wire::query(id, "kube-dns.kube-system.svc.cluster.local");
+                        socket.send(&q).await.ok()?;
+                        let mut buf = [0u8; 1500];
+                        let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+                        loop {
+                            let len = tokio::time::timeout_at(deadline, socket.recv(&mut buf))
+                                .await
+                                .ok()?
+                                .ok()?;
+                            if tests::dns_wire::answered(
+                                &buf[..len],
+                                id,
+                                tests::dns_wire::Expect::Address,
+                            ) {
+                                return Some(());
+                            }
+                        }
+                    }
+                };
+                let mut answered = false;
+                let started = std::time::Instant::now();
+                while !answered && started.elapsed() < LIMIT {
+                    answered = ask().await.is_some();
+                }
+                let _ = client_tx.send(("node-0 answers", answered));
+                // Host 0 now drops the traffic: the pinned flow gets no answer.
+                let _ = client_rx.recv();
+                let _ = client_tx.send(("no answer once node-0 drops", ask().await.is_none()));
+                // The endpoint moved to node-1: the same socket is answered again.
+                let _ = client_rx.recv();
+                let started = std::time::Instant::now();
+                let mut answered = false;
+                while !answered && started.elapsed() < Duration::from_secs(15) {
+                    answered = ask().await.is_some();
+                }
+                let _ = client_tx.send(("node-1 answers the same socket", answered));
+            })
+        });
+        let next = || {
+            let (what, ok) = from_client.recv().expect("client thread");
+            assert!(ok, "UDP service: {what}\n{}", hosts.logs());
+        };
+        next();
+        let dropped = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &net.hosts[0].ns,
+                "iptables",
+                "-I",
+                "INPUT",
+                "-p",
+                "udp",
+            ])
+            .args(["--dport", "53", "-s", &net.hosts[2].ip, "-j", "DROP"])
+            .status()
+            .expect("iptables runs");
+        assert!(dropped.success());
+        let _ = to_client.send(());
+        next();
+        let mut moved = client
+            .get(&endpoints_kind, "default", "udp-dns")
+            .await
+            .expect("endpoints");
+        moved["subsets"] = dns_endpoints(bridge_ip(1))["subsets"].clone();
+        client
+            .update(&moved, "default")
+            .await
+            .expect("endpoints moved");
+        let _ = to_client.send(());
+        next();
 
         // Node 2's agent dies: its pod is replaced on another node and the service follows.
         let mut hosts = hosts;

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use netproxy::dns::server::{self, ClusterDns, ZoneHandle};
 use netproxy::dns::zone::Zone;
+use tests::dns_wire::{answered, query, Expect};
 use tests::netns::TestNet;
 use tests::upstream_dns::UpstreamDns;
 
@@ -30,39 +31,6 @@ const CLIENTS: usize = 16;
 const SECONDS: u64 = 5;
 const SKIFF: &str = "127.0.0.1:53";
 const DNSMASQ: &str = "127.0.0.2:53";
-
-/// A DNS question for `name`, type A, recursion desired.
-fn query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = Vec::with_capacity(32 + name.len());
-    q.extend_from_slice(&id.to_be_bytes());
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.').filter(|l| !l.is_empty()) {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
-}
-
-/// What a question must get.
-#[derive(Clone, Copy)]
-enum Expect {
-    Address,
-    NxDomain,
-}
-
-/// Whether `answer` answers question `id` as `expect` says.
-fn answered(answer: &[u8], id: u16, expect: Expect) -> bool {
-    if answer.len() < 12 || answer[0..2] != id.to_be_bytes() || answer[2] & 0x80 == 0 {
-        return false;
-    }
-    let rcode = answer[3] & 0x0f;
-    let answers = u16::from_be_bytes([answer[6], answer[7]]);
-    match expect {
-        Expect::Address => rcode == 0 && answers >= 1,
-        Expect::NxDomain => rcode == 3,
-    }
-}
 
 struct Outcome {
     qps: f64,
