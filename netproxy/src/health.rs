@@ -41,11 +41,7 @@ pub fn health_checks<'a>(
 ) -> BTreeMap<u16, HealthCheck> {
     let mut out = BTreeMap::new();
     for svc in services {
-        let (Some(namespace), Some(name), Some(spec)) = (
-            svc.metadata.namespace.as_deref(),
-            svc.metadata.name.as_deref(),
-            svc.spec.as_ref(),
-        ) else {
+        let Some((namespace, name, spec)) = crate::model::named(svc) else {
             continue;
         };
         let local_policy = spec.type_.as_deref() == Some("LoadBalancer")

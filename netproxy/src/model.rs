@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Service, ServiceSpec};
 
 /// A transport protocol a Service port may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -91,6 +91,15 @@ fn ipv4(text: &str) -> Option<Ipv4Addr> {
     text.parse().ok()
 }
 
+/// A Service's namespace, name and spec, when it has all three.
+pub(crate) fn named(svc: &Service) -> Option<(&str, &str, &ServiceSpec)> {
+    Some((
+        svc.metadata.namespace.as_deref()?,
+        svc.metadata.name.as_deref()?,
+        svc.spec.as_ref()?,
+    ))
+}
+
 /// The service ports of `services` that get rules, each with its endpoints from `endpoints`,
 /// sorted by id and port. IPv6 addresses are left out (the rules are IPv4 for now).
 pub fn service_ports<'a>(
@@ -111,11 +120,7 @@ pub fn service_ports<'a>(
         .collect();
     let mut out = Vec::new();
     for svc in services {
-        let (Some(namespace), Some(name), Some(spec)) = (
-            svc.metadata.namespace.as_deref(),
-            svc.metadata.name.as_deref(),
-            svc.spec.as_ref(),
-        ) else {
+        let Some((namespace, name, spec)) = named(svc) else {
             continue;
         };
         if spec.type_.as_deref() == Some("ExternalName") {

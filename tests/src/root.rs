@@ -2,10 +2,16 @@
 //! under CI=true (CI runs as root, so a skip there would hide a failure). The one check every
 //! root-only helper of this crate asks (network namespaces, VMs, containers).
 
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    uid == 0
+}
+
 /// True as root. Not root: under CI=true a panic naming `what`, else a note and false.
 pub fn root_or_skip(what: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
+    if is_root() {
         return true;
     }
     if std::env::var("CI").as_deref() == Ok("true") {

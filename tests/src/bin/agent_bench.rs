@@ -274,8 +274,7 @@ fn mib(b: u64) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !tests::root::is_root() {
         bail!("agent-bench runs containers: run it as root");
     }
     let dir = tempfile::Builder::new()

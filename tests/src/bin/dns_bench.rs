@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use netproxy::dns::server::{self, ClusterDns, ZoneHandle};
 use netproxy::dns::zone::Zone;
+use tests::bench::percentile;
 use tests::dns_wire::{answered, query, Expect};
 use tests::netns::TestNet;
 use tests::upstream_dns::UpstreamDns;
@@ -81,16 +82,10 @@ async fn load(server: SocketAddr, name: fn(u64) -> String, expect: Expect) -> Ou
         all.extend(t.await.expect("client task"));
     }
     let took = started.elapsed();
-    all.sort();
-    let at = |q: f64| {
-        all.get(((all.len() as f64 * q).ceil() as usize).saturating_sub(1))
-            .copied()
-            .unwrap_or_default()
-    };
     Outcome {
         qps: all.len() as f64 / took.as_secs_f64(),
-        p50: at(0.5),
-        p99: at(0.99),
+        p50: percentile(&all, 50.0),
+        p99: percentile(&all, 99.0),
         failed: failed.load(Ordering::Relaxed),
     }
 }
@@ -136,8 +131,7 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !tests::root::is_root() {
         eprintln!("dns-bench needs root (a network namespace, port 53)");
         std::process::exit(1);
     }

@@ -21,6 +21,7 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use netproxy::{render, Endpoint, Iptables, NodeContext, Protocol, ServicePort};
+use tests::bench::percentile;
 use tests::netns::TestNet;
 
 const SIZES: [usize; 3] = [1_000, 5_000, 10_000];
@@ -82,8 +83,7 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !tests::root::is_root() {
         eprintln!("proxy-bench needs root (network namespaces, iptables)");
         std::process::exit(1);
     }
@@ -123,23 +123,19 @@ fn main() {
                 (first, next, partial_syncs(&ipt, sps, &node, &mut written))
             })
         };
-        let quantile = |mut v: Vec<Duration>, q: f64| {
-            v.sort();
-            v[((v.len() as f64 * q).ceil() as usize).saturating_sub(1)]
-        };
         let totals: Vec<Duration> = changes.iter().map(|c| c.0).collect();
-        let p = |q: f64| quantile(totals.clone(), q);
-        let render_p50 = quantile(changes.iter().map(|c| c.1).collect(), 0.5);
-        let restore_p50 = quantile(changes.iter().map(|c| c.2).collect(), 0.5);
+        let p = |q: f64| percentile(&totals, q);
+        let render_p50 = percentile(&changes.iter().map(|c| c.1).collect::<Vec<_>>(), 50.0);
+        let restore_p50 = percentile(&changes.iter().map(|c| c.2).collect::<Vec<_>>(), 50.0);
         println!(
             "| {n} × {ENDPOINTS} | {rules} | {} | {} | {} | {:.2} | {} | {} | {:.3} | {} | {} |",
             ms(first),
             ms(next),
             ms(reference),
             first.as_secs_f64() / reference.as_secs_f64(),
-            ms_frac(p(0.5)),
-            ms_frac(p(0.99)),
-            p(0.99).as_secs_f64() / next.as_secs_f64(),
+            ms_frac(p(50.0)),
+            ms_frac(p(99.0)),
+            p(99.0).as_secs_f64() / next.as_secs_f64(),
             ms_frac(render_p50),
             ms_frac(restore_p50),
         );
