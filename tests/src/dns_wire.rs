@@ -1,8 +1,18 @@
-//! DNS questions and answers on the wire, as far as tests and benchmarks need them: an A
-//! question for a name, and whether a reply answers it (ID, response bit, code, an address).
+//! DNS questions and answers on the wire, as far as tests and benchmarks need them: an A or
+//! AAAA question for a name, and whether a reply answers it (ID, response bit, code, an
+//! address).
 
 /// A DNS question for `name`, type A, class IN, recursion desired, with ID `id`.
 pub fn query(id: u16, name: &str) -> Vec<u8> {
+    query_type(id, name, 1)
+}
+
+/// The same for type AAAA.
+pub fn query_aaaa(id: u16, name: &str) -> Vec<u8> {
+    query_type(id, name, 28)
+}
+
+fn query_type(id: u16, name: &str, qtype: u8) -> Vec<u8> {
     let mut q = Vec::with_capacity(32 + name.len());
     q.extend_from_slice(&id.to_be_bytes());
     q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
@@ -10,7 +20,7 @@ pub fn query(id: u16, name: &str) -> Vec<u8> {
         q.push(label.len() as u8);
         q.extend_from_slice(label.as_bytes());
     }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q.extend_from_slice(&[0, 0, qtype, 0, 1]);
     q
 }
 
@@ -19,6 +29,8 @@ pub fn query(id: u16, name: &str) -> Vec<u8> {
 pub enum Expect {
     /// NOERROR with at least one answer.
     Address,
+    /// NOERROR, answers or not (an AAAA question for a name with only an A record).
+    NoError,
     NxDomain,
 }
 
@@ -31,6 +43,7 @@ pub fn answered(reply: &[u8], id: u16, expect: Expect) -> bool {
     let answers = u16::from_be_bytes([reply[6], reply[7]]);
     match expect {
         Expect::Address => rcode == 0 && answers >= 1,
+        Expect::NoError => rcode == 0,
         Expect::NxDomain => rcode == 3,
     }
 }

@@ -200,7 +200,19 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
 {
-    let path = format!("/var/run/netns/{ns}");
+    run_in_file(
+        std::path::PathBuf::from(format!("/var/run/netns/{ns}")),
+        body,
+    )
+}
+
+/// Runs `body` on a thread of its own inside the network namespace pinned at `path` (a pod's,
+/// under its agent's root directory), on a runtime of that thread; returns when it is done.
+pub fn run_in_file<F, Fut>(path: std::path::PathBuf, body: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
     let handle = std::thread::spawn(move || {
         let file = std::fs::File::open(&path).expect("namespace");
         use std::os::fd::AsRawFd;
