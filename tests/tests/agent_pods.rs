@@ -2,7 +2,8 @@
 //! control-plane replica and one `skiff-agent` in it, images from Debian's docker-registry on
 //! the host's loopback through a `docker.io` mirror entry. A pod runs the example image and
 //! answers on its pod IP; exit codes and restart policies come back as Kubernetes reports them;
-//! the agent survives SIGKILL without touching its containers; a deleted pod leaves nothing.
+//! the agent survives SIGKILL without touching its containers; a deleted pod leaves nothing;
+//! Jobs complete, an Indexed one with each pod told its index.
 
 use std::time::Duration;
 
@@ -313,6 +314,66 @@ fn bad_input_is_reported_with_kubernetes_reasons_and_a_job_completes() {
             }
         })
         .await;
+
+        // An Indexed Job: a pod per index, each told its index and named after it.
+        n.client
+            .create(
+                &json!({"apiVersion": "batch/v1", "kind": "Job",
+                        "metadata": {"name": "idx", "namespace": "default"},
+                        "spec": {"completionMode": "Indexed", "completions": 3,
+                                 "parallelism": 2,
+                                 "template": {"spec": {
+                            "restartPolicy": "Never",
+                            "containers": [{"name": "work", "image": "busybox",
+                                            "command": ["sh", "-c",
+                                                "echo index=$JOB_COMPLETION_INDEX host=$(hostname)"]}]}}}}),
+                "default",
+            )
+            .await
+            .expect("indexed job");
+        let c = n.client.clone();
+        let done = wait::try_until(LIMIT, || {
+            let c = c.clone();
+            async move {
+                let job = c.get(&jobs, "default", "idx").await.ok()?;
+                let complete = job["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["type"] == "Complete" && c["status"] == "True");
+                complete.then_some(job)
+            }
+        })
+        .await
+        .expect("the Indexed Job completes");
+        assert_eq!(done["status"]["completedIndexes"], "0-2", "{done:#}");
+        assert_eq!(done["status"]["succeeded"], 3, "{done:#}");
+        let list = n
+            .client
+            .list(
+                &pods(),
+                Some("default"),
+                "batch.kubernetes.io/job-name=idx",
+                "",
+            )
+            .await
+            .expect("the Job's pods")
+            .items;
+        let mut said: Vec<String> = vec![];
+        for p in &list {
+            let name = p["metadata"]["name"].as_str().expect("name");
+            let logs = tests::cli::skiff(&n.cluster.endpoints(), &["logs", name], None);
+            assert!(logs.ok, "logs of {name}: {}", logs.stderr);
+            said.push(logs.stdout.trim().to_string());
+        }
+        said.sort();
+        assert_eq!(
+            said,
+            [
+                "index=0 host=idx-0",
+                "index=1 host=idx-1",
+                "index=2 host=idx-2"
+            ]
+        );
     });
 }
 

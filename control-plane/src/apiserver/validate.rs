@@ -358,7 +358,8 @@ fn service(spec: &Value, errs: &mut Errors) {
     }
 }
 
-/// A Job spec's counts are not negative, and its completion mode is one Skiff runs.
+/// A Job spec's counts are not negative, and its completion mode is known (Indexed with a
+/// count of completions).
 fn job_counts(spec: &Value, path: &str, errs: &mut Errors) {
     for field in [
         "parallelism",
@@ -379,14 +380,25 @@ fn job_counts(spec: &Value, path: &str, errs: &mut Errors) {
             }
         }
     }
-    if let Some(mode) = str_at(spec, "completionMode") {
-        if mode != "NonIndexed" {
-            errs.invalid(
-                format!("{path}.completionMode"),
-                &mode.into(),
-                "Unsupported value: supported values: \"NonIndexed\" (Indexed jobs are not supported yet)",
-            );
-        }
+    match str_at(spec, "completionMode") {
+        None | Some("NonIndexed") => {}
+        Some("Indexed") => match spec.get("completions").and_then(Value::as_i64) {
+            None => errs.0.push(FieldError {
+                path: format!("{path}.completions"),
+                detail: "Required value: when completion mode is Indexed".into(),
+            }),
+            Some(c) if c > 100_000 => errs.invalid(
+                format!("{path}.completions"),
+                &c.into(),
+                "must be less than or equal to 100000 when completion mode is Indexed",
+            ),
+            Some(_) => {}
+        },
+        Some(mode) => errs.unsupported(
+            format!("{path}.completionMode"),
+            mode,
+            &["Indexed", "NonIndexed"],
+        ),
     }
 }
 
@@ -796,6 +808,34 @@ mod tests {
         assert!(errs[0]
             .to_string()
             .starts_with("spec.template.spec.restartPolicy: Unsupported value: \"Always\""));
+    }
+
+    #[test]
+    fn indexed_jobs_need_a_count_of_completions() {
+        let job = |spec: Value| {
+            let mut j = json!({"metadata": {"name": "j"}, "spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}}}});
+            for (k, v) in spec.as_object().into_iter().flatten() {
+                j["spec"][k] = v.clone();
+            }
+            validate("Job", &j)
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+        };
+        assert!(job(json!({"completionMode": "Indexed", "completions": 3})).is_empty());
+        assert_eq!(
+            job(json!({"completionMode": "Indexed"})),
+            ["spec.completions: Required value: when completion mode is Indexed"]
+        );
+        assert_eq!(
+            job(json!({"completionMode": "Indexed", "completions": 100001})),
+            ["spec.completions: Invalid value: 100001: must be less than or equal to 100000 when completion mode is Indexed"]
+        );
+        assert_eq!(
+            job(json!({"completionMode": "Sometimes"})),
+            ["spec.completionMode: Unsupported value: \"Sometimes\": supported values: \"Indexed\", \"NonIndexed\""]
+        );
     }
 
     #[test]

@@ -11,6 +11,10 @@
 //!   if it is deleted at once, and across controller failovers.
 //! - `suspend` deletes the running pods and starts none; `ttlSecondsAfterFinished` deletes the
 //!   finished Job.
+//! - Indexed Jobs (`completionMode: Indexed`): a pod per completion index 0..completions, each
+//!   with its index (annotation, label, hostname, `JOB_COMPLETION_INDEX`); a failed index is
+//!   retried under the same back-off; the Job completes when every index has succeeded once,
+//!   recorded in `status.completedIndexes` ("0-2,4") in the write that records the pod.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -35,6 +39,8 @@ pub struct Plan {
     /// Pods whose tracking finalizer goes once `status` is written.
     pub release: Vec<String>,
     pub create: usize,
+    /// Indexed Jobs: the completion index of each pod to create (as many as `create`).
+    pub create_indexes: Vec<i64>,
     /// Pods to delete (names).
     pub delete: Vec<String>,
     /// (warning, reason, message)
@@ -42,6 +48,55 @@ pub struct Plan {
     /// Delete the Job itself (its TTL after finishing ran out).
     pub expire: bool,
     pub again: Again,
+}
+
+/// The annotation (and label) naming an Indexed Job pod's completion index.
+pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
+
+/// An Indexed Job pod's completion index.
+fn completion_index(pod: &Value) -> Option<i64> {
+    object::annotations(pod)
+        .get(COMPLETION_INDEX)
+        .and_then(|i| i.parse().ok())
+        .filter(|i| *i >= 0)
+}
+
+/// `status.completedIndexes` ("1,3-5,7") read into a set; what does not parse is left out.
+pub fn parse_indexes(text: &str) -> BTreeSet<i64> {
+    let mut out = BTreeSet::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<i64>(), b.parse::<i64>()) {
+                    out.extend(a..=b);
+                }
+            }
+            None => out.extend(part.parse::<i64>()),
+        }
+    }
+    out
+}
+
+/// A set of indexes as Kubernetes writes `status.completedIndexes`: ascending, runs of
+/// consecutive indexes as "first-last".
+pub fn format_indexes(indexes: &BTreeSet<i64>) -> String {
+    let mut runs: Vec<(i64, i64)> = vec![];
+    for &i in indexes {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == i => *last = i,
+            _ => runs.push((i, i)),
+        }
+    }
+    runs.iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn has_tracking(pod: &Value) -> bool {
@@ -159,6 +214,27 @@ pub fn plan(job: &Value, owned: &[&Value], now: jiff::Timestamp) -> Plan {
         .collect();
     let succeeded_all = succeeded + unc_ok.len() as i64;
     let failed_all = failed + unc_failed.len() as i64;
+    // Indexed Jobs: the indexes done, from the status and every succeeded pod still tracked
+    // (recorded here in the same write that records the pod, so none is lost when it goes).
+    let indexed = object::field_string(job, "spec.completionMode") == "Indexed";
+    let completions_spec = object::field(job, "spec.completions").and_then(Value::as_i64);
+    let mut completed_indexes = parse_indexes(
+        previous
+            .get("completedIndexes")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+    );
+    if indexed {
+        let in_range = |i: &i64| completions_spec.is_some_and(|c| *i < c);
+        completed_indexes.extend(
+            tracked
+                .values()
+                .filter(|p| pods::phase(p) == "Succeeded")
+                .filter_map(|p| completion_index(p))
+                .filter(in_range),
+        );
+    }
+    let mut create_indexes: Vec<i64> = vec![];
 
     let mut active: Vec<&Value> = owned
         .iter()
@@ -272,6 +348,7 @@ pub fn plan(job: &Value, owned: &[&Value], now: jiff::Timestamp) -> Plan {
         let deadline = object::field(job, "spec.activeDeadlineSeconds").and_then(Value::as_i64);
         let ran = now.as_second() - started.as_second();
         let complete = match completions {
+            Some(c) if indexed => completed_indexes.len() as i64 >= c,
             Some(c) => succeeded_all >= c,
             None => succeeded_all > 0 && active.is_empty(),
         };
@@ -329,7 +406,28 @@ pub fn plan(job: &Value, owned: &[&Value], now: jiff::Timestamp) -> Plan {
             if let Some(d) = deadline {
                 again = Some(Duration::from_secs((d - ran).max(1) as u64));
             }
+            // Indexed: a pod per index not yet done; a pod of an index done (or a second one
+            // for the same index) goes.
+            let mut missing: Vec<i64> = vec![];
+            if let (true, Some(c)) = (indexed, completions) {
+                let mut seen = BTreeSet::new();
+                active.sort_by_key(|p| object::meta_str(p, "creationTimestamp").to_string());
+                for p in &active {
+                    let keep = completion_index(p)
+                        .filter(|i| *i < c && !completed_indexes.contains(i))
+                        .is_some_and(|i| seen.insert(i));
+                    if !keep {
+                        delete_extra.push(object::name(p).to_string());
+                    }
+                }
+                let extra: BTreeSet<&str> = delete_extra.iter().map(String::as_str).collect();
+                active.retain(|p| !extra.contains(object::name(p)));
+                missing = (0..c)
+                    .filter(|i| !completed_indexes.contains(i) && !seen.contains(i))
+                    .collect();
+            }
             let want = match completions {
+                Some(c) if indexed => parallelism.min(c - completed_indexes.len() as i64).max(0),
                 Some(c) => parallelism.min(c - succeeded_all).max(0),
                 None if succeeded_all > 0 => 0,
                 None => parallelism,
@@ -354,21 +452,28 @@ pub fn plan(job: &Value, owned: &[&Value], now: jiff::Timestamp) -> Plan {
                     again = Some(again.map_or(w, |a| a.min(w)));
                 } else {
                     create = (want - have).min(BURST) as usize;
+                    if indexed {
+                        create_indexes = missing.iter().copied().take(create).collect();
+                        create = create_indexes.len();
+                    }
                 }
             } else if have > want {
                 active.sort_by_key(|p| {
                     std::cmp::Reverse(object::meta_str(p, "creationTimestamp").to_string())
                 });
-                delete_extra = active
-                    .iter()
-                    .take((have - want) as usize)
-                    .map(|p| object::name(p).to_string())
-                    .collect();
+                delete_extra.extend(
+                    active
+                        .iter()
+                        .take((have - want) as usize)
+                        .map(|p| object::name(p).to_string()),
+                );
             }
         }
     }
     let delete: Vec<String> = if delete_all_active {
-        active.iter().map(|p| object::name(p).to_string()).collect()
+        let mut all: Vec<String> = active.iter().map(|p| object::name(p).to_string()).collect();
+        all.extend(delete_extra);
+        all
     } else {
         delete_extra
     };
@@ -389,6 +494,9 @@ pub fn plan(job: &Value, owned: &[&Value], now: jiff::Timestamp) -> Plan {
             "failed": unc_failed.iter().collect::<Vec<_>>(),
         });
     }
+    if indexed && !completed_indexes.is_empty() {
+        status["completedIndexes"] = json!(format_indexes(&completed_indexes));
+    }
     if let Some(t) = start_time {
         status["startTime"] = json!(t);
     }
@@ -402,6 +510,7 @@ pub fn plan(job: &Value, owned: &[&Value], now: jiff::Timestamp) -> Plan {
         status,
         release,
         create,
+        create_indexes,
         delete,
         events,
         expire,
@@ -409,8 +518,11 @@ pub fn plan(job: &Value, owned: &[&Value], now: jiff::Timestamp) -> Plan {
     }
 }
 
-/// A new pod for `job`: its template, the job labels, the tracking finalizer.
-pub fn pod_for(job: &Value) -> Value {
+/// A new pod for `job`: its template, the job labels, the tracking finalizer; for an Indexed
+/// Job, its completion `index` as Kubernetes gives it: annotation and label, the name
+/// `<job>-<index>-<random>`, the hostname `<job>-<index>`, and `JOB_COMPLETION_INDEX` in every
+/// container's environment (from the annotation, through the downward API).
+pub fn pod_for(job: &Value, index: Option<i64>) -> Value {
     let mut pod = pods::from_template(job, &job["spec"]["template"], "");
     let mut labels = object::labels(&pod);
     let (name, uid) = (object::name(job), object::meta_str(job, "uid"));
@@ -418,6 +530,26 @@ pub fn pod_for(job: &Value) -> Value {
     labels.insert("job-name".into(), name.into());
     labels.insert(CONTROLLER_UID.into(), uid.into());
     labels.insert("controller-uid".into(), uid.into());
+    if let Some(i) = index {
+        labels.insert(COMPLETION_INDEX.into(), i.to_string());
+        let mut annotations = object::annotations(&pod);
+        annotations.insert(COMPLETION_INDEX.into(), i.to_string());
+        object::set_meta(&mut pod, "annotations", json!(annotations));
+        object::set_meta(&mut pod, "generateName", json!(format!("{name}-{i}-")));
+        if object::field_string(&pod, "spec.hostname").is_empty() {
+            pod["spec"]["hostname"] = json!(format!("{name}-{i}"));
+        }
+        let env = json!({"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
+            "fieldPath": format!("metadata.annotations['{COMPLETION_INDEX}']")}}});
+        for list in ["containers", "initContainers"] {
+            for c in pod["spec"][list].as_array_mut().into_iter().flatten() {
+                match c.get_mut("env").and_then(Value::as_array_mut) {
+                    Some(vars) => vars.push(env.clone()),
+                    None => c["env"] = json!([env.clone()]),
+                }
+            }
+        }
+    }
     object::set_meta(&mut pod, "labels", json!(labels));
     object::set_meta(&mut pod, "finalizers", json!([TRACKING]));
     pod
@@ -466,7 +598,14 @@ async fn reconcile(pass: &Pass, job: &Value, owned: &[&Value]) -> Again {
             }
         }
     }
-    let wanted: Vec<Value> = (0..p.create).map(|_| pod_for(job)).collect();
+    let wanted: Vec<Value> = if p.create_indexes.is_empty() {
+        (0..p.create).map(|_| pod_for(job, None)).collect()
+    } else {
+        p.create_indexes
+            .iter()
+            .map(|i| pod_for(job, Some(*i)))
+            .collect()
+    };
     let (made, failed) = pass.create_many(&wanted).await;
     if let Some(e) = failed {
         pass.event(
@@ -711,5 +850,71 @@ mod tests {
         assert_eq!(p.delete, ["b"]);
         assert_eq!(p.create, 0);
         assert_eq!(p.status["conditions"][0]["type"], "Suspended");
+    }
+
+    #[test]
+    fn completed_indexes_are_read_and_written_as_kubernetes_does() {
+        let set = parse_indexes("0-2,4, 7-8");
+        assert_eq!(set.iter().copied().collect::<Vec<_>>(), [0, 1, 2, 4, 7, 8]);
+        assert_eq!(format_indexes(&set), "0-2,4,7-8");
+        assert_eq!(format_indexes(&BTreeSet::new()), "");
+        assert!(parse_indexes("x,3-").is_empty());
+    }
+
+    #[test]
+    fn an_indexed_job_runs_each_index_until_it_succeeds_once() {
+        let mut j = job(Some(3), 2);
+        j["spec"]["completionMode"] = json!("Indexed");
+        let p = plan(&j, &[], now());
+        assert_eq!(p.create_indexes, [0, 1]);
+        assert_eq!(p.create, 2);
+
+        // A pod carries its index everywhere Kubernetes puts it.
+        let made = pod_for(&j, Some(1));
+        assert_eq!(made["metadata"]["annotations"][COMPLETION_INDEX], "1");
+        assert_eq!(made["metadata"]["labels"][COMPLETION_INDEX], "1");
+        assert_eq!(made["metadata"]["generateName"], "pi-1-");
+        assert_eq!(made["spec"]["hostname"], "pi-1");
+        assert_eq!(
+            made["spec"]["containers"][0]["env"][0],
+            json!({"name": "JOB_COMPLETION_INDEX", "valueFrom": {"fieldRef": {
+                "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}})
+        );
+
+        let indexed = |name: &str, phase: &str, i: i64| {
+            let mut p = pod(name, phase);
+            p["metadata"]["annotations"] = json!({ COMPLETION_INDEX: i.to_string() });
+            p
+        };
+        // Index 0 succeeded, index 1 failed: 1 again and 2 next; 0 is recorded at once.
+        let mut pods = vec![indexed("a", "Succeeded", 0), indexed("bb", "Failed", 1)];
+        let refs: Vec<&Value> = pods.iter().collect();
+        let later = now() + jiff::SignedDuration::from_secs(600);
+        let p = plan(&j, &refs, later);
+        assert_eq!(p.status["completedIndexes"], "0");
+        assert_eq!(p.create_indexes, [1, 2]);
+        let j2 = after(&j, &p, &mut pods);
+
+        // A second pod for one index, and a pod of an index already done, go.
+        let dup = [
+            indexed("c", "Running", 1),
+            indexed("dd", "Running", 1),
+            indexed("eee", "Running", 0),
+        ];
+        let refs: Vec<&Value> = dup.iter().collect();
+        let p = plan(&j2, &refs, later);
+        assert_eq!(p.delete, ["dd", "eee"]);
+        assert_eq!(p.create_indexes, [2]);
+
+        // Every index done: complete.
+        let done = [indexed("f", "Succeeded", 1), indexed("gg", "Succeeded", 2)];
+        let refs: Vec<&Value> = done.iter().collect();
+        let p = plan(&j2, &refs, later);
+        assert_eq!(p.status["completedIndexes"], "0-2");
+        assert!(p.status["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "SuccessCriteriaMet"));
     }
 }
