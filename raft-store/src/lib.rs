@@ -9,6 +9,7 @@ pub mod etcd;
 pub mod forward;
 pub mod ids;
 pub mod machine;
+pub mod memory;
 pub mod mvcc;
 pub mod pb;
 pub mod raft;

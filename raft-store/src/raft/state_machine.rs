@@ -144,6 +144,8 @@ impl Shared {
             last_membership,
         };
         self.save_snapshot(&meta, &data)?;
+        // The dump's copy of every key and value is freed by now: give its pages back.
+        crate::memory::release_freed();
         Ok(Snapshot {
             meta,
             snapshot: data,
@@ -221,6 +223,7 @@ impl StateMachineStore {
             self.shared.schedule_compaction(&mut m);
         }
         self.shared.hub.reset();
+        crate::memory::release_freed();
         Ok(())
     }
 }
