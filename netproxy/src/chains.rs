@@ -63,12 +63,33 @@ pub fn endpoint_chain(sp: &ServicePort, ep: &Endpoint) -> String {
 
 /// The chains of Skiff's that an `iptables-save` text of one table declares (`:NAME …`).
 pub fn ours_in_save(save: &str) -> std::collections::BTreeSet<String> {
-    save.lines()
-        .filter_map(|l| l.strip_prefix(':'))
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|name| name.starts_with(CHAIN_PREFIX))
+    rules_per_chain(save)
+        .into_keys()
         .map(str::to_string)
         .collect()
+}
+
+/// How many rules (`-A NAME …`) each chain of Skiff's holds in an `iptables-save` text of
+/// one table; a chain declared (`:NAME …`) without rules counts 0.
+pub fn rules_per_chain(save: &str) -> std::collections::BTreeMap<&str, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for line in save.lines() {
+        let (name, rule) = if let Some(decl) = line.strip_prefix(':') {
+            (decl.split_whitespace().next(), false)
+        } else if let Some(rule) = line.strip_prefix("-A ") {
+            (rule.split_whitespace().next(), true)
+        } else {
+            continue;
+        };
+        let Some(name) = name.filter(|n| n.starts_with(CHAIN_PREFIX)) else {
+            continue;
+        };
+        let n: &mut usize = counts.entry(name).or_default();
+        if rule {
+            *n += 1;
+        }
+    }
+    counts
 }
 
 #[cfg(test)]

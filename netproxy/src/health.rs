@@ -6,9 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Endpoints, Service, ServiceSpec};
 
-use crate::model::ServicePort;
+use crate::model::{by_name, ready_endpoints, Protocol};
 
 /// What one health-check port reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,55 +33,66 @@ impl HealthCheck {
 }
 
 /// The health-check ports this node serves, each with its Service's local endpoint count
-/// (the most any of its ports has) from `ports` (see [`crate::service_ports`]).
+/// (the most any of its ports has, read as the proxy reads them). Only the Services that have
+/// a health-check port are looked at, and the Endpoints only when there is one.
 pub fn health_checks<'a>(
     services: impl IntoIterator<Item = &'a Service>,
-    ports: &[ServicePort],
+    endpoints: impl IntoIterator<Item = &'a Endpoints>,
     node_name: &str,
 ) -> BTreeMap<u16, HealthCheck> {
-    let mut out = BTreeMap::new();
-    for svc in services {
-        let Some((namespace, name, spec)) = crate::model::named(svc) else {
-            continue;
-        };
-        let local_policy = spec.type_.as_deref() == Some("LoadBalancer")
-            && spec.external_traffic_policy.as_deref() == Some("Local");
-        let Some(port) = spec
-            .health_check_node_port
-            .filter(|_| local_policy)
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p > 0)
-        else {
-            continue;
-        };
-        let local_endpoints = ports
-            .iter()
-            .filter(|sp| sp.namespace == namespace && sp.name == name)
-            .map(|sp| {
-                sp.endpoints
-                    .iter()
-                    .filter(|ep| ep.node_name.as_deref() == Some(node_name))
-                    .count()
-            })
-            .max()
-            .unwrap_or(0);
-        out.insert(
-            port,
-            HealthCheck {
-                namespace: namespace.to_string(),
-                name: name.to_string(),
-                local_endpoints,
-            },
-        );
+    let wanted: Vec<(u16, &str, &str, &ServiceSpec)> = services
+        .into_iter()
+        .filter_map(|svc| {
+            let (namespace, name, spec) = crate::model::named(svc)?;
+            let local_policy = spec.type_.as_deref() == Some("LoadBalancer")
+                && spec.external_traffic_policy.as_deref() == Some("Local");
+            let port = spec
+                .health_check_node_port
+                .filter(|_| local_policy)
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p > 0)?;
+            Some((port, namespace, name, spec))
+        })
+        .collect();
+    if wanted.is_empty() {
+        return BTreeMap::new();
     }
-    out
+    let by_name = by_name(endpoints);
+    wanted
+        .into_iter()
+        .map(|(port, namespace, name, spec)| {
+            let local_endpoints = by_name
+                .get(&(namespace, name))
+                .map(|eps| {
+                    spec.ports
+                        .iter()
+                        .flatten()
+                        .filter_map(|p| Some((p, Protocol::parse(p.protocol.as_deref())?)))
+                        .map(|(p, protocol)| {
+                            ready_endpoints(eps, p.name.as_deref().unwrap_or_default(), protocol)
+                                .iter()
+                                .filter(|ep| ep.node_name.as_deref() == Some(node_name))
+                                .count()
+                        })
+                        .max()
+                        .unwrap_or(0)
+                })
+                .unwrap_or(0);
+            (
+                port,
+                HealthCheck {
+                    namespace: namespace.to_string(),
+                    name: name.to_string(),
+                    local_endpoints,
+                },
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::service_ports;
-    use k8s_openapi::api::core::v1::Endpoints;
 
     fn service(ty: &str, policy: &str, hc: Option<i32>) -> Service {
         serde_json::from_value(serde_json::json!({
@@ -110,8 +121,7 @@ mod tests {
     fn a_node_is_healthy_for_a_service_only_with_a_local_endpoint() {
         let svc = service("LoadBalancer", "Local", Some(32000));
         let eps = endpoints(&["n1", "n1", "n2"]);
-        let ports = service_ports([&svc], [&eps]);
-        let on = |node: &str| health_checks([&svc], &ports, node);
+        let on = |node: &str| health_checks([&svc], [&eps], node);
 
         let n1 = on("n1");
         assert_eq!(n1.len(), 1);
@@ -132,7 +142,7 @@ mod tests {
             service("NodePort", "Local", Some(32000)),
             service("LoadBalancer", "Local", None),
         ] {
-            assert!(health_checks([&svc], &ports, "n1").is_empty(), "{svc:?}");
+            assert!(health_checks([&svc], [&eps], "n1").is_empty(), "{svc:?}");
         }
     }
 }

@@ -26,7 +26,7 @@ impl Protocol {
         }
     }
 
-    fn parse(text: Option<&str>) -> Option<Protocol> {
+    pub(crate) fn parse(text: Option<&str>) -> Option<Protocol> {
         match text.unwrap_or("TCP") {
             "TCP" => Some(Protocol::Tcp),
             "UDP" => Some(Protocol::Udp),
@@ -100,13 +100,11 @@ pub(crate) fn named(svc: &Service) -> Option<(&str, &str, &ServiceSpec)> {
     ))
 }
 
-/// The service ports of `services` that get rules, each with its endpoints from `endpoints`,
-/// sorted by id and port. IPv6 addresses are left out (the rules are IPv4 for now).
-pub fn service_ports<'a>(
-    services: impl IntoIterator<Item = &'a Service>,
+/// Endpoints objects by (namespace, name): the Service each belongs to.
+pub(crate) fn by_name<'a>(
     endpoints: impl IntoIterator<Item = &'a Endpoints>,
-) -> Vec<ServicePort> {
-    let by_name: BTreeMap<(&str, &str), &Endpoints> = endpoints
+) -> BTreeMap<(&'a str, &'a str), &'a Endpoints> {
+    endpoints
         .into_iter()
         .filter_map(|e| {
             Some((
@@ -117,7 +115,16 @@ pub fn service_ports<'a>(
                 e,
             ))
         })
-        .collect();
+        .collect()
+}
+
+/// The service ports of `services` that get rules, each with its endpoints from `endpoints`,
+/// sorted by id and port. IPv6 addresses are left out (the rules are IPv4 for now).
+pub fn service_ports<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    endpoints: impl IntoIterator<Item = &'a Endpoints>,
+) -> Vec<ServicePort> {
+    let by_name = by_name(endpoints);
     let mut out = Vec::new();
     for svc in services {
         let Some((namespace, name, spec)) = named(svc) else {
@@ -214,7 +221,11 @@ pub fn with_node_dns(ports: &mut [ServicePort], dns: Ipv4Addr, node_name: Option
 }
 
 /// The ready addresses of `endpoints` for the service port named `port_name`, sorted.
-fn ready_endpoints(endpoints: &Endpoints, port_name: &str, protocol: Protocol) -> Vec<Endpoint> {
+pub(crate) fn ready_endpoints(
+    endpoints: &Endpoints,
+    port_name: &str,
+    protocol: Protocol,
+) -> Vec<Endpoint> {
     let mut out = Vec::new();
     for subset in endpoints.subsets.iter().flatten() {
         let Some(port) = subset.ports.iter().flatten().find(|p| {

@@ -1,12 +1,12 @@
-//! Rendered rules before they become text, and the three texts one sync can write from them:
-//! a full one (every chain, stale chains of Skiff's deleted), a partial one (only the chains
-//! whose rules changed since the last good sync — kube-proxy's MinimizeIPTablesRestore, which
-//! goes further here: the shared chains too are left alone when they did not change), and the fingerprint of what was written
-//! ([`Written`]) that the next partial sync compares against and that a read-back
-//! (`iptables-save`) is checked against to find rules someone else changed. Pure.
+//! Rendered rules before they become text, and what one sync can write from them: a full text
+//! (every chain, stale chains of Skiff's deleted), a partial one (only the chains whose rules
+//! changed since the last good sync — kube-proxy's MinimizeIPTablesRestore, which goes further
+//! here: the shared chains too are left alone when they did not change), and the fingerprint
+//! of what was written ([`Written`]) that the next partial sync compares against and that a
+//! read-back (`iptables-save`) is checked against to find rules someone else changed. Pure.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 
@@ -128,8 +128,8 @@ pub struct Written {
 
 impl Written {
     /// How the rules in an `iptables-save` of the filter and nat tables differ from what was
-    /// written, one line per chain missing or holding a different number of rules (sorted); empty when
-    /// they agree. (Rule text is not compared: `iptables-save` prints rules in its own
+    /// written, one line per chain missing or holding a different number of rules (sorted);
+    /// empty when they agree. (Rule text is not compared: `iptables-save` prints rules in its own
     /// canonical form, not as they were written.)
     pub fn drift(&self, filter_save: &str, nat_save: &str) -> Vec<String> {
         let mut found = vec![];
@@ -137,7 +137,7 @@ impl Written {
             ("filter", &self.filter, filter_save),
             ("nat", &self.nat, nat_save),
         ] {
-            let counts = rule_counts(save);
+            let counts = chains::rules_per_chain(save);
             for (chain, print) in written {
                 match counts.get(chain.as_str()) {
                     None => found.push(format!("{table} {chain}: missing")),
@@ -157,28 +157,6 @@ impl Written {
     pub fn chains(&self) -> usize {
         self.filter.len() + self.nat.len()
     }
-}
-
-/// Rules per chain of Skiff's in an `iptables-save` text (declared chains with none: 0).
-fn rule_counts(save: &str) -> BTreeMap<&str, usize> {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for line in save.lines() {
-        let name = if let Some(decl) = line.strip_prefix(':') {
-            decl.split_whitespace().next()
-        } else if let Some(rule) = line.strip_prefix("-A ") {
-            rule.split_whitespace().next()
-        } else {
-            None
-        };
-        let Some(name) = name.filter(|n| n.starts_with(chains::CHAIN_PREFIX)) else {
-            continue;
-        };
-        let n = counts.entry(name).or_default();
-        if line.starts_with("-A ") {
-            *n += 1;
-        }
-    }
-    counts
 }
 
 /// Every rule one sync wants, per table.

@@ -17,10 +17,7 @@ use super::Context;
 pub fn node_addresses(nodes: &[&Value]) -> Vec<String> {
     let mut ips: Vec<String> = nodes
         .iter()
-        .filter(|n| {
-            pods::condition(n, "Ready").and_then(|c| c.get("status")) == Some(&json!("True"))
-                && object::meta_str(n, "deletionTimestamp").is_empty()
-        })
+        .filter(|n| pods::is_ready(n) && object::meta_str(n, "deletionTimestamp").is_empty())
         .filter_map(|n| {
             object::field(n, "status.addresses")
                 .and_then(Value::as_array)?

@@ -36,8 +36,11 @@ pub async fn run(
     let mut listeners: BTreeMap<u16, JoinHandle<()>> = BTreeMap::new();
     loop {
         let (svcs, eps) = (services.state(), endpoints.state());
-        let ports = netproxy::service_ports(svcs.iter().map(|s| &**s), eps.iter().map(|e| &**e));
-        let wanted = netproxy::health_checks(svcs.iter().map(|s| &**s), &ports, &node_name);
+        let wanted = netproxy::health_checks(
+            svcs.iter().map(|s| &**s),
+            eps.iter().map(|e| &**e),
+            &node_name,
+        );
         listeners.retain(|port, task| {
             let keep = wanted.contains_key(port) && !task.is_finished();
             if !keep {
