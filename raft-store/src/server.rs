@@ -185,7 +185,8 @@ impl StoreServer {
             .map_err(|e| data_err(e.to_string()))?;
         let log_store = LogStore::open(&log_db, &cfg.data_dir.join("log"))
             .map_err(|e| data_err(e.to_string()))?;
-        let sm = StateMachineStore::open(&db).map_err(|e| data_err(e.to_string()))?;
+        let sm = StateMachineStore::open(&db, &cfg.data_dir.join("snap"))
+            .map_err(|e| data_err(e.to_string()))?;
         if let (Some(path), false) = (&cfg.restore_from, fresh) {
             return Err(StartError::Restore {
                 path: path.clone(),

@@ -28,7 +28,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for SledBuil
             .open()
             .map_err(|e| store_err(std::io::Error::other(e)))?;
         let log = LogStore::open(&db, dir.path()).map_err(store_err)?;
-        let sm = StateMachineStore::open(&db).map_err(store_err)?;
+        let sm = StateMachineStore::open(&db, &dir.path().join("snap")).map_err(store_err)?;
         Ok((dir, log, sm))
     }
 }

@@ -5,6 +5,7 @@ pub mod compactor;
 pub mod log_store;
 pub mod network;
 pub mod peer_service;
+pub mod snapshot_file;
 pub mod state_machine;
 
 use std::fmt;

@@ -3,7 +3,8 @@
 //! applied change to watchers through the [`WatchHub`].
 //!
 //! A snapshot is the whole state-machine tree (key history included, so watchers on a replica that
-//! installed a snapshot can still replay uncompacted revisions), encoded with `codec`.
+//! installed a snapshot can still replay uncompacted revisions), encoded with `codec`, kept in a
+//! file of its own (`snapshot_file`).
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,6 +15,7 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::EntryPayload;
 
 use super::compactor::Compactor;
+use super::snapshot_file::SnapshotFiles;
 use super::{LogId, Snapshot, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::codec;
 use crate::error::StoreError;
@@ -24,8 +26,10 @@ use crate::watch::hub::WatchHub;
 
 const META_APPLIED: &[u8] = b"m/raft/applied";
 const META_MEMBERSHIP: &[u8] = b"m/raft/membership";
-const SNAPSHOT_META: &[u8] = b"meta";
-const SNAPSHOT_DATA: &[u8] = b"data";
+/// Where snapshots were kept before they had a file of their own (moved out at start).
+const OLD_SNAPSHOT_TREE: &str = "snapshot";
+const OLD_SNAPSHOT_META: &[u8] = b"meta";
+const OLD_SNAPSHOT_DATA: &[u8] = b"data";
 
 fn io_err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
@@ -45,7 +49,7 @@ pub fn check_snapshot(data: &[u8]) -> Result<(), codec::CodecError> {
 /// Shared between openraft's state-machine worker and the client-facing services.
 pub struct Shared {
     machine: RwLock<Machine>,
-    snapshots: sled::Tree,
+    snapshots: SnapshotFiles,
     pub hub: WatchHub,
     /// Deletes compacted records off the apply path.
     pub compactor: Compactor,
@@ -152,12 +156,13 @@ impl Shared {
         })
     }
 
+    /// Saves a snapshot of the state as applied up to `meta`, after making the state database
+    /// durable: openraft purges the log behind a saved snapshot, and the entries the state
+    /// database might lose in a crash must still be in the log, or in the snapshot.
     fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
-        let mut b = sled::Batch::default();
-        b.insert(SNAPSHOT_META, codec::encode(meta));
-        b.insert(SNAPSHOT_DATA, data);
-        self.snapshots.apply_batch(b).map_err(io_err)?;
-        self.snapshots.flush().map_err(io_err)?;
+        let backend = self.read().backend().clone();
+        backend.flush().map_err(io_err)?;
+        self.snapshots.save(meta, data)?;
         self.snapshot_bytes
             .store(data.len() as u64, Ordering::Relaxed);
         Ok(())
@@ -171,15 +176,15 @@ pub struct StateMachineStore {
 }
 
 impl StateMachineStore {
-    pub fn open(db: &sled::Db) -> io::Result<Self> {
+    /// Opens the state machine kept in the sled database `db`, with its snapshot in the
+    /// directory `snapshot_dir`.
+    pub fn open(db: &sled::Db, snapshot_dir: &std::path::Path) -> io::Result<Self> {
         let tree = db.open_tree("state").map_err(io_err)?;
         let backend: Arc<dyn Backend> = Arc::new(SledBackend::new(db.clone(), tree));
         let machine = Machine::open(backend).map_err(io_err)?;
-        let snapshots = db.open_tree("snapshot").map_err(io_err)?;
-        let snapshot_bytes = snapshots
-            .get(SNAPSHOT_DATA)
-            .map_err(io_err)?
-            .map_or(0, |d| d.len() as u64);
+        let snapshots = SnapshotFiles::open(snapshot_dir)?;
+        move_snapshot_out_of(db, &snapshots)?;
+        let snapshot_bytes = snapshots.body_len()?;
         let shared = Arc::new_cyclic(|weak| Shared {
             machine: RwLock::new(machine),
             snapshots,
@@ -328,14 +333,84 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let meta = self.shared.snapshots.get(SNAPSHOT_META).map_err(io_err)?;
-        let data = self.shared.snapshots.get(SNAPSHOT_DATA).map_err(io_err)?;
-        match (meta, data) {
-            (Some(meta), Some(data)) => Ok(Some(Snapshot {
-                meta: codec::decode(&meta).map_err(io_err)?,
-                snapshot: data.to_vec(),
-            })),
-            _ => Ok(None),
-        }
+        let files = self.shared.snapshots.clone();
+        let loaded = tokio::task::spawn_blocking(move || files.load())
+            .await
+            .map_err(io_err)??;
+        Ok(loaded.map(|(meta, snapshot)| Snapshot { meta, snapshot }))
+    }
+}
+
+/// Moves a snapshot kept in the state database by earlier versions into its file, and drops
+/// the old tree.
+fn move_snapshot_out_of(db: &sled::Db, files: &SnapshotFiles) -> io::Result<()> {
+    if !db
+        .tree_names()
+        .iter()
+        .any(|n| n == OLD_SNAPSHOT_TREE.as_bytes())
+    {
+        return Ok(());
+    }
+    let old = db.open_tree(OLD_SNAPSHOT_TREE).map_err(io_err)?;
+    let meta = old.get(OLD_SNAPSHOT_META).map_err(io_err)?;
+    let data = old.get(OLD_SNAPSHOT_DATA).map_err(io_err)?;
+    if let (Some(meta), Some(data)) = (meta, data) {
+        let meta: SnapshotMeta = codec::decode(&meta).map_err(io_err)?;
+        files.save(&meta, &data)?;
+        tracing::info!(
+            bytes = data.len(),
+            "moved the snapshot out of the state database into its own file"
+        );
+    }
+    drop(old);
+    db.drop_tree(OLD_SNAPSHOT_TREE).map_err(io_err)?;
+    db.flush().map_err(io_err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_snapshot_kept_in_the_database_moves_into_its_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .open()
+            .expect("db");
+        let meta = SnapshotMeta {
+            last_log_id: Some(openraft::testing::log_id::<TypeConfig>(3, 1, 42)),
+            last_membership: StoredMembership::default(),
+        };
+        let body = codec::encode(&SnapshotBody {
+            pairs: vec![(b"k".to_vec(), b"v".to_vec())],
+        });
+        let old = db.open_tree(OLD_SNAPSHOT_TREE).expect("tree");
+        old.insert(OLD_SNAPSHOT_META, codec::encode(&meta))
+            .expect("meta");
+        old.insert(OLD_SNAPSHOT_DATA, body.clone()).expect("data");
+        drop(old);
+
+        let mut sm = StateMachineStore::open(&db, &dir.path().join("snap")).expect("open");
+        let current = sm
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("the old snapshot");
+        assert_eq!(current.meta, meta);
+        assert_eq!(current.snapshot, body);
+        assert_eq!(sm.shared.snapshot_bytes(), body.len() as u64);
+        assert!(
+            !db.tree_names()
+                .iter()
+                .any(|n| n == OLD_SNAPSHOT_TREE.as_bytes()),
+            "the old tree is dropped"
+        );
+        // Opening again finds the file and nothing to move.
+        drop(sm);
+        let mut sm = StateMachineStore::open(&db, &dir.path().join("snap")).expect("open");
+        let again = sm.get_current_snapshot().await.expect("read");
+        assert_eq!(again.map(|s| s.meta), Some(meta));
     }
 }

@@ -1,0 +1,162 @@
+//! The current snapshot as one file of its own (`<data-dir>/snap/current`), not a value in the
+//! state database.
+//!
+//! sled keeps the recent versions of a value in memory until it consolidates the page that holds
+//! them; with the snapshot stored there (one value of many MiB, replaced at every snapshot) a
+//! replica held the last four snapshots in memory, and its resident memory stepped up at every
+//! snapshot (the soak benchmark, docs/benchmarks.md). A file costs memory only while it is read
+//! or written.
+//!
+//! The file is written beside the current one, synced, renamed over it and the directory synced,
+//! so a crash leaves either the old snapshot or the new one, never a torn one. Layout: the magic
+//! `SKIFFSNP`, the encoded meta's length (u64, little-endian), the meta (`codec`), the body.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use super::SnapshotMeta;
+use crate::codec;
+
+const MAGIC: &[u8; 8] = b"SKIFFSNP";
+const CURRENT: &str = "current";
+const TEMPORARY: &str = "current.tmp";
+
+/// The directory that holds the current snapshot.
+#[derive(Debug, Clone)]
+pub struct SnapshotFiles {
+    dir: PathBuf,
+}
+
+impl SnapshotFiles {
+    /// Opens (creating it if needed) the snapshot directory `dir`; a temporary file left by a
+    /// crash mid-write is removed.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        match fs::remove_file(dir.join(TEMPORARY)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn current(&self) -> PathBuf {
+        self.dir.join(CURRENT)
+    }
+
+    /// Replaces the current snapshot with `meta` and `body`, durably.
+    pub fn save(&self, meta: &SnapshotMeta, body: &[u8]) -> io::Result<()> {
+        let meta = codec::encode(meta);
+        let temporary = self.dir.join(TEMPORARY);
+        {
+            let mut file = io::BufWriter::with_capacity(1 << 20, File::create(&temporary)?);
+            file.write_all(MAGIC)?;
+            file.write_all(&(meta.len() as u64).to_le_bytes())?;
+            file.write_all(&meta)?;
+            file.write_all(body)?;
+            let file = file.into_inner().map_err(|e| e.into_error())?;
+            file.sync_all()?;
+        }
+        fs::rename(&temporary, self.current())?;
+        File::open(&self.dir)?.sync_all()
+    }
+
+    /// The current snapshot's meta and body, if there is one.
+    pub fn load(&self) -> io::Result<Option<(SnapshotMeta, Vec<u8>)>> {
+        let mut file = match File::open(self.current()) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut bytes = Vec::with_capacity(file.metadata()?.len() as usize);
+        file.read_to_end(&mut bytes)?;
+        let bad = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("snapshot file {}: {what}", self.current().display()),
+            )
+        };
+        let rest = bytes
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or_else(|| bad("not a Skiff snapshot (wrong magic)"))?;
+        let (len, rest) = rest
+            .split_first_chunk::<8>()
+            .ok_or_else(|| bad("truncated before the meta's length"))?;
+        let len = usize::try_from(u64::from_le_bytes(*len))
+            .ok()
+            .filter(|len| *len <= rest.len())
+            .ok_or_else(|| bad("truncated meta"))?;
+        let meta = codec::decode(&rest[..len]).map_err(|e| bad(&format!("meta: {e}")))?;
+        let start = bytes.len() - (rest.len() - len);
+        bytes.drain(..start);
+        Ok(Some((meta, bytes)))
+    }
+
+    /// The size of the current snapshot's body in bytes (0 without one).
+    pub fn body_len(&self) -> io::Result<u64> {
+        let mut file = match File::open(self.current()) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let total = file.metadata()?.len();
+        let mut head = [0u8; 16];
+        file.read_exact(&mut head)?;
+        let meta_len = u64::from_le_bytes(head[8..].try_into().unwrap_or_default());
+        Ok(total.saturating_sub(16 + meta_len))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::{StoredMembership, TypeConfig};
+
+    fn meta(index: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: Some(openraft::testing::log_id::<TypeConfig>(2, 1, index)),
+            last_membership: StoredMembership::default(),
+        }
+    }
+
+    #[test]
+    fn saves_replaces_and_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = SnapshotFiles::open(&dir.path().join("snap")).expect("open");
+        assert!(files.load().expect("load").is_none());
+        assert_eq!(files.body_len().expect("len"), 0);
+        files.save(&meta(7), b"first body").expect("save");
+        files.save(&meta(9), b"second").expect("save");
+        let (m, body) = files.load().expect("load").expect("a snapshot");
+        assert_eq!(m, meta(9));
+        assert_eq!(body, b"second");
+        assert_eq!(files.body_len().expect("len"), 6);
+        // Reopened, as after a restart; a temporary file from a crash mid-write is dropped.
+        fs::write(dir.path().join("snap").join(TEMPORARY), b"torn").expect("write");
+        let files = SnapshotFiles::open(&dir.path().join("snap")).expect("open");
+        assert!(!dir.path().join("snap").join(TEMPORARY).exists());
+        assert_eq!(
+            files.load().expect("load").expect("a snapshot").1,
+            b"second"
+        );
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let files = SnapshotFiles::open(dir.path()).expect("open");
+        fs::write(
+            dir.path().join(CURRENT),
+            b"SKIFFSNP\xff\xff\x00\x00\x00\x00\x00\x00ab",
+        )
+        .expect("write");
+        let e = files.load().expect_err("truncated");
+        assert!(e.to_string().contains("truncated meta"), "{e}");
+        fs::write(dir.path().join(CURRENT), b"something else").expect("write");
+        let e = files.load().expect_err("wrong magic");
+        assert!(e.to_string().contains("wrong magic"), "{e}");
+        assert!(e.to_string().contains("current"), "{e}");
+    }
+}
