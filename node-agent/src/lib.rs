@@ -9,7 +9,6 @@ pub mod config;
 pub mod events;
 pub mod hollow;
 pub mod image;
-pub mod malloc;
 pub mod network;
 pub mod node;
 pub mod pod_runtime;

@@ -10,7 +10,7 @@ use node_agent::config::Args;
 use node_agent::hollow;
 
 fn main() -> anyhow::Result<()> {
-    node_agent::malloc::limit_malloc_arenas(2);
+    skiff_shim_monitor::limit_malloc_arenas(2);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

@@ -124,12 +124,30 @@ async fn the_shim_holds_the_container_without_its_starter() {
         .parse()
         .unwrap();
     assert_eq!(init_ppid, shim.shim.pid);
-    // Soon after the start, the shim's process runs the small monitor program instead.
+    // Soon after the start, the shim's process runs the small monitor program instead: the
+    // statically linked one the runtime installed under its root, when this build has it.
     let exe = || std::fs::read_link(format!("/proc/{}/exe", shim.shim.pid)).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !exe().ends_with("skiff-shim-monitor") {
         assert!(std::time::Instant::now() < deadline, "{:?}", exe());
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if node_agent::runtime::monitor_program::embedded() {
+        assert_eq!(
+            exe(),
+            root.join(".monitor").join("skiff-shim-monitor"),
+            "the installed static monitor"
+        );
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", shim.shim.pid)).unwrap();
+        assert!(
+            !maps.contains("libc.so"),
+            "a static monitor maps no shared C library:\n{maps}"
+        );
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI builds the static monitor"
+        );
     }
     assert!(
         is_alive(&shim.shim),

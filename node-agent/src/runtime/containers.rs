@@ -177,6 +177,8 @@ const RECORD: &str = "container.json";
 pub struct Containers {
     root: PathBuf,
     shim_binary: PathBuf,
+    /// The static monitor installed under the root (see `monitor_program`), if this build has one.
+    monitor: Option<PathBuf>,
     start_timeout: Duration,
     /// How containers' logs rotate (None: never).
     log_rotation: Option<LogRotation>,
@@ -290,9 +292,12 @@ impl Containers {
     ) -> Result<Containers, RuntimeError> {
         let root = root.into();
         std::fs::create_dir_all(&root).map_err(io_err("-", format!("creating {root:?}")))?;
+        let monitor = super::monitor_program::install(&root.join(super::monitor_program::DIR))
+            .map_err(io_err("-", "installing the shim monitor"))?;
         Ok(Containers {
             root,
             shim_binary: shim_binary.into(),
+            monitor,
             start_timeout: DEFAULT_START_TIMEOUT,
             log_rotation: None,
         })
@@ -358,6 +363,7 @@ impl Containers {
             state_dir: dir.join("state"),
             log_max_size: self.log_rotation.map(|r| r.max_size),
             log_max_files: self.log_rotation.map(|r| r.max_files),
+            monitor: self.monitor.clone(),
         };
         let child = tokio::process::Command::new(&self.shim_binary)
             .args(shim_args.to_args())

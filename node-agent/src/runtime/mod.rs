@@ -26,23 +26,24 @@
 pub mod capabilities;
 pub mod cgroups;
 pub mod containers;
-pub mod cri_log;
 pub mod exec;
 pub mod exec_output;
 pub mod exec_report;
 pub mod exec_shim;
 pub mod exec_workload;
 pub mod host;
-pub mod log_rotation;
+pub mod monitor_program;
 pub mod pod_cgroup;
 pub mod pty;
 pub mod qos_cgroups;
 pub mod rootfs;
 pub mod seccomp;
 pub mod shim;
-pub mod shim_monitor;
-pub mod shim_state;
 pub mod spec;
+
+// The monitor's package owns these; the agent and the shim use them from here as before.
+pub use skiff_shim_monitor::monitor as shim_monitor;
+pub use skiff_shim_monitor::{cri_log, log_rotation, shim_state};
 
 pub use containers::{
     ContainerInfo, ContainerState, Containers, ExitStatus, RuntimeError, StartRequest,

@@ -32,7 +32,7 @@ use super::shim_state::{
 };
 
 /// The program a shim becomes once its container runs (see [`shim_monitor`]).
-pub const MONITOR: &str = "skiff-shim-monitor";
+pub const MONITOR: &str = shim_monitor::PROGRAM;
 
 /// Exit status of the shim's first process: the container runs.
 pub const EXIT_STARTED: i32 = 0;
@@ -71,6 +71,10 @@ pub struct ShimArgs {
     /// Log files kept when rotating, the current one included.
     #[arg(long, value_parser = clap::value_parser!(u32).range(2..))]
     pub log_max_files: Option<u32>,
+    /// The monitor program to execute once the container runs (the agent installs its static
+    /// one; default: `skiff-shim-monitor` beside this program).
+    #[arg(long)]
+    pub monitor: Option<PathBuf>,
 }
 
 impl ShimArgs {
@@ -92,6 +96,10 @@ impl ShimArgs {
             out.push(r.max_size.to_string().into());
             out.push("--log-max-files".into());
             out.push(r.max_files.to_string().into());
+        }
+        if let Some(monitor) = &self.monitor {
+            out.push("--monitor".into());
+            out.push(monitor.clone().into());
         }
         out
     }
@@ -348,15 +356,17 @@ fn daemon(args: ShimArgs, report_fd: OwnedFd) -> i32 {
     };
     drop(log);
     drop(container);
-    become_monitor(&monitor, [out_r, err_r])
+    become_monitor(args.monitor.as_deref(), &monitor, [out_r, err_r])
 }
 
-/// Executes `skiff-shim-monitor` (beside this program) in this process with the pipes kept
-/// open; if that cannot be done, monitors in this process instead.
-fn become_monitor(monitor: &MonitorArgs, pipes: [OwnedFd; 2]) -> i32 {
-    let program = std::env::current_exe()
-        .ok()
-        .and_then(|p| Some(p.parent()?.join(MONITOR)));
+/// Executes the monitor program (`program`, else `skiff-shim-monitor` beside this one) in this
+/// process with the pipes kept open; if that cannot be done, monitors in this process instead.
+fn become_monitor(program: Option<&Path>, monitor: &MonitorArgs, pipes: [OwnedFd; 2]) -> i32 {
+    let program = program.map(Path::to_path_buf).or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| Some(p.parent()?.join(MONITOR)))
+    });
     if let Some(program) = program.filter(|p| p.is_file()) {
         let inheritable = pipes.iter().all(|fd| {
             nix::fcntl::fcntl(

@@ -3,7 +3,7 @@
 //! running container needs much less: copy its output into the CRI log, reap its init, read the
 //! OOM kill count, remove its cgroup and libcontainer's state directory, write `exit.json`. So
 //! after reporting the start the shim executes this small program in its own process (same pid,
-//! session, child-subreaper flag and open pipes; see [`super::shim`]), and only the monitor's
+//! session, child-subreaper flag and open pipes; see node-agent's `runtime::shim`), and only the monitor's
 //! few pages stay resident for the life of the container. When the program cannot be executed
 //! the shim calls [`run`] itself: one code path either way.
 //!
@@ -20,10 +20,13 @@ use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
-use super::cgroups;
-use super::cri_log::{self, Stream};
-use super::log_rotation::{LogRotation, RotatingLog};
-use super::shim_state::{ExitRecord, StateDir, EXIT};
+use crate::cgroup;
+use crate::cri_log::{self, Stream};
+use crate::log_rotation::{LogRotation, RotatingLog};
+use crate::shim_state::{ExitRecord, StateDir, EXIT};
+
+/// The program's name.
+pub const PROGRAM: &str = "skiff-shim-monitor";
 
 /// Everything the monitor needs, passed from the shim.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,7 +121,7 @@ impl MonitorArgs {
 
 /// `skiff-shim-monitor`'s `main`. Never returns.
 pub fn main() -> ! {
-    crate::malloc::limit_malloc_arenas(1);
+    crate::limit_malloc_arenas(1);
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     match MonitorArgs::parse(&args) {
         Ok(args) => std::process::exit(run(args)),
@@ -196,10 +199,10 @@ pub fn run(args: MonitorArgs) -> i32 {
 
     let has_cgroup = !args.cgroups_path.as_os_str().is_empty();
     let oom_killed =
-        has_cgroup && cgroups::oom_kill_count(&args.cgroups_path).is_some_and(|n| n > 0);
+        has_cgroup && cgroup::oom_kill_count(&args.cgroups_path).is_some_and(|n| n > 0);
     let mut problems = Vec::new();
     if has_cgroup {
-        if let Err(e) = cgroups::remove_cgroup(&args.cgroups_path) {
+        if let Err(e) = cgroup::remove_cgroup(&args.cgroups_path) {
             problems.push(format!("removing cgroup {:?}: {e}", args.cgroups_path));
         }
     }

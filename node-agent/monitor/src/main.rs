@@ -1,6 +1,6 @@
 //! `skiff-shim-monitor`: what a shim becomes once its container runs (see
-//! `node_agent::runtime::shim_monitor`).
+//! `skiff_shim_monitor::monitor`).
 
 fn main() {
-    node_agent::runtime::shim_monitor::main()
+    skiff_shim_monitor::monitor::main()
 }
