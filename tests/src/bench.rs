@@ -407,6 +407,41 @@ pub fn rss_bytes(pid: u32) -> u64 {
     proc_kib(&format!("/proc/{pid}/status"), "VmRSS:") * 1024
 }
 
+/// Where the resident set of process `pid` lies, from `/proc/PID/smaps`: bytes per mapped file
+/// and permissions (`skiff-agent (r-xp)` is its code), `[heap]`, `[stack]`, and `[anon]` for
+/// the other anonymous mappings (thread stacks, allocator arenas), largest first.
+pub fn rss_by_mapping(pid: u32) -> Vec<(String, u64)> {
+    let Ok(smaps) = std::fs::read_to_string(format!("/proc/{pid}/smaps")) else {
+        return Vec::new();
+    };
+    let mut by: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    let mut current = String::new();
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // A mapping's header: `start-end perms offset dev inode [path]`.
+        if fields
+            .first()
+            .is_some_and(|f| f.contains('-') && !f.ends_with(':'))
+        {
+            current = match fields.get(5) {
+                Some(path) if path.starts_with('[') => (*path).to_string(),
+                Some(path) => format!(
+                    "{} ({})",
+                    path.rsplit('/').next().unwrap_or(path),
+                    fields.get(1).copied().unwrap_or("?")
+                ),
+                None => "[anon]".to_string(),
+            };
+        } else if fields.first() == Some(&"Rss:") {
+            let kib: u64 = fields.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+            *by.entry(current.clone()).or_default() += kib * 1024;
+        }
+    }
+    let mut v: Vec<(String, u64)> = by.into_iter().filter(|(_, b)| *b > 0).collect();
+    v.sort_by_key(|m| std::cmp::Reverse(m.1));
+    v
+}
+
 /// The `kB` value on the line of `file` that starts with `field` (0 when there is none).
 fn proc_kib(file: &str, field: &str) -> u64 {
     std::fs::read_to_string(file)

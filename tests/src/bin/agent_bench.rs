@@ -184,6 +184,8 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 struct PodFigures {
     startup: Vec<Duration>,
+    /// The agent's resident set by mapping, largest first.
+    by_mapping: Vec<(String, u64)>,
     agent_rss: u64,
     shim_rss_max: u64,
     shim_rss_mean: u64,
@@ -251,8 +253,10 @@ async fn pods(host_ip: String) -> anyhow::Result<PodFigures> {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let idle =
         (cpu_ticks(agent_pid) - before) as f64 / ticks_per_second / t0.elapsed().as_secs_f64();
+    let by_mapping = tests::bench::rss_by_mapping(agent_pid);
     let figures = PodFigures {
         startup,
+        by_mapping,
         agent_rss: rss_bytes(agent_pid),
         shim_rss_max: shims.iter().copied().max().unwrap_or(0),
         shim_rss_mean: shims.iter().sum::<u64>() / shims.len().max(1) as u64,
@@ -375,5 +379,13 @@ async fn main() -> anyhow::Result<()> {
         PODS + 1,
         figures.idle_cpu_percent
     );
+    println!();
+    println!("The agent's resident set by mapping (largest first):");
+    println!();
+    println!("| mapping | RSS |");
+    println!("|---|---:|");
+    for (mapping, bytes) in figures.by_mapping.iter().take(10) {
+        println!("| {mapping} | {} |", mib(*bytes));
+    }
     Ok(())
 }
