@@ -48,19 +48,28 @@ impl SnapshotFiles {
 
     /// Replaces the current snapshot with `meta` and `body`, durably.
     pub fn save(&self, meta: &SnapshotMeta, body: &[u8]) -> io::Result<()> {
+        let mut pending = self.begin(meta)?;
+        pending.write_all(body)?;
+        pending.commit().map(|_| ())
+    }
+
+    /// Starts writing a snapshot with `meta` beside the current one: the caller writes the body
+    /// into the [`PendingSnapshot`] (as it reads the state, without holding it in memory) and
+    /// then commits it.
+    pub fn begin(&self, meta: &SnapshotMeta) -> io::Result<PendingSnapshot> {
         let meta = codec::encode(meta);
         let temporary = self.dir.join(TEMPORARY);
-        {
-            let mut file = io::BufWriter::with_capacity(1 << 20, File::create(&temporary)?);
-            file.write_all(MAGIC)?;
-            file.write_all(&(meta.len() as u64).to_le_bytes())?;
-            file.write_all(&meta)?;
-            file.write_all(body)?;
-            let file = file.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()?;
-        }
-        fs::rename(&temporary, self.current())?;
-        File::open(&self.dir)?.sync_all()
+        let mut file = io::BufWriter::with_capacity(1 << 20, File::create(&temporary)?);
+        file.write_all(MAGIC)?;
+        file.write_all(&(meta.len() as u64).to_le_bytes())?;
+        file.write_all(&meta)?;
+        Ok(PendingSnapshot {
+            file,
+            header: (MAGIC.len() + 8 + meta.len()) as u64,
+            temporary,
+            current: self.current(),
+            dir: self.dir.clone(),
+        })
     }
 
     /// The current snapshot's meta and body, if there is one.
@@ -106,6 +115,41 @@ impl SnapshotFiles {
         file.read_exact(&mut head)?;
         let meta_len = u64::from_le_bytes(head[8..].try_into().unwrap_or_default());
         Ok(total.saturating_sub(16 + meta_len))
+    }
+}
+
+/// A snapshot being written (see [`SnapshotFiles::begin`]); dropped without a commit, it leaves
+/// the current snapshot as it was (its temporary file is replaced or removed later).
+pub struct PendingSnapshot {
+    file: io::BufWriter<File>,
+    header: u64,
+    temporary: PathBuf,
+    current: PathBuf,
+    dir: PathBuf,
+}
+
+/// Writing to it writes the body.
+impl Write for PendingSnapshot {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl PendingSnapshot {
+    /// Syncs the file, renames it over the current snapshot and syncs the directory; the size
+    /// of the body.
+    pub fn commit(self) -> io::Result<u64> {
+        let file = self.file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        let body = file.metadata()?.len().saturating_sub(self.header);
+        drop(file);
+        fs::rename(&self.temporary, &self.current)?;
+        File::open(&self.dir)?.sync_all()?;
+        Ok(body)
     }
 }
 

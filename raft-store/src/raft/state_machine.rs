@@ -110,45 +110,98 @@ impl Shared {
         Ok((applied, membership))
     }
 
-    /// The whole state as a snapshot body, with the applied state it corresponds to.
-    fn dump(&self) -> io::Result<(Vec<u8>, Option<LogId>, StoredMembership)> {
+    /// Writes the whole state as a snapshot body into `out`, as it reads it: the same bytes as
+    /// `codec::encode(&SnapshotBody { pairs })`, without a copy of the state in memory. The
+    /// Raft bookkeeping (applied log ID, membership) is left out of the body and returned as the
+    /// snapshot's meta, from the same reading, so that the two always match; `out` is asked for
+    /// once the meta is known. Holds the state (and compaction) still while it reads.
+    fn write_body<W: io::Write>(
+        &self,
+        out: impl FnOnce(&SnapshotMeta) -> io::Result<W>,
+    ) -> io::Result<(SnapshotMeta, W)> {
+        let _swap = self.swap_lock();
         let m = self.read();
-        let mut pairs = Vec::new();
-        m.backend()
-            .scan(&[], &[0xff; 32], &mut |k, v| {
-                pairs.push((k.to_vec(), v.to_vec()));
-                true
+        let backend = m.backend();
+        let everything = (&[][..], &[0xff_u8; 32][..]);
+        let mut pairs = 0usize;
+        let mut meta = SnapshotMeta::default();
+        let mut bad = None;
+        backend
+            .scan(everything.0, everything.1, &mut |k, v| {
+                let decoded = if k == META_APPLIED {
+                    codec::decode(v).map(|a| meta.last_log_id = a)
+                } else if k == META_MEMBERSHIP {
+                    codec::decode(v).map(|m| meta.last_membership = m)
+                } else {
+                    pairs += 1;
+                    Ok(())
+                };
+                if let Err(e) = decoded {
+                    bad = Some(e);
+                }
+                bad.is_none()
             })
             .map_err(io_err)?;
-        drop(m);
-        // Raft bookkeeping travels in the snapshot meta, not in the body; it comes from the same
-        // scan as the data so that the two always match.
-        let mut applied = None;
-        let mut membership = StoredMembership::default();
-        for (k, v) in &pairs {
-            if k == META_APPLIED {
-                applied = codec::decode(v).map_err(io_err)?;
-            } else if k == META_MEMBERSHIP {
-                membership = codec::decode(v).map_err(io_err)?;
-            }
+        if let Some(e) = bad {
+            return Err(io_err(e));
         }
-        pairs.retain(|(k, _)| k != META_APPLIED && k != META_MEMBERSHIP);
-        Ok((codec::encode(&SnapshotBody { pairs }), applied, membership))
+        let mut w = out(&meta)?;
+        // postcard: a sequence is its length as a varint, then its items; a byte string is its
+        // length as a varint, then its bytes.
+        let varint = |w: &mut W, n: usize| postcard::to_io(&n, w).map(|_| ()).map_err(io_err);
+        w.write_all(&[codec::FORMAT_VERSION])?;
+        varint(&mut w, pairs)?;
+        let mut written = 0usize;
+        let mut failed = None;
+        backend
+            .scan(everything.0, everything.1, &mut |k, v| {
+                if k == META_APPLIED || k == META_MEMBERSHIP {
+                    return true;
+                }
+                let r = varint(&mut w, k.len())
+                    .and_then(|_| w.write_all(k))
+                    .and_then(|_| varint(&mut w, v.len()))
+                    .and_then(|_| w.write_all(v));
+                written += 1;
+                match r {
+                    Ok(()) => true,
+                    Err(e) => {
+                        failed = Some(e);
+                        false
+                    }
+                }
+            })
+            .map_err(io_err)?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if written != pairs {
+            return Err(io_err(format!(
+                "the state changed while a snapshot was written ({pairs} pairs, then {written})"
+            )));
+        }
+        Ok((meta, w))
     }
 
     /// A backup body for Maintenance.Snapshot (see `backup`).
     pub fn backup_body(&self) -> io::Result<Vec<u8>> {
-        Ok(self.dump()?.0)
+        Ok(self.write_body(|_| Ok(Vec::new()))?.1)
     }
 
     fn build_snapshot(&self) -> io::Result<Snapshot> {
-        let (data, last_log_id, last_membership) = self.dump()?;
-        let meta = SnapshotMeta {
-            last_log_id,
-            last_membership,
-        };
-        self.save_snapshot(&meta, &data)?;
-        // The dump's copy of every key and value is freed by now: give its pages back.
+        let (meta, pending) = self.write_body(|meta| self.snapshots.begin(meta))?;
+        // The state database must be durable up to the snapshot before the snapshot is saved:
+        // the log is purged behind a saved snapshot.
+        let backend = self.read().backend().clone();
+        backend.flush().map_err(io_err)?;
+        let body_len = pending.commit()?;
+        self.snapshot_bytes.store(body_len, Ordering::Relaxed);
+        // openraft takes the snapshot's data back, and drops it: one contiguous read, freed
+        // whole, rather than a copy of every pair.
+        let (_, data) = self
+            .snapshots
+            .load()?
+            .ok_or_else(|| io_err("the snapshot just written is missing"))?;
         crate::memory::release_freed();
         Ok(Snapshot {
             meta,
@@ -371,6 +424,70 @@ fn move_snapshot_out_of(db: &sled::Db, files: &SnapshotFiles) -> io::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_streamed_body_is_the_encoded_pairs_and_installs_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = sled::Config::new()
+            .path(dir.path().join("db"))
+            .open()
+            .expect("db");
+        let sm = StateMachineStore::open(&db, &dir.path().join("snap")).expect("open");
+        let applied = Some(openraft::testing::log_id::<TypeConfig>(4, 2, 77));
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..300u32)
+            .map(|i| {
+                (
+                    format!("k/{i:05}").into_bytes(),
+                    vec![i as u8; (i as usize * 37) % 700],
+                )
+            })
+            .collect();
+        // A key of 0xff bytes and an empty value, at the edges of what a scan must cover.
+        pairs.push((vec![0xff; 31], Vec::new()));
+        {
+            let m = sm.shared.write();
+            let mut batch = Batch::default();
+            for (k, v) in &pairs {
+                batch.put(k.clone(), v.clone());
+            }
+            batch.put(META_APPLIED, codec::encode(&applied));
+            m.backend().write(batch).expect("write");
+        }
+        pairs.sort();
+        let (meta, streamed) = sm.shared.write_body(|_| Ok(Vec::new())).expect("body");
+        assert_eq!(meta.last_log_id, applied);
+        let expected = codec::encode(&SnapshotBody {
+            pairs: pairs.clone(),
+        });
+        assert_eq!(
+            streamed, expected,
+            "the same bytes as encoding the pairs at once"
+        );
+
+        // Built into its file and installed into another state machine: the same pairs.
+        let snap = sm.shared.build_snapshot().expect("build");
+        assert_eq!(snap.snapshot, expected);
+        assert_eq!(sm.shared.snapshot_bytes(), expected.len() as u64);
+        let other_dir = tempfile::tempdir().expect("tempdir");
+        let other_db = sled::Config::new()
+            .path(other_dir.path().join("db"))
+            .open()
+            .expect("db");
+        let mut other =
+            StateMachineStore::open(&other_db, &other_dir.path().join("snap")).expect("open");
+        other
+            .install_snapshot(&snap.meta, snap.snapshot.clone())
+            .await
+            .expect("install");
+        let (_, again) = other.shared.write_body(|_| Ok(Vec::new())).expect("body");
+        assert_eq!(again, expected);
+        let current = other
+            .get_current_snapshot()
+            .await
+            .expect("read")
+            .expect("saved");
+        assert_eq!(current.meta, snap.meta);
+    }
 
     #[tokio::test]
     async fn a_snapshot_kept_in_the_database_moves_into_its_file() {
