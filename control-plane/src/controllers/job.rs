@@ -38,9 +38,8 @@ pub struct Plan {
     pub status: Value,
     /// Pods whose tracking finalizer goes once `status` is written.
     pub release: Vec<String>,
-    pub create: usize,
-    /// Indexed Jobs: the completion index of each pod to create (as many as `create`).
-    pub create_indexes: Vec<i64>,
+    /// Pods to create, each with its completion index (Indexed Jobs) or none.
+    pub create: Vec<Option<i64>>,
     /// Pods to delete (names).
     pub delete: Vec<String>,
     /// (warning, reason, message)
@@ -234,7 +233,6 @@ pub fn plan(job: &Value, owned: &[&Value], now: jiff::Timestamp) -> Plan {
                 .filter(in_range),
         );
     }
-    let mut create_indexes: Vec<i64> = vec![];
 
     let mut active: Vec<&Value> = owned
         .iter()
@@ -254,7 +252,7 @@ pub fn plan(job: &Value, owned: &[&Value], now: jiff::Timestamp) -> Plan {
         .cloned()
         .unwrap_or_default();
     let mut events = Vec::new();
-    let mut create = 0usize;
+    let mut create: Vec<Option<i64>> = vec![];
     let mut delete_all_active = false;
     let mut again: Again = None;
     let mut expire = false;
@@ -451,11 +449,12 @@ pub fn plan(job: &Value, owned: &[&Value], now: jiff::Timestamp) -> Plan {
                     let w = Duration::from_secs(wait as u64);
                     again = Some(again.map_or(w, |a| a.min(w)));
                 } else {
-                    create = (want - have).min(BURST) as usize;
-                    if indexed {
-                        create_indexes = missing.iter().copied().take(create).collect();
-                        create = create_indexes.len();
-                    }
+                    let n = (want - have).min(BURST) as usize;
+                    create = if indexed {
+                        missing.iter().copied().take(n).map(Some).collect()
+                    } else {
+                        vec![None; n]
+                    };
                 }
             } else if have > want {
                 active.sort_by_key(|p| {
@@ -510,7 +509,6 @@ pub fn plan(job: &Value, owned: &[&Value], now: jiff::Timestamp) -> Plan {
         status,
         release,
         create,
-        create_indexes,
         delete,
         events,
         expire,
@@ -598,14 +596,7 @@ async fn reconcile(pass: &Pass, job: &Value, owned: &[&Value]) -> Again {
             }
         }
     }
-    let wanted: Vec<Value> = if p.create_indexes.is_empty() {
-        (0..p.create).map(|_| pod_for(job, None)).collect()
-    } else {
-        p.create_indexes
-            .iter()
-            .map(|i| pod_for(job, Some(*i)))
-            .collect()
-    };
+    let wanted: Vec<Value> = p.create.iter().map(|i| pod_for(job, *i)).collect();
     let (made, failed) = pass.create_many(&wanted).await;
     if let Some(e) = failed {
         pass.event(
@@ -740,7 +731,7 @@ mod tests {
     fn runs_parallel_pods_and_counts_each_success_once() {
         let j = job(Some(3), 2);
         let p = plan(&j, &[], now());
-        assert_eq!(p.create, 2);
+        assert_eq!(p.create.len(), 2);
         assert!(p.status["startTime"].is_string());
         let mut pods = vec![pod("a", "Succeeded"), pod("bb", "Running")];
         let refs: Vec<&Value> = pods.iter().collect();
@@ -751,7 +742,7 @@ mod tests {
             json!(["u-a"])
         );
         assert_eq!(p.release, ["a"]);
-        assert_eq!(p.create, 1);
+        assert_eq!(p.create.len(), 1);
         let j2 = after(&j, &p, &mut pods);
         let refs: Vec<&Value> = pods.iter().collect();
         let p = plan(&j2, &refs, now());
@@ -805,10 +796,10 @@ mod tests {
         let mut j2 = j.clone();
         j2["status"] = json!({"failed": 1});
         let p = plan(&j2, &[&f], now());
-        assert_eq!(p.create, 0);
+        assert_eq!(p.create.len(), 0);
         assert_eq!(p.again, Some(Duration::from_secs(5)));
         let later = "2026-01-01T00:01:10Z".parse().unwrap();
-        assert_eq!(plan(&j2, &[&f], later).create, 1);
+        assert_eq!(plan(&j2, &[&f], later).create.len(), 1);
     }
 
     #[test]
@@ -830,12 +821,12 @@ mod tests {
     #[test]
     fn a_work_queue_finishes_when_one_succeeded_and_the_rest_stopped() {
         let j = job(None, 2);
-        assert_eq!(plan(&j, &[], now()).create, 2);
+        assert_eq!(plan(&j, &[], now()).create.len(), 2);
         let mut j2 = j.clone();
         j2["status"] = json!({"succeeded": 1});
         let running = pod("b", "Running");
         let p = plan(&j2, &[&running], now());
-        assert_eq!(p.create, 0);
+        assert_eq!(p.create.len(), 0);
         assert!(p.status.get("completionTime").is_none());
         let p = plan(&j2, &[], now());
         assert!(p.status["completionTime"].is_string());
@@ -848,7 +839,7 @@ mod tests {
         let running = pod("b", "Running");
         let p = plan(&j, &[&running], now());
         assert_eq!(p.delete, ["b"]);
-        assert_eq!(p.create, 0);
+        assert_eq!(p.create.len(), 0);
         assert_eq!(p.status["conditions"][0]["type"], "Suspended");
     }
 
@@ -866,8 +857,7 @@ mod tests {
         let mut j = job(Some(3), 2);
         j["spec"]["completionMode"] = json!("Indexed");
         let p = plan(&j, &[], now());
-        assert_eq!(p.create_indexes, [0, 1]);
-        assert_eq!(p.create, 2);
+        assert_eq!(p.create, [Some(0), Some(1)]);
 
         // A pod carries its index everywhere Kubernetes puts it.
         let made = pod_for(&j, Some(1));
@@ -892,7 +882,7 @@ mod tests {
         let later = now() + jiff::SignedDuration::from_secs(600);
         let p = plan(&j, &refs, later);
         assert_eq!(p.status["completedIndexes"], "0");
-        assert_eq!(p.create_indexes, [1, 2]);
+        assert_eq!(p.create, [Some(1), Some(2)]);
         let j2 = after(&j, &p, &mut pods);
 
         // A second pod for one index, and a pod of an index already done, go.
@@ -904,7 +894,7 @@ mod tests {
         let refs: Vec<&Value> = dup.iter().collect();
         let p = plan(&j2, &refs, later);
         assert_eq!(p.delete, ["dd", "eee"]);
-        assert_eq!(p.create_indexes, [2]);
+        assert_eq!(p.create, [Some(2)]);
 
         // Every index done: complete.
         let done = [indexed("f", "Succeeded", 1), indexed("gg", "Succeeded", 2)];

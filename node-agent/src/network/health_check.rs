@@ -74,8 +74,15 @@ async fn listen(port: u16, answers: Answers) {
     };
     tracing::info!("serving the load balancers' health check on port {port}");
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, say: the error repeats until some close, so wait a little
+                // instead of spinning on it.
+                tracing::warn!(port, error = %e, "health check: accepting a connection failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let answers = answers.clone();
         tokio::spawn(async move {
