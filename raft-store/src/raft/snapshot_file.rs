@@ -21,6 +21,8 @@ use crate::codec;
 const MAGIC: &[u8; 8] = b"SKIFFSNP";
 const CURRENT: &str = "current";
 const TEMPORARY: &str = "current.tmp";
+/// The magic and the meta's length.
+const HEADER: usize = MAGIC.len() + 8;
 
 /// The directory that holds the current snapshot.
 #[derive(Debug, Clone)]
@@ -65,7 +67,7 @@ impl SnapshotFiles {
         file.write_all(&meta)?;
         Ok(PendingSnapshot {
             file,
-            header: (MAGIC.len() + 8 + meta.len()) as u64,
+            header: (HEADER + meta.len()) as u64,
             temporary,
             current: self.current(),
             dir: self.dir.clone(),
@@ -81,25 +83,10 @@ impl SnapshotFiles {
         };
         let mut bytes = Vec::with_capacity(file.metadata()?.len() as usize);
         file.read_to_end(&mut bytes)?;
-        let bad = |what: &str| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("snapshot file {}: {what}", self.current().display()),
-            )
-        };
-        let rest = bytes
-            .strip_prefix(MAGIC.as_slice())
-            .ok_or_else(|| bad("not a Skiff snapshot (wrong magic)"))?;
-        let (len, rest) = rest
-            .split_first_chunk::<8>()
-            .ok_or_else(|| bad("truncated before the meta's length"))?;
-        let len = usize::try_from(u64::from_le_bytes(*len))
-            .ok()
-            .filter(|len| *len <= rest.len())
-            .ok_or_else(|| bad("truncated meta"))?;
-        let meta = codec::decode(&rest[..len]).map_err(|e| bad(&format!("meta: {e}")))?;
-        let start = bytes.len() - (rest.len() - len);
-        bytes.drain(..start);
+        let meta_end = HEADER + self.meta_len(&bytes)?;
+        let meta =
+            codec::decode(&bytes[HEADER..meta_end]).map_err(|e| self.bad(&format!("meta: {e}")))?;
+        bytes.drain(..meta_end);
         Ok(Some((meta, bytes)))
     }
 
@@ -110,11 +97,38 @@ impl SnapshotFiles {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(e),
         };
-        let total = file.metadata()?.len();
-        let mut head = [0u8; 16];
-        file.read_exact(&mut head)?;
-        let meta_len = u64::from_le_bytes(head[8..].try_into().unwrap_or_default());
-        Ok(total.saturating_sub(16 + meta_len))
+        let total = file.metadata()?.len() as usize;
+        let mut head = Vec::with_capacity(HEADER);
+        (&mut file).take(HEADER as u64).read_to_end(&mut head)?;
+        let meta_len = self.meta_len_within(&head, total)?;
+        Ok((total - HEADER - meta_len) as u64)
+    }
+
+    /// The encoded meta's length from the start of a snapshot file, checked against the bytes
+    /// that follow the header.
+    fn meta_len(&self, bytes: &[u8]) -> io::Result<usize> {
+        self.meta_len_within(bytes, bytes.len())
+    }
+
+    /// As [`Self::meta_len`], for a file of `total` bytes whose first bytes are `head`.
+    fn meta_len_within(&self, head: &[u8], total: usize) -> io::Result<usize> {
+        let rest = head
+            .strip_prefix(MAGIC.as_slice())
+            .ok_or_else(|| self.bad("not a Skiff snapshot (wrong magic)"))?;
+        let (len, _) = rest
+            .split_first_chunk::<8>()
+            .ok_or_else(|| self.bad("truncated before the meta's length"))?;
+        usize::try_from(u64::from_le_bytes(*len))
+            .ok()
+            .filter(|len| *len <= total - HEADER)
+            .ok_or_else(|| self.bad("truncated meta"))
+    }
+
+    fn bad(&self, what: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("snapshot file {}: {what}", self.current().display()),
+        )
     }
 }
 

@@ -209,12 +209,9 @@ impl Shared {
         })
     }
 
-    /// Saves a snapshot of the state as applied up to `meta`, after making the state database
-    /// durable: openraft purges the log behind a saved snapshot, and the entries the state
-    /// database might lose in a crash must still be in the log, or in the snapshot.
+    /// Saves an installed snapshot as the current one. `restore` has made the state database
+    /// durable already, as it must be before openraft purges the log behind a saved snapshot.
     fn save_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
-        let backend = self.read().backend().clone();
-        backend.flush().map_err(io_err)?;
         self.snapshots.save(meta, data)?;
         self.snapshot_bytes
             .store(data.len() as u64, Ordering::Relaxed);
@@ -425,13 +422,18 @@ fn move_snapshot_out_of(db: &sled::Db, files: &SnapshotFiles) -> io::Result<()> 
 mod tests {
     use super::*;
 
+    /// A sled database in `dir`.
+    fn open_db(dir: &tempfile::TempDir) -> sled::Db {
+        sled::Config::new()
+            .path(dir.path().join("db"))
+            .open()
+            .expect("db")
+    }
+
     #[tokio::test]
     async fn a_streamed_body_is_the_encoded_pairs_and_installs_back() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = sled::Config::new()
-            .path(dir.path().join("db"))
-            .open()
-            .expect("db");
+        let db = open_db(&dir);
         let sm = StateMachineStore::open(&db, &dir.path().join("snap")).expect("open");
         let applied = Some(openraft::testing::log_id::<TypeConfig>(4, 2, 77));
         let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = (0..300u32)
@@ -469,10 +471,7 @@ mod tests {
         assert_eq!(snap.snapshot, expected);
         assert_eq!(sm.shared.snapshot_bytes(), expected.len() as u64);
         let other_dir = tempfile::tempdir().expect("tempdir");
-        let other_db = sled::Config::new()
-            .path(other_dir.path().join("db"))
-            .open()
-            .expect("db");
+        let other_db = open_db(&other_dir);
         let mut other =
             StateMachineStore::open(&other_db, &other_dir.path().join("snap")).expect("open");
         other
@@ -492,10 +491,7 @@ mod tests {
     #[tokio::test]
     async fn a_snapshot_kept_in_the_database_moves_into_its_file() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let db = sled::Config::new()
-            .path(dir.path().join("db"))
-            .open()
-            .expect("db");
+        let db = open_db(&dir);
         let meta = SnapshotMeta {
             last_log_id: Some(openraft::testing::log_id::<TypeConfig>(3, 1, 42)),
             last_membership: StoredMembership::default(),
